@@ -4,15 +4,16 @@ mmpcm is an mmpretrain plugin: every component goes into mmpretrain's own
 registries, so configs keep ``default_scope = 'mmpretrain'`` and mix mmpcm and
 mmpretrain parts freely. Names must be unique there (mmpretrain already has
 ``COCOCaption``, ``BlipCaption``, ``LabelSmoothLoss``...), hence the ``PCM``
-prefixes.
+prefixes. mmpretrain has no ``FUNCTIONS`` registry of its own; collate
+functions go into mmengine's, where the Runner looks them up.
 """
 from mmpcm.utils.compat import apply_compat_patches
 
 apply_compat_patches()
 
-from mmpretrain.registry import (DATASETS, FUNCTIONS, HOOKS,  # noqa: E402
-                                 METRICS, MODELS, PARAM_SCHEDULERS,
-                                 TRANSFORMS)
+from mmengine.registry import FUNCTIONS  # noqa: E402
+from mmpretrain.registry import (DATASETS, HOOKS, METRICS,  # noqa: E402
+                                 MODELS, PARAM_SCHEDULERS, TRANSFORMS)
 
 __all__ = [
     'DATASETS', 'FUNCTIONS', 'HOOKS', 'METRICS', 'MODELS', 'PARAM_SCHEDULERS',

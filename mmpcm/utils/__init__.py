@@ -1,0 +1,3 @@
+from .compat import apply_compat_patches
+
+__all__ = ['apply_compat_patches']

@@ -1,0 +1,47 @@
+"""Fixes for breakages between today's releases of mmpcm's dependencies.
+
+Each fix lives here, once, and is applied by :func:`apply_compat_patches`, which
+``import mmpcm`` (and ``mmpcm.registry``) runs before anything imports
+``mmpretrain.models`` or ``mmpretrain.datasets``.
+"""
+import sys
+
+_APPLIED = False
+
+
+def disable_mmpretrain_multimodal() -> None:
+    """Keep mmpretrain importable beside transformers 5.x.
+
+    mmpretrain 1.2 imports its BLIP/OFA code whenever transformers is
+    installed; with transformers 5.x that import dies (``TypeError: NoneType
+    takes no arguments``), which breaks ``import mmpretrain.models`` and with
+    it every config using ``default_scope='mmpretrain'``. mmpcm needs none of
+    those models, so the multimodal switch is turned off before mmpretrain
+    reads it. ``MultiModalDataPreprocessor`` stays available; mmpretrain's
+    own BLIP/OFA classes become placeholders that raise when built.
+
+    Raises:
+        RuntimeError: If ``mmpretrain.models`` or ``mmpretrain.datasets`` was
+            imported with the switch on before this ran.
+    """
+    from mmpretrain.utils import dependency
+    if not dependency.WITH_MULTIMODAL:
+        return
+    early = [m for m in ('mmpretrain.models', 'mmpretrain.datasets')
+             if m in sys.modules]
+    if early:
+        raise RuntimeError(
+            f'{", ".join(early)} was imported before mmpcm. Import mmpcm '
+            '(or list it in custom_imports) before mmpretrain.models and '
+            'mmpretrain.datasets so that mmpcm can keep mmpretrain '
+            'importable beside transformers 5.x.')
+    dependency.WITH_MULTIMODAL = False
+
+
+def apply_compat_patches() -> None:
+    """Apply every compatibility fix once (idempotent)."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    disable_mmpretrain_multimodal()
+    _APPLIED = True
