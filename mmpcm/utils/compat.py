@@ -5,6 +5,7 @@ Each fix lives here, once, and is applied by :func:`apply_compat_patches`, which
 ``mmpretrain.models`` or ``mmpretrain.datasets``.
 """
 import sys
+import warnings
 
 _APPLIED = False
 
@@ -44,4 +45,8 @@ def apply_compat_patches() -> None:
     if _APPLIED:
         return
     disable_mmpretrain_multimodal()
+    # mmpretrain imports mmcv.cnn.bricks.transformer, which warns that
+    # mmcv-lite has no compiled ops; mmpcm never uses them.
+    warnings.filterwarnings(
+        'ignore', message='Fail to import ``MultiScaleDeformableAttention``')
     _APPLIED = True

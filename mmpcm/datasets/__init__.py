@@ -1,0 +1,11 @@
+from .collate import pcm_collate
+from .feature_store import (CLIPFeatureInfo, FeatureItem, FeatureStore,
+                            FeatureStoreMeta, FeatureStoreWriter, ShardInfo,
+                            make_random_feature_store, read_meta, write_meta)
+from .synth_imgcap import SynthImgCapDataset
+
+__all__ = [
+    'CLIPFeatureInfo', 'FeatureItem', 'FeatureStore', 'FeatureStoreMeta',
+    'FeatureStoreWriter', 'ShardInfo', 'make_random_feature_store',
+    'read_meta', 'write_meta', 'SynthImgCapDataset', 'pcm_collate'
+]

@@ -1,0 +1,193 @@
+"""SynthImgCap: pre-extracted CLIP features of synthetic images + captions."""
+import os
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+
+import torch
+from mmengine.dataset import BaseDataset
+from mmpretrain.structures import DataSample
+
+from mmpcm.registry import DATASETS
+from .feature_store import FeatureStore
+
+# dataset argument -> meta.json key it is checked against
+_CLIP_ARGS = {
+    'clip_model': 'clip.model',
+    'num_patches': 'clip.num_patches',
+    'patch_dim': 'clip.patch_dim',
+    'embed_dim': 'clip.embed_dim',
+}
+
+
+@DATASETS.register_module()
+class SynthImgCapDataset(BaseDataset):
+    """Image-caption pairs stored as CLIP features in a feature store.
+
+    Reads a directory written by
+    :class:`~mmpcm.datasets.feature_store.FeatureStoreWriter` (layout in
+    ``docs/feature_format.md``). The data list holds only small per-item
+    dicts; the feature arrays stay memory-mapped and are read per item.
+
+    Each item is ``dict(inputs=dict(patch_tokens=(N, Dv) float16 tensor,
+    global_embed=(D,) float16 tensor), data_samples=DataSample)``; the
+    DataSample carries ``image_id`` and ``sample_idx`` as meta info and,
+    when the record has them, ``gt_caption`` and ``clip_score``. Batch items
+    with ``collate_fn=dict(type='pcm_collate')``.
+
+    Args:
+        data_root (str): The feature store directory.
+        clip_model (str, optional): Expected ``clip.model`` of the store.
+            Defaults to None (not checked).
+        num_patches (int, optional): Expected ``clip.num_patches``.
+            Defaults to None (not checked).
+        patch_dim (int, optional): Expected ``clip.patch_dim``.
+            Defaults to None (not checked).
+        embed_dim (int, optional): Expected ``clip.embed_dim``.
+            Defaults to None (not checked).
+        with_caption (bool): Require a non-empty caption in every record,
+            as training does. Defaults to True.
+        metainfo (dict, optional): Extra meta information; the store's
+            ``clip`` info, ``dtype`` and ``has_text_embeds`` are added.
+            Defaults to None.
+        pipeline (Sequence[dict | Callable]): Transforms applied to each
+            item dict. Defaults to ().
+        test_mode (bool): Whether the dataset is used for testing.
+            Defaults to False.
+        indices (int | Sequence[int], optional): Use only these items (first
+            ``indices`` items if an int). Defaults to None (all).
+        lazy_init (bool): Defer reading the records until first use.
+            meta.json and the shard headers are still checked at once.
+            Defaults to False.
+        serialize_data (bool): Keep the data list as one byte buffer shared
+            by DataLoader workers. Defaults to True.
+        max_refetch (int): Retries when the pipeline returns None.
+            Defaults to 1000.
+
+    Raises:
+        FileNotFoundError: If the store directory, its meta.json or a shard
+            file is missing.
+        ValueError: If the store disagrees with the expected CLIP settings
+            (naming meta.json, the key and both values), or, with
+            ``with_caption=True``, a record has no caption (naming the
+            records file and line).
+
+    Examples:
+        >>> dataset = SynthImgCapDataset(
+        ...     data_root='data/synthimgcap_coco_vitb32',
+        ...     clip_model='ViT-B-32', num_patches=49, patch_dim=768,
+        ...     embed_dim=512)
+        >>> item = dataset[0]
+        >>> item['inputs']['patch_tokens'].shape
+        torch.Size([49, 768])
+    """
+
+    def __init__(self,
+                 data_root: str,
+                 clip_model: Optional[str] = None,
+                 num_patches: Optional[int] = None,
+                 patch_dim: Optional[int] = None,
+                 embed_dim: Optional[int] = None,
+                 with_caption: bool = True,
+                 metainfo: Optional[Mapping] = None,
+                 pipeline: Sequence[Union[dict, Callable]] = (),
+                 test_mode: bool = False,
+                 indices: Optional[Union[int, Sequence[int]]] = None,
+                 lazy_init: bool = False,
+                 serialize_data: bool = True,
+                 max_refetch: int = 1000) -> None:
+        self.with_caption = with_caption
+        self.store = FeatureStore(data_root)
+        expected = dict(clip_model=clip_model, num_patches=num_patches,
+                        patch_dim=patch_dim, embed_dim=embed_dim)
+        self.store.check(
+            {_CLIP_ARGS[arg]: value for arg, value in expected.items()})
+        store_info = dict(
+            clip=self.store.clip_info.to_dict(),
+            dtype=self.store.meta.dtype,
+            has_text_embeds=self.store.has_text_embeds)
+        super().__init__(
+            ann_file='',
+            metainfo={**store_info, **dict(metainfo or {})},
+            data_root=os.fspath(data_root),
+            data_prefix=dict(),
+            indices=indices,
+            serialize_data=serialize_data,
+            pipeline=list(pipeline),
+            test_mode=test_mode,
+            lazy_init=lazy_init,
+            max_refetch=max_refetch)
+
+    def load_data_list(self) -> List[dict]:
+        """Read every record into a small dict (no feature arrays).
+
+        Returns:
+            list[dict]: ``sample_idx``, ``store_idx`` (row in the store),
+            ``image_id``, ``caption`` and ``clip_score`` per item.
+        """
+        data_list = []
+        for store_idx, (path, lineno, record) in enumerate(
+                self.store.iter_records()):
+            caption = record.get('caption')
+            if self.with_caption:
+                self._check_caption(caption, path, lineno)
+            data_list.append(
+                dict(
+                    sample_idx=store_idx,
+                    store_idx=store_idx,
+                    image_id=record['image_id'],
+                    caption=caption,
+                    clip_score=record.get('clip_score')))
+        return data_list
+
+    @staticmethod
+    def _check_caption(caption: Any, path: str, lineno: int) -> None:
+        if not isinstance(caption, str) or not caption.strip():
+            raise ValueError(
+                f'{path} line {lineno}: caption is {caption!r}; training '
+                '(with_caption=True) needs a non-empty caption in every '
+                'record. Set with_caption=False to read captionless items.')
+
+    def prepare_data(self, idx: int) -> Any:
+        """Read item ``idx``'s features and build its data sample.
+
+        Args:
+            idx (int): Index in the dataset (after ``indices``).
+
+        Returns:
+            dict: ``inputs`` (dict of tensors) and ``data_samples``
+            (DataSample), after the pipeline.
+        """
+        info = self.get_data_info(idx)
+        item = self.store.get(info['store_idx'], with_record=False)
+        inputs = dict(
+            patch_tokens=torch.from_numpy(item.patch_tokens),  # (N, Dv)
+            global_embed=torch.from_numpy(item.global_embed))  # (D, )
+        results = dict(inputs=inputs, data_samples=self._data_sample(info))
+        return self.pipeline(results)
+
+    @staticmethod
+    def _data_sample(info: Dict[str, Any]) -> DataSample:
+        data_sample = DataSample()
+        data_sample.set_metainfo(
+            dict(image_id=info['image_id'], sample_idx=info['sample_idx']))
+        if info.get('caption'):
+            data_sample.gt_caption = info['caption']
+        if info.get('clip_score') is not None:
+            data_sample.clip_score = float(info['clip_score'])
+        return data_sample
+
+    def extra_repr(self) -> List[str]:
+        """Extra lines for ``repr``."""
+        clip = self.store.clip_info
+        return [
+            f'Feature store: {self.store.root}',
+            f'CLIP: {clip.model} ({clip.pretrained}), '
+            f'{clip.num_patches}x{clip.patch_dim} patches, '
+            f'{clip.embed_dim}-d global',
+        ]
+
+    def __repr__(self) -> str:
+        head = f'Dataset {type(self).__name__}'
+        size = (len(self) if self._fully_initialized else
+                'unknown (not fully initialized)')
+        body = [f'Number of samples: \t{size}'] + self.extra_repr()
+        return '\n'.join([head] + ['    ' + line for line in body])

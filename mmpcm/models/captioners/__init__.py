@@ -1,0 +1,3 @@
+from .pcm_captioner import EncodedImages, PCMCaptioner
+
+__all__ = ['EncodedImages', 'PCMCaptioner']

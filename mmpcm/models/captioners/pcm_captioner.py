@@ -1,0 +1,160 @@
+"""PCM-Net: CLIP -> PCM neck -> visual-semantic encoder -> caption head."""
+from typing import Dict, List, NamedTuple, Optional, Union
+
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModel
+from mmpretrain.structures import DataSample
+
+from mmpcm.models.backbones.open_clip_vit import CLIPVisualFeatures
+from mmpcm.models.necks.pcm_neck import PCMTokens
+from mmpcm.registry import MODELS
+
+
+class EncodedImages(NamedTuple):
+    """Encoder output for a batch.
+
+    Attributes:
+        memory (torch.Tensor): ``(B, T, d)`` encoded tokens.
+        padding_mask (torch.Tensor): ``(B, T)`` bool, True to ignore.
+    """
+    memory: torch.Tensor
+    padding_mask: torch.Tensor
+
+
+def _build(cfg: Union[dict, nn.Module]) -> nn.Module:
+    return MODELS.build(cfg) if isinstance(cfg, dict) else cfg
+
+
+@MODELS.register_module()
+class PCMCaptioner(BaseModel):
+    """PCM-Net zero-shot captioner.
+
+    Inputs are either pre-extracted CLIP features
+    (``dict(patch_tokens=(B, N, Dv), global_embed=(B, D))``) or images
+    (``dict(images=(B, 3, H, W))``, values in [0, 255]); the frozen CLIP
+    backbone runs only for images, and always supplies ``ln_post``/``proj``.
+
+    Args:
+        backbone (dict | nn.Module): Frozen CLIP image encoder
+            (:class:`OpenCLIPVisionBackbone`).
+        neck (dict | nn.Module): :class:`PCMNeck`.
+        encoder (dict | nn.Module): :class:`VisualSemanticEncoder`.
+        head (dict | nn.Module): :class:`PCMCaptionHead`.
+        data_preprocessor (dict, optional): Defaults to None
+            (``BaseDataPreprocessor``: moves the batch to the device).
+        init_cfg (dict, optional): Initialisation config. Defaults to None.
+    """
+
+    def __init__(self,
+                 backbone: Union[dict, nn.Module],
+                 neck: Union[dict, nn.Module],
+                 encoder: Union[dict, nn.Module],
+                 head: Union[dict, nn.Module],
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.backbone = _build(backbone)
+        self.neck = _build(neck)
+        self.encoder = _build(encoder)
+        self.head = _build(head)
+        self._check_widths()
+
+    def _check_widths(self) -> None:
+        bb, neck = self.backbone, self.neck
+        for name in ('num_patches', 'patch_dim', 'embed_dim'):
+            if getattr(bb, name) != getattr(neck, name):
+                raise ValueError(
+                    f'The CLIP backbone gives {name}={getattr(bb, name)} but '
+                    f'the neck is configured for {getattr(neck, name)}.')
+
+    # ------------------------------------------------------------ features
+    def extract_feat(self, inputs: Dict[str, torch.Tensor]) -> CLIPVisualFeatures:
+        """CLIP features of the batch, from the inputs or from the images.
+
+        Args:
+            inputs (dict): ``patch_tokens`` + ``global_embed``, or ``images``.
+
+        Returns:
+            CLIPVisualFeatures: Float patch tokens and global embeddings.
+        """
+        if 'patch_tokens' in inputs:
+            feats = CLIPVisualFeatures(inputs['patch_tokens'].float(),
+                                       inputs['global_embed'].float())
+            self._check_feature_shapes(feats)
+            return feats
+        if 'images' not in inputs:
+            raise KeyError('PCMCaptioner inputs need "patch_tokens" and '
+                           '"global_embed", or "images"; got '
+                           f'{sorted(inputs)}.')
+        with torch.no_grad():
+            feats = self.backbone(inputs['images'])
+        return CLIPVisualFeatures(feats.patch_tokens.float(),
+                                  feats.global_embed.float())
+
+    def _check_feature_shapes(self, feats: CLIPVisualFeatures) -> None:
+        n, dv = feats.patch_tokens.shape[1:]
+        d = feats.global_embed.shape[-1]
+        want = (self.neck.num_patches, self.neck.patch_dim, self.neck.embed_dim)
+        if (n, dv, d) != want:
+            raise ValueError(
+                f'Feature shapes (patches, patch width, global width) = '
+                f'{(n, dv, d)} disagree with the model config {want}: the '
+                'features were extracted with another CLIP or pooling.')
+
+    def encode(self, feats: CLIPVisualFeatures) -> EncodedImages:
+        """Run the PCM neck and the visual-semantic encoder."""
+        with torch.no_grad():
+            joint = self.backbone.to_joint_space(feats.patch_tokens)  # (B, N, D)
+        tokens: PCMTokens = self.neck(feats.patch_tokens, joint.float(),
+                                      feats.global_embed)
+        memory = self.encoder(tokens.tokens, tokens.padding_mask)  # (B, T, d)
+        return EncodedImages(memory, tokens.padding_mask)
+
+    # ------------------------------------------------------------ modes
+    def forward(self,
+                inputs: Dict[str, torch.Tensor],
+                data_samples: Optional[List[DataSample]] = None,
+                mode: str = 'tensor'):
+        """Dispatch to ``loss``, ``predict`` or the encoder output (``tensor``).
+
+        Args:
+            inputs (dict): Features or images, see the class docstring.
+            data_samples (list[DataSample], optional): Captions and CLIP
+                scores (``loss``), image ids (``predict``).
+            mode (str): ``'loss'``, ``'predict'`` or ``'tensor'``.
+        """
+        if mode == 'loss':
+            return self.loss(inputs, data_samples)
+        if mode == 'predict':
+            return self.predict(inputs, data_samples)
+        if mode == 'tensor':
+            return self.encode(self.extract_feat(inputs)).memory
+        raise RuntimeError(f'Invalid mode "{mode}".')
+
+    def loss(self, inputs: Dict[str, torch.Tensor],
+             data_samples: List[DataSample]) -> dict:
+        """CLIP-weighted caption loss of a batch."""
+        enc = self.encode(self.extract_feat(inputs))
+        captions = [s.gt_caption for s in data_samples]
+        scores = None
+        if all('clip_score' in s for s in data_samples):
+            scores = torch.tensor([float(s.clip_score) for s in data_samples],
+                                  device=enc.memory.device)
+        return self.head.loss(enc.memory, enc.padding_mask, captions, scores)
+
+    def predict(self,
+                inputs: Dict[str, torch.Tensor],
+                data_samples: Optional[List[DataSample]] = None,
+                beam_size: Optional[int] = None) -> List[DataSample]:
+        """Caption a batch; sets ``pred_caption`` on each data sample."""
+        enc = self.encode(self.extract_feat(inputs))
+        decoded = self.head.predict(enc.memory, enc.padding_mask, beam_size)
+        captions = self.head.decode_text(decoded)
+        if data_samples is None:
+            data_samples = [DataSample() for _ in captions]
+        for sample, caption, score in zip(data_samples, captions,
+                                          decoded.scores.tolist()):
+            sample.pred_caption = caption
+            sample.pred_score = score
+        return data_samples

@@ -1,0 +1,3 @@
+from .visual_semantic_encoder import VisualSemanticEncoder
+
+__all__ = ['VisualSemanticEncoder']

@@ -1,0 +1,178 @@
+"""Caption head: transformer sentence decoder, CXE loss and decoding."""
+import math
+from typing import List, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModule
+
+from mmpcm.models.utils.beam_search import Decoded, beam_search, greedy_search
+from mmpcm.models.utils.vocab import WordVocabulary, build_vocabulary
+from mmpcm.registry import MODELS
+
+
+class VocabularyMismatchError(ValueError):
+    """A checkpoint's word vocabulary differs from the model's."""
+
+
+def sinusoid_table(length: int, dim: int) -> torch.Tensor:
+    """``(length, dim)`` sinusoidal position encodings."""
+    pos = torch.arange(length, dtype=torch.float)[:, None]  # (L, 1)
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float) *
+                     (-math.log(10000.0) / dim))  # (dim/2,)
+    table = torch.zeros(length, dim)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq)
+    return table
+
+
+@MODELS.register_module()
+class PCMCaptionHead(BaseModule):
+    """Sentence decoder of PCM-Net with CLIP-weighted cross-entropy.
+
+    The word vocabulary is part of the head's state: it is saved in every
+    checkpoint and checked when one is loaded.
+
+    Args:
+        vocab (WordVocabulary | list | str | dict): The word vocabulary, a
+            word list, a JSON word-list file, or
+            ``dict(data_root=..., min_count=5)`` to build it from a feature
+            store's captions.
+        model_dim (int): Width. Defaults to 512.
+        num_layers (int): Decoder layers. Defaults to 3.
+        num_heads (int): Attention heads. Defaults to 8.
+        ffn_dim (int): Feed-forward width. Defaults to 2048.
+        dropout (float): Dropout. Defaults to 0.2.
+        max_len (int): Most tokens generated, ``<eos>`` included; training
+            captions are cut to fit. Defaults to 20.
+        beam_size (int): Beam size at inference; 1 decodes greedily.
+            Defaults to 3.
+        loss (dict | nn.Module): The loss. Defaults to
+            ``dict(type='CLIPWeightedCELoss')``.
+        init_cfg (dict, optional): Initialisation config. Defaults to None.
+    """
+
+    def __init__(self,
+                 vocab: Union[WordVocabulary, Sequence[str], str, dict],
+                 model_dim: int = 512,
+                 num_layers: int = 3,
+                 num_heads: int = 8,
+                 ffn_dim: int = 2048,
+                 dropout: float = 0.2,
+                 max_len: int = 20,
+                 beam_size: int = 3,
+                 loss: Union[dict, nn.Module] = dict(type='CLIPWeightedCELoss'),
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.vocab = build_vocabulary(vocab)
+        self.max_len = max_len
+        self.beam_size = beam_size
+        self.word_embed = nn.Embedding(len(self.vocab), model_dim,
+                                       padding_idx=self.vocab.pad_id)
+        self.register_buffer('pos_table',
+                             sinusoid_table(max_len + 1, model_dim),
+                             persistent=False)
+        self.embed_dropout = nn.Dropout(dropout)
+        layer = nn.TransformerDecoderLayer(
+            model_dim, num_heads, ffn_dim, dropout, batch_first=True)
+        self.decoder = nn.TransformerDecoder(layer, num_layers)
+        self.output = nn.Linear(model_dim, len(self.vocab))
+        self.loss_module = MODELS.build(loss) if isinstance(loss, dict) else loss
+
+    # ------------------------------------------------------------ vocabulary state
+    def get_extra_state(self) -> dict:
+        return {'vocab': list(self.vocab.words)}
+
+    def set_extra_state(self, state: dict) -> None:
+        theirs = list(state['vocab'])
+        ours = self.vocab.words
+        if theirs == ours:
+            return
+        first = next((i for i, (a, b) in enumerate(zip(theirs, ours))
+                      if a != b), min(len(theirs), len(ours)))
+        pair = (theirs[first] if first < len(theirs) else None,
+                ours[first] if first < len(ours) else None)
+        raise VocabularyMismatchError(
+            f'The checkpoint\'s word vocabulary ({len(theirs)} words) differs '
+            f'from the model\'s ({len(ours)} words, built from the config\'s '
+            f'data); first difference at id {first}: checkpoint {pair[0]!r}, '
+            f'model {pair[1]!r}. Test with the config the checkpoint was '
+            'trained with, or let tools/test.py take the vocabulary from the '
+            'checkpoint.')
+
+    # ------------------------------------------------------------ decoder
+    def forward(self, input_ids: torch.Tensor, memory: torch.Tensor,
+                memory_padding: torch.Tensor) -> torch.Tensor:
+        """Next-token logits.
+
+        Args:
+            input_ids (torch.Tensor): ``(B, L)`` decoder inputs.
+            memory (torch.Tensor): ``(B, T, d)`` encoder output.
+            memory_padding (torch.Tensor): ``(B, T)`` bool, True to ignore.
+
+        Returns:
+            torch.Tensor: ``(B, L, V)`` logits.
+        """
+        length = input_ids.shape[1]
+        x = self.word_embed(input_ids) + self.pos_table[:length]  # (B, L, d)
+        causal = nn.Transformer.generate_square_subsequent_mask(
+            length, device=input_ids.device, dtype=x.dtype)  # (L, L)
+        x = self.decoder(self.embed_dropout(x), memory, tgt_mask=causal,
+                         tgt_is_causal=True,
+                         memory_key_padding_mask=memory_padding)  # (B, L, d)
+        return self.output(x)  # (B, L, V)
+
+    def loss(self, memory: torch.Tensor, memory_padding: torch.Tensor,
+             captions: List[str],
+             clip_scores: Optional[torch.Tensor] = None) -> dict:
+        """Teacher-forced loss of the ground-truth captions.
+
+        Args:
+            memory (torch.Tensor): ``(B, T, d)`` encoder output.
+            memory_padding (torch.Tensor): ``(B, T)`` padding mask.
+            captions (list[str]): One caption per image.
+            clip_scores (torch.Tensor, optional): ``(B,)`` CLIP cosines.
+
+        Returns:
+            dict: ``{'loss': scalar}``.
+        """
+        enc = self.vocab.encode_batch(captions, self.max_len, memory.device)
+        logits = self(enc.input_ids, memory, memory_padding)  # (B, L, V)
+        return {'loss': self.loss_module(logits, enc.target_ids, clip_scores)}
+
+    @torch.no_grad()
+    def predict(self, memory: torch.Tensor, memory_padding: torch.Tensor,
+                beam_size: Optional[int] = None) -> Decoded:
+        """Decode captions (beam search, or greedy when the beam is 1).
+
+        Args:
+            memory (torch.Tensor): ``(B, T, d)`` encoder output.
+            memory_padding (torch.Tensor): ``(B, T)`` padding mask.
+            beam_size (int, optional): Overrides ``self.beam_size``.
+
+        Returns:
+            Decoded: Token ids and sentence log-probabilities.
+        """
+        k = beam_size or self.beam_size
+        b = memory.shape[0]
+        if k > 1:
+            memory = memory.repeat_interleave(k, dim=0)  # (B*K, T, d)
+            memory_padding = memory_padding.repeat_interleave(k, dim=0)
+
+        never = [self.vocab.pad_id, self.vocab.bos_id]
+
+        def step(prefix: torch.Tensor) -> torch.Tensor:
+            logits = self(prefix, memory, memory_padding)[:, -1]  # (B', V)
+            logits = logits.float()
+            logits[:, never] = float('-inf')  # never emit <pad> or <bos>
+            return logits.log_softmax(dim=-1)
+
+        args = (b, self.max_len, self.vocab.bos_id, self.vocab.eos_id,
+                memory.device)
+        if k == 1:
+            return greedy_search(step, *args)
+        return beam_search(step, b, k, *args[1:])
+
+    def decode_text(self, decoded: Decoded) -> List[str]:
+        """Turn decoded ids into caption strings."""
+        return [self.vocab.decode(row) for row in decoded.tokens.tolist()]

@@ -1,0 +1,3 @@
+from .clip_weighted_ce import CLIPWeightedCELoss
+
+__all__ = ['CLIPWeightedCELoss']

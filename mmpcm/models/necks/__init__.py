@@ -1,0 +1,3 @@
+from .pcm_neck import PCMNeck, PCMTokens, SalientConcepts
+
+__all__ = ['PCMNeck', 'PCMTokens', 'SalientConcepts']

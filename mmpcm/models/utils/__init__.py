@@ -1,0 +1,8 @@
+from .beam_search import Decoded, beam_search, greedy_search
+from .concepts import ConceptVocabulary
+from .vocab import WordVocabulary, build_vocabulary, tokenize_caption
+
+__all__ = [
+    'ConceptVocabulary', 'Decoded', 'WordVocabulary', 'beam_search',
+    'build_vocabulary', 'greedy_search', 'tokenize_caption'
+]

@@ -1,0 +1,54 @@
+"""Tiny, random-weight building blocks for tests and smoke runs.
+
+Nothing here is downloaded: the CLIP model is an open_clip ``CLIP`` built
+from a small config with random weights, exactly as real weights would be
+built, only smaller.
+"""
+from typing import List, Optional
+
+import torch
+
+from mmpcm.models.utils.concepts import ConceptVocabulary
+
+TINY_CLIP_CFG = dict(
+    embed_dim=16,
+    vision_cfg=dict(image_size=32, patch_size=8, width=32, layers=2,
+                    head_width=16),
+    text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2,
+                  layers=1),
+)
+"""open_clip config of a tiny ViT CLIP: 4x4 patches of width 32, 16-d space."""
+
+TINY_NUM_PATCHES, TINY_PATCH_DIM, TINY_EMBED_DIM = 16, 32, 16
+
+
+def random_concepts(words: List[str],
+                    embed_dim: int = TINY_EMBED_DIM,
+                    clip_model: str = 'custom',
+                    seed: int = 0) -> ConceptVocabulary:
+    """A concept vocabulary with random unit embeddings."""
+    gen = torch.Generator().manual_seed(seed)
+    return ConceptVocabulary(list(words),
+                             torch.randn(len(words), embed_dim, generator=gen),
+                             clip_model)
+
+
+def tiny_captioner_cfg(vocab, concepts: Optional[str], model_dim: int = 32,
+                       **neck_overrides) -> dict:
+    """Config of a tiny PCMCaptioner over :data:`TINY_CLIP_CFG`."""
+    neck = dict(type='PCMNeck', concepts=concepts, clip_model='custom',
+                num_patches=TINY_NUM_PATCHES, patch_dim=TINY_PATCH_DIM,
+                embed_dim=TINY_EMBED_DIM, model_dim=model_dim, top_k=3,
+                num_selected=3)
+    neck.update(neck_overrides)
+    return dict(
+        type='PCMCaptioner',
+        backbone=dict(type='OpenCLIPVisionBackbone', model_name=None,
+                      model_cfg=TINY_CLIP_CFG),
+        neck=neck,
+        encoder=dict(type='VisualSemanticEncoder', num_layers=1,
+                     model_dim=model_dim, num_heads=2, ffn_dim=64,
+                     dropout=0.1),
+        head=dict(type='PCMCaptionHead', vocab=vocab, model_dim=model_dim,
+                  num_layers=1, num_heads=2, ffn_dim=64, dropout=0.1,
+                  max_len=12, beam_size=3))
