@@ -39,6 +39,20 @@ def disable_mmpretrain_multimodal() -> None:
     dependency.WITH_MULTIMODAL = False
 
 
+def use_allowlisted_checkpoint_loader() -> None:
+    """Let mmengine load its own checkpoints under torch >= 2.6, safely.
+
+    torch >= 2.6 defaults ``torch.load(weights_only=True)``; mmengine 0.10.7
+    loads local checkpoints without the flag, so resume, ``load_from`` and
+    ``load_checkpoint`` fail on the pickled ``HistoryBuffer``. This registers
+    :func:`mmpcm.utils.checkpoint.load_from_local_safe` for local paths: it
+    keeps ``weights_only=True`` and allows only what an mmengine checkpoint
+    holds, refusing any other pickled object.
+    """
+    from mmpcm.utils.checkpoint import register_local_checkpoint_loader
+    register_local_checkpoint_loader()
+
+
 def apply_compat_patches() -> None:
     """Apply every compatibility fix once (idempotent)."""
     global _APPLIED
@@ -49,4 +63,5 @@ def apply_compat_patches() -> None:
     # mmcv-lite has no compiled ops; mmpcm never uses them.
     warnings.filterwarnings(
         'ignore', message='Fail to import ``MultiScaleDeformableAttention``')
+    use_allowlisted_checkpoint_loader()
     _APPLIED = True
