@@ -585,7 +585,8 @@ def _to_float16(array: Any, name: str,
     if tuple(array.shape) != shape:
         raise ValueError(f'{name} has shape {tuple(array.shape)}, expected '
                          f'{shape} (items, clip info sizes)')
-    array = np.ascontiguousarray(array, dtype=DTYPE)
+    with np.errstate(over='ignore'):  # overflow is reported just below
+        array = np.ascontiguousarray(array, dtype=DTYPE)
     if not np.isfinite(array).all():
         raise ValueError(f'{name} has values that are not finite in float16 '
                          '(NaN, or beyond +-65504)')

@@ -1,6 +1,7 @@
 """SynthImgCap: pre-extracted CLIP features of synthetic images + captions."""
 import os
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence,
+                    Union)
 
 import torch
 from mmengine.dataset import BaseDataset
@@ -45,9 +46,9 @@ class SynthImgCapDataset(BaseDataset):
             Defaults to None (not checked).
         with_caption (bool): Require a non-empty caption in every record,
             as training does. Defaults to True.
-        metainfo (dict, optional): Extra meta information; the store's
-            ``clip`` info, ``dtype`` and ``has_text_embeds`` are added.
-            Defaults to None.
+        metainfo (dict, optional): Extra meta information, added to
+            ``clip`` (the store's clip info) and ``feature_store`` (``root``,
+            ``dtype``, ``has_text_embeds``, ``num_items``). Defaults to None.
         pipeline (Sequence[dict | Callable]): Transforms applied to each
             item dict. Defaults to ().
         test_mode (bool): Whether the dataset is used for testing.
@@ -100,10 +101,14 @@ class SynthImgCapDataset(BaseDataset):
                         patch_dim=patch_dim, embed_dim=embed_dim)
         self.store.check(
             {_CLIP_ARGS[arg]: value for arg, value in expected.items()})
+        # No top-level str values: BaseDataset would try them as file names.
         store_info = dict(
             clip=self.store.clip_info.to_dict(),
-            dtype=self.store.meta.dtype,
-            has_text_embeds=self.store.has_text_embeds)
+            feature_store=dict(
+                root=self.store.root,
+                dtype=self.store.meta.dtype,
+                has_text_embeds=self.store.has_text_embeds,
+                num_items=len(self.store)))
         super().__init__(
             ann_file='',
             metainfo={**store_info, **dict(metainfo or {})},
@@ -169,8 +174,9 @@ class SynthImgCapDataset(BaseDataset):
         data_sample = DataSample()
         data_sample.set_metainfo(
             dict(image_id=info['image_id'], sample_idx=info['sample_idx']))
-        if info.get('caption'):
-            data_sample.gt_caption = info['caption']
+        caption = info.get('caption')
+        if isinstance(caption, str) and caption.strip():
+            data_sample.gt_caption = caption
         if info.get('clip_score') is not None:
             data_sample.clip_score = float(info['clip_score'])
         return data_sample

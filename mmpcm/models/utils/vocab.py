@@ -205,6 +205,9 @@ def build_vocabulary(spec: Union['WordVocabulary', Sequence[str], str, dict]
             raise ValueError(
                 'A vocabulary dict must be dict(data_root=..., min_count=..., '
                 f'max_size=...), got keys {sorted(spec)}.')
+        if spec['data_root'] is None:
+            raise ValueError('vocab=dict(data_root=None): name the training '
+                             'feature store the vocabulary is built from.')
         from mmpcm.datasets.feature_store import FeatureStore
         captions = FeatureStore(spec.pop('data_root')).captions()
         return WordVocabulary.from_captions(

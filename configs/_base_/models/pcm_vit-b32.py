@@ -1,0 +1,27 @@
+# PCM-Net on frozen OpenAI CLIP ViT-B/32 (49 patches of width 768, 512-d).
+# CLIP weights: an open_clip pretrained tag, or a local file, e.g.
+#   --cfg-options model.backbone.pretrained=checkpoints/ViT-B-32-openai.pt
+clip_model = 'ViT-B-32'
+model = dict(
+    type='PCMCaptioner',
+    backbone=dict(type='OpenCLIPVisionBackbone', model_name=clip_model,
+                  pretrained='openai', patch_pool=1),
+    neck=dict(
+        type='PCMNeck',
+        concepts='data/concepts/coco_concepts_vit-b32.safetensors',
+        clip_model=clip_model,
+        num_patches=49, patch_dim=768, embed_dim=512, model_dim=512,
+        top_k=5, num_selected=5, tau=0.01, concept_threshold=0.0,
+        noise_var=0.016, mixup=True, dropout=0.5),
+    encoder=dict(type='VisualSemanticEncoder', num_layers=3, model_dim=512,
+                 num_heads=8, ffn_dim=2048, dropout=0.2),
+    head=dict(
+        type='PCMCaptionHead',
+        # Built from the training captions (the experiment config names
+        # data_root); stored in every checkpoint.
+        vocab=dict(data_root=None, min_count=5),
+        model_dim=512, num_layers=3, num_heads=8, ffn_dim=2048, dropout=0.2,
+        max_len=20, beam_size=3,
+        loss=dict(type='CLIPWeightedCELoss', clip_weight_scale=2.5,
+                  label_smoothing=0.1)),
+)

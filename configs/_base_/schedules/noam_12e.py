@@ -1,0 +1,15 @@
+# Paper recipe: Adam (0.9, 0.999), Noam schedule (model size 512, 10k warm-up
+# iterations), 12 epochs, gradient clipping by value 0.1, no weight decay.
+# The release's NoamLR ignores the optimizer's lr: its peak is
+# factor / sqrt(model_size * warmup) = 4.4e-4 ("5e-4" in the paper).
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='Adam', lr=5e-4, betas=(0.9, 0.999), weight_decay=0.),
+    clip_grad=dict(type='value', clip_value=0.1),
+)
+param_scheduler = dict(type='NoamLR', model_size=512, warmup=10000,
+                       factor=1.0, by_epoch=False)
+train_cfg = dict(by_epoch=True, max_epochs=12, val_interval=1)
+val_cfg = dict()
+test_cfg = dict()
+auto_scale_lr = dict(base_batch_size=32)

@@ -1,0 +1,42 @@
+"""mmpcm: PCM-Net (ECCV 2024) zero-shot image captioning for OpenMMLab."""
+import os.path as osp
+
+from setuptools import find_packages, setup
+
+
+def read_version() -> str:
+    scope: dict = {}
+    with open(osp.join(osp.dirname(__file__), 'mmpcm', 'version.py')) as f:
+        exec(f.read(), scope)
+    return scope['__version__']
+
+
+setup(
+    name='mmpcm',
+    version=read_version(),
+    description='PCM-Net zero-shot image captioning trained on synthetic '
+    'images, as an mmengine/mmpretrain plugin',
+    long_description=open('README.md', encoding='utf-8').read()
+    if osp.exists('README.md') else '',
+    long_description_content_type='text/markdown',
+    packages=find_packages(exclude=('tests', 'configs', 'tools')),
+    python_requires='>=3.10',
+    # torch and torchvision are installed first, for the user's CUDA.
+    install_requires=[
+        'torch>=2.6',
+        'torchvision',
+        'mmengine==0.10.7',
+        'mmcv-lite>=2.0.0,<2.4.0',
+        'mmpretrain==1.2.0',
+        'open_clip_torch>=3.0',
+        'transformers>=4.40',
+        'diffusers>=0.30',
+        'safetensors>=0.4',
+        'pycocotools',
+        'pycocoevalcap>=1.2',
+        'numpy',
+        'tqdm',
+    ],
+    extras_require={'tests': ['pytest>=7']},
+    license='Apache License 2.0',
+)
