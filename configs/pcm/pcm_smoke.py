@@ -1,0 +1,42 @@
+# A seconds-long smoke run of the whole train/test path on a tiny random CLIP
+# and the tiny built-in data set (python tools/data/make_smoke_data.py).
+# Same bases as the paper configs; only sizes and paths are overridden.
+_base_ = [
+    '../_base_/models/pcm_vit-b32.py',
+    '../_base_/datasets/synth_coco_vit-b32.py',
+    '../_base_/schedules/noam_12e.py',
+    '../_base_/default_runtime.py',
+]
+data_root = 'data/smoke'
+clip_info = dict(clip_model='custom', num_patches=16, patch_dim=32,
+                 embed_dim=16)
+tiny_clip = dict(
+    embed_dim=16,
+    vision_cfg=dict(image_size=32, patch_size=8, width=32, layers=2,
+                    head_width=16),
+    text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2,
+                  layers=1))
+model = dict(
+    backbone=dict(model_name=None, model_cfg=tiny_clip, pretrained=None),
+    neck=dict(concepts=data_root + '/concepts.safetensors',
+              clip_model='custom', num_patches=16, patch_dim=32,
+              embed_dim=16, model_dim=64, top_k=3, num_selected=3,
+              dropout=0.1),
+    encoder=dict(num_layers=1, model_dim=64, num_heads=2, ffn_dim=128,
+                 dropout=0.1),
+    head=dict(vocab=dict(data_root=data_root + '/train', min_count=1),
+              model_dim=64, num_layers=1, num_heads=2, ffn_dim=128,
+              dropout=0.1, max_len=12))
+loader = dict(batch_size=4, num_workers=0, persistent_workers=False,
+              pin_memory=False)
+train_dataloader = dict(
+    **loader, dataset=dict(data_root=data_root + '/train', **clip_info))
+val_dataloader = dict(
+    **loader, dataset=dict(data_root=data_root + '/test', **clip_info))
+val_evaluator = dict(ann_file=data_root + '/test_gt.json')
+test_dataloader = val_dataloader
+test_evaluator = val_evaluator
+param_scheduler = dict(model_size=64, warmup=40, factor=0.1)
+train_cfg = dict(max_epochs=60, val_interval=20)
+default_hooks = dict(logger=dict(interval=10),
+                     checkpoint=dict(interval=20, save_best=None))

@@ -1,0 +1,3 @@
+from .noam import NoamLR, NoamParamScheduler, noam_value
+
+__all__ = ['NoamLR', 'NoamParamScheduler', 'noam_value']

@@ -1,0 +1,3 @@
+from .metrics import IsolatedPTBTokenizer, PCMCaptionMetric
+
+__all__ = ['IsolatedPTBTokenizer', 'PCMCaptionMetric']

@@ -1,0 +1,3 @@
+from .caption_metric import IsolatedPTBTokenizer, PCMCaptionMetric
+
+__all__ = ['IsolatedPTBTokenizer', 'PCMCaptionMetric']
