@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 from mmpretrain.structures import DataSample
 
-from mmpcm.models import VocabularyMismatchError, WordVocabulary
+from mmpcm.models import (VocabularyMismatchError, WordVocabulary,
+                          decode_vocab_tensor)
 from mmpcm.registry import MODELS
 from mmpcm.testing import (TINY_EMBED_DIM, TINY_NUM_PATCHES, TINY_PATCH_DIM,
                            random_concepts, tiny_captioner_cfg)
@@ -104,7 +105,8 @@ def test_checkpoint_vocabulary_differs_from_data(concept_file):
     # Same vocabulary: loads, and the vocabulary is part of the state.
     same = _build(concept_file)
     same.load_state_dict(model.state_dict())
-    assert model.state_dict()['head._extra_state']['vocab'] == model.head.vocab.words
+    assert decode_vocab_tensor(
+        model.state_dict()['head.vocab_bytes']) == model.head.vocab.words
 
 
 def test_backbone_neck_width_mismatch(concept_file):

@@ -50,17 +50,17 @@ def apply_checkpoint_to_cfg(cfg: Config, checkpoint: str) -> Config:
     Returns:
         Config: ``cfg``.
     """
+    from mmpcm.models.heads import decode_vocab_tensor
     from mmpcm.utils.checkpoint import load_checkpoint_file
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'Checkpoint not found: {checkpoint}')
     state = load_checkpoint_file(checkpoint)
     state = state.get('state_dict', state)
-    extra = state.get('head._extra_state')
-    if not isinstance(extra, dict) or 'vocab' not in extra:
+    if 'head.vocab_bytes' not in state:
         raise ValueError(f'{checkpoint}: no word vocabulary '
-                         '(head._extra_state) in the state dict: not a '
+                         '(head.vocab_bytes) in the state dict: not a '
                          'PCMCaptioner checkpoint.')
-    cfg.model.head.vocab = list(extra['vocab'])
+    cfg.model.head.vocab = decode_vocab_tensor(state['head.vocab_bytes'])
     cfg.model.neck.concepts = None
     cfg.model.backbone.pretrained = None
     cfg.load_from = checkpoint

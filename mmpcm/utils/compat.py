@@ -64,4 +64,6 @@ def apply_compat_patches() -> None:
     warnings.filterwarnings(
         'ignore', message='Fail to import ``MultiScaleDeformableAttention``')
     use_allowlisted_checkpoint_loader()
+    from mmpcm.utils.dist import patch_cpu_distributed
+    patch_cpu_distributed()
     _APPLIED = True

@@ -1,3 +1,7 @@
-from .pcm_caption_head import PCMCaptionHead, VocabularyMismatchError
+from .pcm_caption_head import (PCMCaptionHead, VocabularyMismatchError,
+                               decode_vocab_tensor, encode_vocab_tensor)
 
-__all__ = ['PCMCaptionHead', 'VocabularyMismatchError']
+__all__ = [
+    'PCMCaptionHead', 'VocabularyMismatchError', 'decode_vocab_tensor',
+    'encode_vocab_tensor'
+]

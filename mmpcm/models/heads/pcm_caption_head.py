@@ -1,4 +1,5 @@
 """Caption head: transformer sentence decoder, CXE loss and decoding."""
+import json
 import math
 from typing import List, Optional, Sequence, Union
 
@@ -13,6 +14,17 @@ from mmpcm.registry import MODELS
 
 class VocabularyMismatchError(ValueError):
     """A checkpoint's word vocabulary differs from the model's."""
+
+
+def encode_vocab_tensor(words: Sequence[str]) -> torch.Tensor:
+    """A word list as a ``(num_bytes,)`` uint8 tensor of UTF-8 JSON."""
+    data = json.dumps(list(words), ensure_ascii=False).encode('utf-8')
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()
+
+
+def decode_vocab_tensor(tensor: torch.Tensor) -> List[str]:
+    """Inverse of :func:`encode_vocab_tensor`."""
+    return json.loads(bytes(tensor.cpu().numpy().tobytes()).decode('utf-8'))
 
 
 def sinusoid_table(length: int, dim: int) -> torch.Tensor:
@@ -78,13 +90,19 @@ class PCMCaptionHead(BaseModule):
         self.decoder = nn.TransformerDecoder(layer, num_layers)
         self.output = nn.Linear(model_dim, len(self.vocab))
         self.loss_module = MODELS.build(loss) if isinstance(loss, dict) else loss
+        # The vocabulary travels in the state dict as UTF-8 JSON bytes: a
+        # tensor, so mmengine's broadcasts, weights_only loading and
+        # safetensors all carry it.
+        self.register_buffer('vocab_bytes', encode_vocab_tensor(self.vocab.words))
 
     # ------------------------------------------------------------ vocabulary state
-    def get_extra_state(self) -> dict:
-        return {'vocab': list(self.vocab.words)}
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + 'vocab_bytes'
+        if key in state_dict:
+            self._check_vocabulary(decode_vocab_tensor(state_dict[key]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def set_extra_state(self, state: dict) -> None:
-        theirs = list(state['vocab'])
+    def _check_vocabulary(self, theirs: List[str]) -> None:
         ours = self.vocab.words
         if theirs == ours:
             return
