@@ -7,7 +7,7 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from mmpcm.apis import default_work_dir, prepare_cfg
+from mmpcm.apis import default_work_dir, naming_checkpoint, prepare_cfg
 
 
 def parse_args() -> argparse.Namespace:
@@ -68,7 +68,8 @@ def main() -> None:
     cfg = merge_args(Config.fromfile(args.config), args)
     runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg
               else RUNNERS.build(cfg))
-    runner.train()
+    with naming_checkpoint(runner):
+        runner.train()
 
 
 if __name__ == '__main__':

@@ -7,8 +7,11 @@ optim_wrapper = dict(
     optimizer=dict(type='Adam', lr=5e-4, betas=(0.9, 0.999), weight_decay=0.),
     clip_grad=dict(type='value', clip_value=0.1),
 )
+# Noam decays for as long as training runs: an explicit open end, since the
+# Runner would otherwise end it at the first run's max_iters and a resumed
+# run with more epochs would keep a frozen lr.
 param_scheduler = dict(type='NoamLR', model_size=512, warmup=10000,
-                       factor=1.0, by_epoch=False)
+                       factor=1.0, by_epoch=False, end=int(1e9))
 train_cfg = dict(by_epoch=True, max_epochs=12, val_interval=1)
 val_cfg = dict()
 test_cfg = dict()

@@ -7,12 +7,13 @@ import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
 
+from mmpcm.models.utils.errors import CheckpointMismatchError
 from mmpcm.models.utils.beam_search import Decoded, beam_search, greedy_search
 from mmpcm.models.utils.vocab import WordVocabulary, build_vocabulary
 from mmpcm.registry import MODELS
 
 
-class VocabularyMismatchError(ValueError):
+class VocabularyMismatchError(CheckpointMismatchError):
     """A checkpoint's word vocabulary differs from the model's."""
 
 

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 
 from mmpcm.models.utils.concepts import ConceptVocabulary
+from mmpcm.models.utils.errors import CheckpointMismatchError
 from mmpcm.registry import MODELS
 
 VISUAL_TOKEN, TEXTUAL_TOKEN = 0, 1
@@ -129,7 +130,7 @@ class PCMNeck(BaseModule):
                 self.concept_embeds = torch.empty_like(
                     incoming, device=self.concept_embeds.device)
             elif incoming.shape != self.concept_embeds.shape:
-                raise ValueError(
+                raise CheckpointMismatchError(
                     f'The checkpoint holds {incoming.shape[0]} concepts of '
                     f'width {incoming.shape[1]}, the model\'s concept file '
                     f'{tuple(self.concept_embeds.shape)}: they were made from '

@@ -1,8 +1,9 @@
 from .beam_search import Decoded, beam_search, greedy_search
 from .concepts import ConceptVocabulary
+from .errors import CheckpointMismatchError
 from .vocab import WordVocabulary, build_vocabulary, tokenize_caption
 
 __all__ = [
-    'ConceptVocabulary', 'Decoded', 'WordVocabulary', 'beam_search',
+    'CheckpointMismatchError', 'ConceptVocabulary', 'Decoded', 'WordVocabulary', 'beam_search',
     'build_vocabulary', 'greedy_search', 'tokenize_caption'
 ]
