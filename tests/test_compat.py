@@ -1,0 +1,69 @@
+"""The version breakages of ENVIRONMENT.md are handled by importing mmpcm."""
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+from importlib_metadata import version
+from mmengine.utils import digit_version
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TRANSFORMERS_5 = digit_version(version('transformers')) >= digit_version('5.0.0')
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, '-c', code], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(not TRANSFORMERS_5, reason='breakage needs transformers 5')
+def test_mmpretrain_models_breaks_without_mmpcm():
+    """The breakage is real: plain mmpretrain.models fails to import."""
+    proc = _python('import mmpretrain.models')
+    assert proc.returncode != 0
+    assert 'TypeError' in proc.stderr
+
+
+def test_mmpretrain_models_imports_after_mmpcm():
+    proc = _python(
+        'import mmpcm, mmpretrain.models, mmpretrain.datasets\n'
+        'from mmpretrain.registry import MODELS\n'
+        'print(MODELS.get("MultiModalDataPreprocessor").__name__,'
+        ' MODELS.get("PCMCaptioner").__name__)')
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ['MultiModalDataPreprocessor', 'PCMCaptioner']
+
+
+def test_config_with_default_scope_builds_after_custom_imports():
+    """The Runner path: custom_imports, then mmpretrain's lazy registry import."""
+    proc = _python(
+        'from mmengine.config import Config\n'
+        'from mmengine.registry import init_default_scope\n'
+        'cfg = Config.fromfile("configs/pcm/pcm_smoke.py")\n'
+        'init_default_scope(cfg.default_scope)\n'
+        'from mmpretrain.registry import MODELS, DATASETS\n'
+        'MODELS.import_from_location(); DATASETS.import_from_location()\n'
+        'print(MODELS.get(cfg.model.type).__name__)')
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == 'PCMCaptioner'
+
+
+@pytest.mark.skipif(not TRANSFORMERS_5, reason='breakage needs transformers 5')
+def test_wrong_import_order_gets_a_clear_error():
+    proc = _python('import mmpretrain.datasets\nimport mmpcm')
+    assert proc.returncode != 0
+    assert 'Import mmpcm' in proc.stderr and 'before' in proc.stderr
+
+
+def test_gloo_config_without_cuda():
+    from mmengine.config import Config
+
+    from mmpcm.utils.dist import adapt_cfg_for_device
+    cfg = Config(dict(env_cfg=dict(dist_cfg=dict(backend='nccl'))))
+    adapt_cfg_for_device(cfg)
+    if torch.cuda.is_available():
+        assert cfg.env_cfg.dist_cfg.backend == 'nccl'
+    else:
+        assert cfg.env_cfg.dist_cfg.backend == 'gloo'
+        assert cfg.model_wrapper_cfg.device_ids is None
