@@ -21,6 +21,7 @@ FAST = ['--cfg-options', 'default_hooks.checkpoint.interval=1',
 
 def _run(cmd, cwd, timeout=300):
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1',
+               PYTHON=sys.executable,
                PORT=str(29500 + os.getpid() % 1000))
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)

@@ -5,7 +5,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 bash "$ROOT/tools/setup_env.sh"
 cd "$ROOT"
-PY="${MMPCM_VENV:-$ROOT/.venv}/bin/python"
+VENV="${MMPCM_VENV:-$ROOT/.venv}"
+export PATH="$VENV/bin:$PATH"
+PY="$VENV/bin/python"
 WORK_DIR="${WORK_DIR:-work_dirs/pcm_smoke}"
 "$PY" tools/data/make_smoke_data.py --out data/smoke
 "$PY" tools/train.py configs/pcm/pcm_smoke.py --work-dir "$WORK_DIR"

@@ -4,4 +4,6 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 bash "$ROOT/tools/setup_env.sh"
 cd "$ROOT"
-exec "${MMPCM_VENV:-$ROOT/.venv}/bin/python" -m pytest -q "$@"
+VENV="${MMPCM_VENV:-$ROOT/.venv}"
+export PATH="$VENV/bin:$PATH"
+exec "$VENV/bin/python" -m pytest -q "$@"
