@@ -1,0 +1,339 @@
+"""Synthetic image generation: tiny random SD pipeline, end to end.
+
+The pipeline is saved with ``save_pretrained`` and loaded back by the tool's
+own loading path (``DiffusionPipeline.from_pretrained(folder)``).
+"""
+import importlib.util
+import json
+import logging
+import os
+import os.path as osp
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import mmpcm.registry  # noqa: F401  (compat patches first)
+from mmpcm.preprocessing import generation as gen
+from mmpcm.preprocessing.generation import (GenerationConfig, PipelineImage,
+                                            generate_images, item_seed,
+                                            load_generation_records,
+                                            read_caption_file)
+from mmpcm.preprocessing.sharding import (RankInfo, contiguous_block,
+                                          get_rank_info, is_tmp_name,
+                                          strided_ids, tmp_path_for)
+from mmpcm.preprocessing.tiny_pipelines import (TINY_SD_SIZE,
+                                                save_tiny_sd_pipeline)
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CAPTIONS = [f'a photo of {w}' for w in (
+    'a dog', 'a cat on a sofa', 'two horses', 'a red ball', 'a green tree',
+    'a man riding a bike', 'a plate of food', 'a train at a station',
+    'a boat on a lake', 'a kite in the sky', 'a bowl of fruit', 'a clock')]
+# Lines 3 (empty) and 6 (not UTF-8) are skipped: 12 captions, indices with
+# gaps at 2 and 5.
+CAPTION_BYTES = b''.join([
+    CAPTIONS[0].encode() + b'\n', CAPTIONS[1].encode() + b'\r\n', b'   \n',
+    CAPTIONS[2].encode() + b'\n', CAPTIONS[3].encode() + b'\n',
+    b'caf\xe9 au lait\n'] + [c.encode() + b'\n' for c in CAPTIONS[4:]])
+INDICES = [0, 1, 3, 4] + list(range(6, 14))
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: on a busy 2-core machine, 2 threads spin-wait
+    and run the tiny pipeline 5-20x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module')
+def model_dir(tmp_path_factory) -> str:
+    return save_tiny_sd_pipeline(tmp_path_factory.mktemp('sd') / 'tiny_sd')
+
+
+@pytest.fixture(scope='module')
+def captions_file(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp('corpus') / 'captions.txt'
+    path.write_bytes(CAPTION_BYTES)
+    return str(path)
+
+
+def _config(model_dir, **kwargs) -> GenerationConfig:
+    cfg = dict(model=model_dir, num_inference_steps=2, height=TINY_SD_SIZE,
+               width=TINY_SD_SIZE, chunk_size=4, batch_size=4,
+               image_format='png')
+    cfg.update(kwargs)
+    return GenerationConfig(**cfg)
+
+
+@pytest.fixture(scope='module')
+def reference(model_dir, captions_file, tmp_path_factory) -> str:
+    """A clean single-process run (PNG) to compare other runs against."""
+    out = str(tmp_path_factory.mktemp('ref') / 'out')
+    generate_images(captions_file, out, _config(model_dir), RankInfo(),
+                    progress=False)
+    return out
+
+
+def _pixels(out: str) -> dict:
+    """Caption index -> decoded pixels of every recorded ok image."""
+    return {
+        i: np.asarray(Image.open(osp.join(out, r.file)).convert('RGB'))
+        for i, r in load_generation_records(out).items() if r.status == 'ok'
+    }
+
+
+def _all_files(out: str) -> list:
+    return sorted(osp.relpath(osp.join(r, f), out) for r, _, fs in os.walk(out)
+                  for f in fs)
+
+
+# --------------------------------------------------------------------------
+# caption file and rank helpers
+# --------------------------------------------------------------------------
+def test_read_caption_file_reports_bad_lines(captions_file, caplog):
+    with caplog.at_level(logging.WARNING):
+        corpus = read_caption_file(captions_file)
+    assert [it.index for it in corpus.items] == INDICES
+    assert [it.caption for it in corpus.items] == CAPTIONS
+    assert [(s.lineno, s.reason.split(' ')[0]) for s in corpus.skipped] == [
+        (3, 'empty'), (6, 'not')]
+    assert f'{captions_file}:3: empty line' in caplog.text
+    assert f'{captions_file}:6: not valid UTF-8' in caplog.text
+    assert corpus.num_lines == 14 and corpus.caption_at(2) is None
+    with pytest.raises(FileNotFoundError, match='missing.txt does not exist'):
+        read_caption_file(osp.join(osp.dirname(captions_file),
+                                   'missing.txt'))
+
+
+def test_rank_info_and_splits():
+    assert get_rank_info({}) == RankInfo(0, 1, 0)
+    assert get_rank_info(dict(RANK='3', WORLD_SIZE='4',
+                              LOCAL_RANK='1')) == RankInfo(3, 4, 1)
+    assert get_rank_info(dict(LOCAL_RANK='1', WORLD_SIZE='2')) == RankInfo(
+        1, 2, 1)
+    with pytest.raises(ValueError, match=r'RANK must be in \[0, 2\)'):
+        get_rank_info(dict(RANK='2', WORLD_SIZE='2'))
+    with pytest.raises(ValueError, match='not an integer'):
+        get_rank_info(dict(RANK='x'))
+    for n in (0, 1, 7, 10):
+        for world in (1, 2, 3):
+            ranks = [RankInfo(r, world) for r in range(world)]
+            for split in (strided_ids, contiguous_block):
+                ids = [i for info in ranks for i in split(n, info)]
+                assert sorted(ids) == list(range(n))  # no gap, no overlap
+
+
+def test_item_seeds_are_distinct_and_stable():
+    seeds = {item_seed(0, i, a) for i in range(100) for a in range(3)}
+    assert len(seeds) == 300 and max(seeds) < 2**63
+    assert item_seed(0, 5, 1) == item_seed(0, 5, 1) != item_seed(1, 5, 1)
+
+
+# --------------------------------------------------------------------------
+# end to end
+# --------------------------------------------------------------------------
+def test_generate_layout_meta_and_records(reference, model_dir,
+                                          captions_file):
+    records = load_generation_records(reference)
+    assert sorted(records) == INDICES
+    for i, caption in zip(INDICES, CAPTIONS):
+        r = records[i]
+        assert r.caption == caption and r.status == 'ok'
+        assert r.file == f'images/{i // 4:06d}/{i:09d}.png'
+        assert r.seed == item_seed(0, i, 0)
+        assert [a.result for a in r.attempts] == ['ok']
+        image = Image.open(osp.join(reference, r.file))
+        assert image.size == (TINY_SD_SIZE, TINY_SD_SIZE)
+    assert sorted(os.listdir(osp.join(reference, 'records'))) == [
+        f'chunk_{c:06d}.json' for c in range(4)]
+    with open(osp.join(reference, 'generation_meta.json')) as f:
+        meta = json.load(f)
+    s = meta['settings']
+    assert s['model'] == osp.abspath(model_dir)
+    assert s['pipeline_class'] == 'StableDiffusionPipeline'
+    assert s['scheduler'] == 'DDIMScheduler'
+    assert s['scheduler_config']['beta_schedule'] == 'scaled_linear'
+    assert (s['num_inference_steps'], s['guidance_scale'], s['height'],
+            s['width'], s['dtype'], s['seed']) == (2, 7.5, 32, 32,
+                                                   'float32', 0)
+    assert s['captions_num_lines'] == 14
+    assert set(meta['versions']) == {'diffusers', 'torch', 'transformers'}
+
+
+def test_rerun_skips_and_other_settings_are_refused(reference, model_dir,
+                                                    captions_file):
+    before = {p: os.path.getmtime(osp.join(reference, p))
+              for p in _all_files(reference)}
+    summary = generate_images(captions_file, reference, _config(model_dir),
+                              progress=False)
+    assert (summary.assigned, summary.already_done, summary.generated) == (
+        12, 12, 0)
+    assert {p: os.path.getmtime(osp.join(reference, p))
+            for p in _all_files(reference)} == before
+    with pytest.raises(ValueError) as err:  # refused before loading
+        generate_images(captions_file, reference,
+                        _config(model_dir, num_inference_steps=3),
+                        progress=False)
+    assert 'num_inference_steps: recorded 2, now 3' in str(err.value)
+    with pytest.raises(ValueError, match="scheduler: recorded 'DDIMScheduler"
+                       "', now 'EulerDiscreteScheduler'"):
+        generate_images(captions_file, reference,
+                        _config(model_dir, scheduler='EulerDiscreteScheduler'),
+                        progress=False)
+
+
+def test_other_scheduler_is_recorded(model_dir, captions_file, tmp_path):
+    summary = generate_images(
+        captions_file, tmp_path / 'out',
+        _config(model_dir, scheduler='DPMSolverMultistepScheduler',
+                image_format='jpg', chunk_size=100, batch_size=12),
+        progress=False)
+    assert summary.generated == 12
+    with open(tmp_path / 'out' / 'generation_meta.json') as f:
+        settings = json.load(f)['settings']
+    assert settings['scheduler'] == 'DPMSolverMultistepScheduler'
+    assert settings['jpeg_quality'] == 95
+    assert osp.isfile(tmp_path / 'out' / 'images' / '000000' /
+                      '000000013.jpg')
+
+
+def test_two_ranks_split_without_overlap_or_gap(reference, model_dir,
+                                                captions_file, tmp_path,
+                                                monkeypatch):
+    out = str(tmp_path / 'out')
+    done = {}
+    for rank in (0, 1):
+        monkeypatch.setenv('RANK', str(rank))
+        monkeypatch.setenv('WORLD_SIZE', '2')
+        monkeypatch.setenv('LOCAL_RANK', str(rank))
+        before = set(load_generation_records(out)) if rank else set()
+        summary = generate_images(captions_file, out, _config(model_dir),
+                                  progress=False)
+        done[rank] = set(load_generation_records(out)) - before
+        assert summary.generated == len(done[rank])
+    # chunk c (4 captions) belongs to rank c % 2
+    assert done[0] == {i for i in INDICES if (i // 4) % 2 == 0}
+    assert done[1] == {i for i in INDICES if (i // 4) % 2 == 1}
+    # Same per-item seeds and batches: bit-identical to one process.
+    ref, got = _pixels(reference), _pixels(out)
+    assert sorted(got) == INDICES
+    assert all(np.array_equal(ref[i], got[i]) for i in INDICES)
+
+
+def test_resume_after_a_crash_mid_write(reference, model_dir, captions_file,
+                                        tmp_path, monkeypatch):
+    out = str(tmp_path / 'out')
+    real_save = gen.save_image
+    calls = []
+
+    def crash_on_sixth(path, image, image_format):
+        calls.append(path)
+        if len(calls) == 6:  # half an image in the temporary file, then die
+            with open(tmp_path_for(path), 'wb') as f:
+                f.write(b'\x89PNG\r\n\x1a\n' + b'\0' * 10)
+            raise KeyboardInterrupt('simulated crash')
+        real_save(path, image, image_format)
+
+    monkeypatch.setattr(gen, 'save_image', crash_on_sixth)
+    with pytest.raises(KeyboardInterrupt):
+        generate_images(captions_file, out, _config(model_dir),
+                        progress=False)
+    # Only the first batch (chunk 0: captions 0, 1, 3) is complete; images 4
+    # and 6 were saved but their batch was not recorded; image 7 exists only
+    # as a temporary file.
+    assert sorted(load_generation_records(out)) == [0, 1, 3]
+    chunk1 = osp.join(out, 'images', '000001')
+    assert sorted(os.listdir(chunk1)) == [
+        f'.000000007.png.tmp-{os.getpid()}', '000000004.png', '000000006.png']
+
+    monkeypatch.setattr(gen, 'save_image', real_save)
+    summary = generate_images(captions_file, out, _config(model_dir),
+                              progress=False)
+    assert (summary.already_done, summary.generated) == (3, 9)
+    assert not [f for f in _all_files(out) if is_tmp_name(osp.basename(f))]
+    records = load_generation_records(out)
+    assert sorted(records) == INDICES  # every item exactly once
+    image_files = [f for f in _all_files(out) if f.startswith('images')]
+    assert sorted(image_files) == sorted(records[i].file for i in INDICES)
+    ref, got = _pixels(reference), _pixels(out)
+    assert all(np.array_equal(ref[i], got[i]) for i in INDICES)
+
+
+def test_degenerate_and_nsfw_images_are_regenerated(model_dir, captions_file,
+                                                    tmp_path, monkeypatch):
+    real_run = gen.run_pipeline
+    blank_seed = item_seed(0, 3, 0)  # first try of caption 3: constant
+    nsfw_index = 7  # every try of caption 7: flagged by the safety checker
+    nsfw_seeds = {item_seed(0, nsfw_index, a) for a in range(3)}
+
+    def faulty(pipe, prompts, seeds, config):
+        outputs = real_run(pipe, prompts, seeds, config)
+        fixed = []
+        for seed, out in zip(seeds, outputs):
+            if seed == blank_seed:
+                out = PipelineImage(np.full_like(out.image, 128), False)
+            elif seed in nsfw_seeds:
+                out = PipelineImage(np.zeros_like(out.image), True)
+            fixed.append(out)
+        return fixed
+
+    monkeypatch.setattr(gen, 'run_pipeline', faulty)
+    out = str(tmp_path / 'out')
+    summary = generate_images(captions_file, out, _config(model_dir),
+                              progress=False)
+    assert summary.failed == [nsfw_index] and summary.regenerated == 1
+    records = load_generation_records(out)
+    r3 = records[3]
+    assert r3.status == 'ok' and r3.seed == item_seed(0, 3, 1)
+    assert [(a.seed, a.result) for a in r3.attempts] == [
+        (blank_seed, 'degenerate'), (item_seed(0, 3, 1), 'ok')]
+    assert r3.attempts[0].pixel_std == 0.0 and r3.attempts[1].pixel_std > 2
+    r7 = records[nsfw_index]
+    assert r7.status == 'failed' and r7.file is None and r7.seed is None
+    assert [a.result for a in r7.attempts] == ['nsfw'] * 3
+    assert not osp.exists(osp.join(out, 'images', '000001', '000000007.png'))
+    # a failed item is finished: a rerun does not retry it
+    monkeypatch.setattr(gen, 'run_pipeline', real_run)
+    assert generate_images(captions_file, out, _config(model_dir),
+                           progress=False).generated == 0
+
+
+def test_missing_model_folder(captions_file, tmp_path):
+    missing = tmp_path / 'no_such_model'
+    for model in (str(missing), './no_such_model'):
+        with pytest.raises(FileNotFoundError) as err:
+            generate_images(captions_file, tmp_path / 'out',
+                            _config(model), progress=False)
+        assert 'no_such_model does not exist' in str(err.value)
+    assert not osp.exists(tmp_path / 'out')  # nothing written
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(FileNotFoundError, match='has no model_index.json'):
+        generate_images(captions_file, tmp_path / 'out',
+                        _config(str(tmp_path / 'empty')), progress=False)
+
+
+def test_command_line(model_dir, captions_file, tmp_path, monkeypatch,
+                      capsys):
+    spec = importlib.util.spec_from_file_location(
+        'generate_images_tool', osp.join(ROOT, 'tools', 'data',
+                                         'generate_images.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = str(tmp_path / 'out')
+    monkeypatch.setattr(sys, 'argv', [
+        'generate_images.py', captions_file, out, '--model', model_dir,
+        '--steps', '2', '--size', '32', '32', '--batch-size', '6',
+        '--chunk-size', '100', '--seed', '7', '--no-progress'])
+    tool.main()
+    assert '12 generated (0 after a retry), 0 failed, 2 caption lines ' \
+        'skipped' in capsys.readouterr().out
+    records = load_generation_records(out)
+    assert sorted(records) == INDICES
+    assert records[13].seed == item_seed(7, 13, 0)
+    assert records[13].file == 'images/000000/000000013.jpg'
