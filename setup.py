@@ -20,6 +20,8 @@ setup(
     if osp.exists('README.md') else '',
     long_description_content_type='text/markdown',
     packages=find_packages(exclude=('tests', 'configs', 'tools')),
+    # the curated noun list of the concept vocabulary builder
+    package_data={'mmpcm.preprocessing': ['resources/*.txt']},
     python_requires='>=3.10',
     # torch and torchvision are installed first, for the user's CUDA.
     install_requires=[

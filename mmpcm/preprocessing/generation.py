@@ -773,7 +773,8 @@ def generate_images(captions_file: PathLike,
                     out_dir: PathLike,
                     config: GenerationConfig = GenerationConfig(),
                     rank_info: Optional[RankInfo] = None,
-                    progress: bool = True) -> GenerationSummary:
+                    progress: bool = True,
+                    pipeline: Optional[Any] = None) -> GenerationSummary:
     """Generate one image per caption (this rank's share), resumably.
 
     Args:
@@ -784,6 +785,10 @@ def generate_images(captions_file: PathLike,
         rank_info (RankInfo, optional): Defaults to the torchrun environment
             (:func:`~mmpcm.preprocessing.sharding.get_rank_info`).
         progress (bool): Show a tqdm progress bar. Defaults to True.
+        pipeline (Any, optional): An already built text-to-image pipeline
+            with diffusers' call interface, used instead of loading
+            ``config.model`` (which then only names it in the metadata).
+            Defaults to None.
 
     Returns:
         GenerationSummary: Counts of this rank's run.
@@ -795,7 +800,8 @@ def generate_images(captions_file: PathLike,
             settings or another caption file.
     """
     out_dir = os.fspath(out_dir)
-    model, _ = resolve_model_source(config.model)
+    model = (config.model if pipeline is not None else
+             resolve_model_source(config.model)[0])
     captions = read_caption_file(captions_file)
     info = rank_info or get_rank_info()
     device = device_for_rank(info, config.device)
@@ -810,7 +816,8 @@ def generate_images(captions_file: PathLike,
     summary = GenerationSummary(assigned=len(items),
                                 already_done=len(items) - len(pending),
                                 skipped_lines=captions.skipped)
-    pipe = load_pipeline(model, dtype, device, config.scheduler)
+    pipe = pipeline if pipeline is not None else load_pipeline(
+        model, dtype, device, config.scheduler)
     os.makedirs(out_dir, exist_ok=True)
     _write_or_check_meta(out_dir, {**settings, **_pipeline_settings(pipe)},
                          os.fspath(captions_file))
