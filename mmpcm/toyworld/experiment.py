@@ -1,0 +1,133 @@
+"""Train and test PCM-Net variants on the toy world, and report them."""
+import json
+import os.path as osp
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+DEFAULT_WORLD_ROOT = 'data/toyworld'
+#: Paper-table columns and the metric keys they read.
+COLUMNS = (('B4', 'Bleu_4'), ('M', 'METEOR'), ('R', 'ROUGE_L'),
+           ('C', 'CIDEr'))
+
+
+def set_world_root(cfg: Config, root: str) -> None:
+    """Point every ``data/toyworld`` path of a toy-world config at ``root``."""
+
+    def rewrite(node):
+        if isinstance(node, dict):
+            return {k: rewrite(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [rewrite(v) for v in node]
+        if isinstance(node, str) and DEFAULT_WORLD_ROOT in node:
+            return node.replace(DEFAULT_WORLD_ROOT, root.rstrip('/'))
+        return node
+
+    if root.rstrip('/') == DEFAULT_WORLD_ROOT:
+        return
+    for key in ('model', 'train_dataloader', 'val_dataloader',
+                'test_dataloader', 'val_evaluator', 'test_evaluator'):
+        if cfg.get(key) is not None:
+            cfg[key] = rewrite(cfg[key].to_dict() if hasattr(
+                cfg[key], 'to_dict') else cfg[key])
+
+
+def load_variant_cfg(config: str, world_root: str, work_dir: str, seed: int,
+                     options: Optional[dict] = None) -> Config:
+    """A toy-world config, pointed at a world and a work dir, seeded."""
+    cfg = Config.fromfile(config)
+    set_world_root(cfg, world_root)
+    cfg.work_dir = work_dir
+    cfg.randomness = dict(seed=seed, deterministic=False)
+    cfg.launcher = 'none'
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    if options:
+        cfg.merge_from_dict(options)
+    return cfg
+
+
+def train_variant(config: str, world_root: str, work_dir: str, seed: int,
+                  options: Optional[dict] = None) -> str:
+    """Train one variant; returns its final checkpoint."""
+    from mmpcm.apis import naming_checkpoint, prepare_cfg
+    cfg = prepare_cfg(load_variant_cfg(config, world_root, work_dir, seed,
+                                       options))
+    runner = Runner.from_cfg(cfg)
+    with naming_checkpoint(runner):
+        runner.train()
+    return osp.join(work_dir, f'epoch_{cfg.train_cfg.max_epochs}.pth')
+
+
+def test_variant(config: str, world_root: str, work_dir: str,
+                 checkpoint: str, options: Optional[dict] = None):
+    """Test a checkpoint on the world's real renders (tools/test.py's path).
+
+    Returns:
+        CaptionTestResult: Metrics, paper row and predictions file.
+    """
+    from mmpcm.apis import run_test
+    cfg = load_variant_cfg(config, world_root, work_dir, 0, options)
+    return run_test(cfg, checkpoint)
+
+
+def most_frequent_caption_baseline(world_root: str) -> Dict[str, float]:
+    """Scores of always emitting the corpus' most frequent caption."""
+    from mmpcm.evaluation.metrics.caption_metric import PCMCaptionMetric
+    with open(osp.join(world_root, 'corpus.txt'), encoding='utf-8') as f:
+        caption = Counter(line.strip() for line in f if line.strip()).most_common(1)[0][0]
+    gt_file = osp.join(world_root, 'test_gt.json')
+    with open(gt_file, encoding='utf-8') as f:
+        ids = [im['id'] for im in json.load(f)['images']]
+    metric = PCMCaptionMetric(ann_file=gt_file)
+    metric.process(None, [dict(image_id=i, pred_caption=caption) for i in ids])
+    scores = metric.compute_metrics(metric.results)
+    return dict(scores, caption=caption)
+
+
+def sample_predictions(predictions_file: str, gt_file: str,
+                       num: int = 5) -> List[dict]:
+    """A few predictions beside their references, for the report."""
+    with open(predictions_file, encoding='utf-8') as f:
+        preds = json.load(f)
+    with open(gt_file, encoding='utf-8') as f:
+        refs = defaultdict(list)
+        for ann in json.load(f)['annotations']:
+            refs[ann['image_id']].append(ann['caption'])
+    step = max(1, len(preds) // num)
+    return [dict(image_id=p['image_id'], caption=p['caption'],
+                 references=refs[p['image_id']])
+            for p in preds[::step][:num]]
+
+
+@dataclass
+class VariantScores:
+    """Test scores of one variant over seeds (metric -> list of values)."""
+    name: str
+    scores: Dict[str, List[float]]
+
+    def mean_std(self, key: str) -> str:
+        values = self.scores[key]
+        mean = statistics.mean(values)
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f'{mean:.1f} ± {std:.1f}'
+
+
+def metric_value(metrics: Dict[str, float], key: str) -> float:
+    """Read ``key`` from metrics with or without the evaluator prefix."""
+    for name, value in metrics.items():
+        if name == key or name.endswith('/' + key):
+            return float(value)
+    raise KeyError(f'No metric {key!r} in {sorted(metrics)}.')
+
+
+def markdown_table(variants: Sequence[VariantScores]) -> str:
+    """The ablation table: mean ± std per column."""
+    head = '| variant | ' + ' | '.join(c for c, _ in COLUMNS) + ' |'
+    rule = '|---|' + '---|' * len(COLUMNS)
+    rows = [f'| {v.name} | ' + ' | '.join(v.mean_std(k) for _, k in COLUMNS)
+            + ' |' for v in variants]
+    return '\n'.join([head, rule, *rows])

@@ -1,0 +1,259 @@
+"""Build the toy world's data: corpus, test set, CLIP, synthetic images,
+features, CLIP scores and concept vocabulary, through mmpcm's real pipeline.
+
+Every step writes its own output and is skipped when that output is
+complete, so an interrupted build resumes.
+"""
+import json
+import logging
+import os
+import os.path as osp
+import random
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+import open_clip
+import torch
+
+from mmpcm.toyworld.clip_train import (TOY_CLIP_CFG, CLIPTrainConfig,
+                                       retrieval_accuracy,
+                                       save_open_clip_folder, train_toy_clip)
+from mmpcm.toyworld.generator import ToyDiffusionPipeline
+from mmpcm.toyworld.render import REAL_STYLE, render_scene
+from mmpcm.toyworld.scenes import (BACKGROUND_PHRASES, SHAPES, Scene,
+                                   describe_many, sample_scene)
+
+logger = logging.getLogger(__name__)
+
+#: Concept candidates of the toy world: its shapes and background nouns.
+TOY_NOUNS = tuple(SHAPES) + ('background', 'wall', 'grass', 'lawn', 'sand',
+                             'beach', 'ground', 'water', 'pool', 'brick',
+                             'picture')
+
+
+@dataclass
+class WorldConfig:
+    """Size and difficulty of the toy world.
+
+    Attributes:
+        num_corpus_scenes (int): Scenes whose captions form the training
+            corpus (``captions_per_scene`` each, one synthetic image each).
+        captions_per_scene (int): Paraphrases per scene (COCO has five).
+        num_test_scenes (int): Held-out scenes rendered "real" for testing,
+            with ``captions_per_scene`` references each.
+        num_clip_scenes (int): Further scenes on whose real renders the CLIP
+            is trained (disjoint from corpus and test).
+        defect_rate (float): Probability of a salient defect per synthetic
+            image.
+        clip_steps (int): Contrastive training steps of the CLIP.
+        seed (int): Seed of everything in the world.
+    """
+    num_corpus_scenes: int = 1200
+    captions_per_scene: int = 5
+    num_test_scenes: int = 250
+    num_clip_scenes: int = 4000
+    defect_rate: float = 0.3
+    clip_steps: int = 400
+    seed: int = 0
+
+    @property
+    def image_size(self) -> int:
+        return TOY_CLIP_CFG['vision_cfg']['image_size']
+
+
+class WorldPaths:
+    """Where each part of the world lives under ``root``."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.config = osp.join(root, 'world.json')
+        self.corpus = osp.join(root, 'corpus.txt')
+        self.test_images = osp.join(root, 'test_images')
+        self.test_gt = osp.join(root, 'test_gt.json')
+        self.clip = osp.join(root, 'clip')
+        self.synthetic = osp.join(root, 'synthetic')
+        self.train_features = osp.join(root, 'features', 'train')
+        self.test_features = osp.join(root, 'features', 'test')
+        self.concepts = osp.join(root, 'concepts.safetensors')
+
+    @property
+    def clip_model(self) -> str:
+        """The open_clip name of the world's CLIP."""
+        return f'local-dir:{self.clip}'
+
+
+def split_scenes(cfg: WorldConfig) -> Tuple[List[Scene], List[Scene],
+                                            List[Scene]]:
+    """Disjoint corpus, test and CLIP-training scenes (by scene content)."""
+    rng = random.Random(cfg.seed)
+    wanted = cfg.num_test_scenes + cfg.num_corpus_scenes + cfg.num_clip_scenes
+    seen: Dict[str, Scene] = {}
+    for _ in range(wanted * 50):
+        scene = sample_scene(rng)
+        seen.setdefault(scene.key(), scene)
+        if len(seen) == wanted:
+            break
+    scenes = list(seen.values())
+    if len(scenes) < wanted:
+        raise ValueError(f'The grammar yields only {len(scenes)} distinct '
+                         f'scenes; {wanted} were asked for.')
+    t, c = cfg.num_test_scenes, cfg.num_corpus_scenes
+    return scenes[t:t + c], scenes[:t], scenes[t + c:]
+
+
+# ---------------------------------------------------------------- steps
+def _atomic_json(path: str, data) -> None:
+    tmp = f'{path}.tmp-{os.getpid()}'
+    with open(tmp, 'w', encoding='utf-8') as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
+def write_corpus(paths: WorldPaths, scenes: Sequence[Scene],
+                 cfg: WorldConfig) -> None:
+    """The training corpus: text only, ``captions_per_scene`` per scene."""
+    if osp.isfile(paths.corpus):
+        return
+    rng = random.Random(cfg.seed + 1)
+    lines = [c for s in scenes for c in describe_many(s, rng,
+                                                      cfg.captions_per_scene)]
+    tmp = paths.corpus + '.tmp'
+    with open(tmp, 'w', encoding='utf-8') as f:
+        f.write('\n'.join(lines) + '\n')
+    os.replace(tmp, paths.corpus)
+
+
+def write_test_set(paths: WorldPaths, scenes: Sequence[Scene],
+                   cfg: WorldConfig) -> None:
+    """Real renders of the held-out scenes and their COCO-format references."""
+    if osp.isfile(paths.test_gt):
+        return
+    os.makedirs(paths.test_images, exist_ok=True)
+    rng = np.random.default_rng(cfg.seed + 2)
+    text_rng = random.Random(cfg.seed + 3)
+    images, annotations = [], []
+    for i, scene in enumerate(scenes):
+        image_id = f'test_{i:05d}'
+        render_scene(scene, rng, cfg.image_size, REAL_STYLE).save(
+            osp.join(paths.test_images, f'{image_id}.png'))
+        images.append(dict(id=image_id, file_name=f'{image_id}.png'))
+        for caption in describe_many(scene, text_rng, cfg.captions_per_scene):
+            annotations.append(dict(id=len(annotations), image_id=image_id,
+                                    caption=caption))
+    _atomic_json(paths.test_gt, dict(images=images, annotations=annotations))
+
+
+def train_clip(paths: WorldPaths, scenes: Sequence[Scene],
+               cfg: WorldConfig) -> float:
+    """Train and save the world's CLIP; returns held-out retrieval accuracy."""
+    marker = osp.join(paths.clip, 'open_clip_model.safetensors')
+    if not osp.isfile(marker):
+        model = train_toy_clip(scenes, CLIPTrainConfig(steps=cfg.clip_steps,
+                                                       seed=cfg.seed))
+        tmp = paths.clip + '.tmp'
+        save_open_clip_folder(model, tmp)
+        os.replace(tmp, paths.clip)
+    model = open_clip.create_model(paths.clip_model)
+    return retrieval_accuracy(model.eval(), list(scenes)[:200])
+
+
+def generate_synthetic(paths: WorldPaths, cfg: WorldConfig) -> None:
+    """Caption -> defective synthetic image, through the generation tool."""
+    from mmpcm.preprocessing.generation import (GenerationConfig,
+                                                generate_images)
+    from mmpcm.preprocessing.sharding import RankInfo
+    size = cfg.image_size
+    gen_cfg = GenerationConfig(
+        model=f'mmpcm-toyworld(defect_rate={cfg.defect_rate})',
+        num_inference_steps=1, guidance_scale=1.0, height=size, width=size,
+        dtype='float32', seed=cfg.seed, image_format='png', batch_size=64,
+        device='cpu')
+    generate_images(paths.corpus, paths.synthetic, gen_cfg,
+                    rank_info=RankInfo(0, 1, 0), progress=False,
+                    pipeline=ToyDiffusionPipeline(cfg.defect_rate,
+                                                  image_size=size))
+
+
+def extract(paths: WorldPaths) -> None:
+    """CLIP features and scores of the synthetic and the real test images."""
+    from mmpcm.preprocessing.extraction import (CLIPSpec, ExtractionConfig,
+                                                extract_features,
+                                                items_from_folder,
+                                                items_from_generated)
+    from mmpcm.preprocessing.sharding import RankInfo
+    spec = CLIPSpec(model_name=paths.clip_model)
+    run = ExtractionConfig(batch_size=256, num_workers=0, device='cpu',
+                           amp=False)
+    one = RankInfo(0, 1, 0)
+    if not osp.isfile(osp.join(paths.train_features, 'meta.json')):
+        extract_features(items_from_generated(paths.synthetic, paths.corpus),
+                         paths.train_features, spec, run,
+                         source=paths.synthetic, rank_info=one,
+                         progress=False)
+    if not osp.isfile(osp.join(paths.test_features, 'meta.json')):
+        extract_features(items_from_folder(paths.test_images),
+                         paths.test_features, spec, run,
+                         source=paths.test_images, rank_info=one,
+                         progress=False)
+
+
+def build_concepts(paths: WorldPaths) -> List[str]:
+    """The corpus' most frequent concept nouns, embedded with the CLIP."""
+    from mmpcm.preprocessing.concepts import (NounList,
+                                              build_concept_vocabulary,
+                                              load_clip_text_encoder)
+    if not osp.isfile(paths.concepts):
+        with open(paths.corpus, encoding='utf-8') as f:
+            captions = [line.strip() for line in f if line.strip()]
+        encoder = load_clip_text_encoder(paths.clip_model)
+        vocab, _ = build_concept_vocabulary(
+            captions, encoder, paths.clip_model, num_concepts=len(TOY_NOUNS),
+            nouns=NounList.from_entries([[n] for n in TOY_NOUNS],
+                                        source='toy-world nouns'))
+        vocab.save(paths.concepts)
+    from mmpcm.models.utils.concepts import ConceptVocabulary
+    return ConceptVocabulary.load(paths.concepts).words
+
+
+def build_world(root: str, cfg: WorldConfig = WorldConfig()) -> Dict:
+    """Build (or finish building) the toy world under ``root``.
+
+    Args:
+        root (str): Output folder.
+        cfg (WorldConfig): The world's settings; a root built with other
+            settings is refused.
+
+    Returns:
+        dict: The world's summary (settings and a few statistics).
+    """
+    paths = WorldPaths(root)
+    os.makedirs(root, exist_ok=True)
+    settings = asdict(cfg)
+    if osp.isfile(paths.config):
+        with open(paths.config, encoding='utf-8') as f:
+            recorded = json.load(f)['settings']
+        if recorded != settings:
+            raise ValueError(
+                f'{paths.config}: this world was built with {recorded}, not '
+                f'{settings}; use another folder or delete it.')
+    _atomic_json(paths.config, dict(settings=settings, complete=False))
+    corpus, test, clip_scenes = split_scenes(cfg)
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    logger.info('toy world: corpus and test set')
+    write_corpus(paths, corpus, cfg)
+    write_test_set(paths, test, cfg)
+    logger.info('toy world: training its CLIP')
+    accuracy = train_clip(paths, clip_scenes, cfg)
+    logger.info(f'toy world: CLIP held-out retrieval accuracy {accuracy:.2f}')
+    logger.info('toy world: synthetic images')
+    generate_synthetic(paths, cfg)
+    logger.info('toy world: CLIP features and scores')
+    extract(paths)
+    concepts = build_concepts(paths)
+    summary = dict(settings=settings, complete=True,
+                   clip_retrieval_top1=accuracy, concepts=concepts,
+                   num_pairs=len(corpus) * cfg.captions_per_scene,
+                   num_test_images=len(test))
+    _atomic_json(paths.config, summary)
+    return summary
