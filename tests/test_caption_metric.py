@@ -2,14 +2,20 @@
 import json
 import math
 import os
+import pickle
 import subprocess
 import tempfile
+import warnings
+
+import numpy as np
 
 import pytest
 from pycocoevalcap.tokenizer import ptbtokenizer
 
 import mmpcm.registry  # noqa: F401  (applies the compat patches)
-from mmpcm.evaluation import IsolatedPTBTokenizer, PCMCaptionMetric
+from mmpcm.evaluation import (IsolatedPTBTokenizer, PCMCaptionMetric,
+                              SpiceUnavailableWarning)
+from mmpcm.evaluation.metrics import caption_metric
 from mmpcm.registry import METRICS
 from mmpretrain.structures import DataSample
 
@@ -94,7 +100,8 @@ def test_identical_captions_all_metrics_no_package_writes(
     monkeypatch.setattr(tempfile, 'NamedTemporaryFile', spy_named)
 
     before = package_files()
-    metric = PCMCaptionMetric(ann_file=ann_file)
+    metric = PCMCaptionMetric(
+        ann_file=ann_file, metrics=('BLEU', 'METEOR', 'ROUGE_L', 'CIDEr'))
     scores = evaluate(
         metric, {i: caps[0]
                  for i, caps in references.items()},
@@ -211,12 +218,12 @@ def test_java_missing_fails_at_construction(tmp_path, monkeypatch):
         PCMCaptionMetric(ann_file=ann_file)
 
 
-def test_spice_and_unknown_metrics(tmp_path):
+def test_unknown_metrics(tmp_path):
     ann_file = write_ann(tmp_path / 'ann.json', {1: ['a dog']})
-    with pytest.raises(NotImplementedError, match='SPICE'):
-        PCMCaptionMetric(ann_file=ann_file, metrics=('BLEU', 'SPICE'))
     with pytest.raises(ValueError, match='Unknown'):
         PCMCaptionMetric(ann_file=ann_file, metrics=('Bleu_4', ))
+    with pytest.raises(ValueError, match='Unknown'):
+        PCMCaptionMetric(ann_file=ann_file, metrics=())
 
 
 def test_bad_ann_file(tmp_path):
@@ -252,3 +259,137 @@ def test_bad_predictions(tmp_path):
         with pytest.raises(ValueError, match=message):
             metric.evaluate(len(predictions))
         metric.results.clear()
+
+
+# --------------------------------------------------------------------------
+# SPICE
+# --------------------------------------------------------------------------
+@pytest.fixture
+def fresh_spice_warning(monkeypatch):
+    """Forget that the once-per-process SPICE warning was already given."""
+    monkeypatch.setattr(caption_metric, '_spice_warning_issued', False)
+
+
+def fake_corenlp(folder):
+    """Two (empty) jars with CoreNLP 3.6.0's names."""
+    folder.mkdir()
+    for name in caption_metric.CORENLP_JARS:
+        (folder / name).write_bytes(b'')
+    return str(folder)
+
+
+def test_spice_missing_is_skipped_with_one_warning(tmp_path,
+                                                   fresh_spice_warning):
+    ann_file = write_ann(tmp_path / 'ann.json', {1: ['a dog']})
+    empty = str(tmp_path / 'no_corenlp')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        first = PCMCaptionMetric(ann_file=ann_file, corenlp_dir=empty)
+        second = PCMCaptionMetric(ann_file=ann_file, corenlp_dir=empty)
+    spice_warnings = [w for w in caught
+                      if issubclass(w.category, SpiceUnavailableWarning)]
+    assert len(spice_warnings) == 1
+    message = str(spice_warnings[0].message)
+    for needle in ('stanford-corenlp-3.6.0.jar',
+                   'stanford-corenlp-3.6.0-models.jar', empty, 'corenlp_dir',
+                   'skipped'):
+        assert needle in message
+    assert first.metrics == second.metrics == [
+        'BLEU', 'METEOR', 'ROUGE_L', 'CIDEr']
+    # The default location named when no folder is given.
+    assert caption_metric.default_corenlp_dir() in (
+        caption_metric.corenlp_missing_message())
+
+
+def test_spice_demanded_but_missing_is_an_error(tmp_path,
+                                                fresh_spice_warning):
+    ann_file = write_ann(tmp_path / 'ann.json', {1: ['a dog']})
+    empty = str(tmp_path / 'no_corenlp')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', SpiceUnavailableWarning)
+        with pytest.raises(FileNotFoundError) as info:
+            PCMCaptionMetric(ann_file=ann_file, metrics=('BLEU', 'SPICE'),
+                             corenlp_dir=empty)
+    assert 'asks for SPICE' in str(info.value)
+    assert 'stanford-corenlp-3.6.0-models.jar' in str(info.value)
+    assert empty in str(info.value)
+
+
+SPICE_STDOUT = """Parsing reference captions
+********  SPICE Evaluation  ********
+
+All tuples
+  f-score:\t0.250 (SPICE metric)
+  precision:\t0.300
+  recall:\t0.214
+SPICE evaluation took: 1.234 s
+"""
+
+
+def test_parse_spice_summary():
+    assert caption_metric.parse_spice_summary(SPICE_STDOUT) == 0.25
+    with pytest.raises(RuntimeError, match='no "f-score'):
+        caption_metric.parse_spice_summary('Exception in thread "main"')
+
+
+def test_spice_runs_outside_the_package(tmp_path, monkeypatch,
+                                        fresh_spice_warning):
+    """With CoreNLP present, SPICE runs in a temp dir; nothing is written
+    into pycocoevalcap. Java is faked for SPICE only (the CoreNLP jars
+    cannot be downloaded here); the tokenizer runs for real."""
+    references = {'a': ['A dog runs.', 'a dog is running'], 7: ['a red car']}
+    ann_file = write_ann(tmp_path / 'ann.json', references)
+    corenlp = fake_corenlp(tmp_path / 'corenlp')
+    spice_calls = []
+    real_run = subprocess.run
+
+    def fake_run(cmd, *args, **kwargs):
+        if caption_metric.SPICE_MAIN_CLASS not in cmd:
+            return real_run(cmd, *args, **kwargs)
+        cwd = kwargs['cwd']
+        input_file = cmd[cmd.index(caption_metric.SPICE_MAIN_CLASS) + 1]
+        with open(input_file) as f:
+            spice_calls.append((list(cmd), cwd, json.load(f)))
+        return subprocess.CompletedProcess(cmd, 0, SPICE_STDOUT.encode(), b'')
+
+    monkeypatch.setattr(caption_metric.subprocess, 'run', fake_run)
+    before = package_files()
+    metric = PCMCaptionMetric(ann_file=ann_file, corenlp_dir=corenlp,
+                              spice_max_memory='2G')
+    assert metric.metrics[-1] == 'SPICE'  # available, so on by default
+    scores = evaluate(metric, {'a': 'A dog runs!', 7: 'a blue car'})
+    assert package_files() == before
+    assert scores['coco-caption/SPICE'] == pytest.approx(25.0)
+
+    (cmd, cwd, items), = spice_calls
+    assert not under_package(cwd) and not os.path.exists(cwd)
+    assert f'-Djava.io.tmpdir={cwd}' in cmd and '-Xmx2G' in cmd
+    assert '-cache' not in cmd and '-out' not in cmd
+    classpath = cmd[cmd.index('-cp') + 1].split(os.pathsep)
+    assert classpath[0] == caption_metric.SPICE_JAR
+    assert classpath[1:] == [os.path.join(corenlp, n)
+                             for n in caption_metric.CORENLP_JARS]
+    # PTB-tokenized captions (as COCOEvalCap feeds SPICE), images numbered.
+    assert items == [
+        dict(image_id=0, test='a dog runs',
+             refs=['a dog runs', 'a dog is running']),
+        dict(image_id=1, test='a blue car', refs=['a red car']),
+    ]
+
+
+def test_spice_cache_dir_is_passed(tmp_path):
+    cmd = caption_metric.spice_command('java', ['a.jar', 'b.jar'], 'in.json',
+                                       str(tmp_path), cache_dir='cache')
+    assert cmd[cmd.index('-cache') + 1] == 'cache'
+
+
+def test_results_are_plain_picklable_dicts(tmp_path):
+    metric = PCMCaptionMetric(
+        ann_file=write_ann(tmp_path / 'ann.json', {3: ['a dog']}),
+        metrics=('BLEU', ))
+    metric.process(None, [dict(image_id=np.int64(3), pred_caption='a dog')])
+    assert metric.results == [dict(image_id=3, caption='a dog')]
+    assert type(metric.results[0]['image_id']) is int
+    assert pickle.loads(pickle.dumps(metric.results)) == metric.results
+    with pytest.raises(TypeError, match='str or int'):
+        metric.process(None, [dict(image_id=3.0, pred_caption='a dog')])

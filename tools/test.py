@@ -1,23 +1,29 @@
-"""Test a PCM-Net checkpoint on real images (mmpretrain's test.py conventions).
+"""Test a PCM-Net captioner on real images (mmpretrain's test.py conventions).
 
-Only the config and the checkpoint are needed: the word vocabulary, concept
-table and CLIP weights come from the checkpoint.
+Only the config and the model file are needed: a training checkpoint
+(``.pth``) or a release (``.safetensors``). The word vocabulary, concept
+table and CLIP weights come from it. Writes ``predictions.json`` (COCO
+results) and ``metrics.json`` into ``<work_dir>/<timestamp>/`` and prints
+the paper row ``B4 / M / R / C / S``.
 """
 import argparse
 import os
+import sys
 
 import mmpcm  # noqa: F401  (compat patches before mmpretrain.models)
 from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
-from mmpcm.apis import apply_checkpoint_to_cfg, default_work_dir, prepare_cfg
+from mmpcm.apis import default_work_dir, run_test
+from mmpcm.apis.release import ReleaseFormatError
+from mmpcm.utils.checkpoint import UntrustedCheckpointError
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test a PCM-Net captioner')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint',
+                        help='training checkpoint (.pth) or release '
+                        '(.safetensors)')
     parser.add_argument('--work-dir', help='the dir to save logs and results')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
@@ -29,7 +35,7 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def main() -> None:
+def main() -> int:
     args = parse_args()
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
@@ -37,12 +43,18 @@ def main() -> None:
                                     args.work_dir or cfg.get('work_dir'))
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
-    apply_checkpoint_to_cfg(cfg, args.checkpoint)
-    prepare_cfg(cfg)
-    runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg
-              else RUNNERS.build(cfg))
-    runner.test()
+    try:
+        outputs = run_test(cfg, args.checkpoint)
+    except (FileNotFoundError, UntrustedCheckpointError,
+            ReleaseFormatError) as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 1
+    if outputs.metrics_file is not None:
+        print(outputs.row)
+        print(f'predictions: {outputs.predictions_file}')
+        print(f'metrics: {outputs.metrics_file}')
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -1,7 +1,22 @@
 from .checkpoint_errors import checkpoint_in_use, naming_checkpoint
-from .run_config import apply_checkpoint_to_cfg, default_work_dir, prepare_cfg
+from .inferencer import (CaptionResult, CaptionSummary, ImageFailure,
+                         PCMCaptionInferencer, caption_to_jsonl,
+                         expand_inputs)
+from .release import (ModelSource, Release, ReleaseFormatError, ReleaseInfo,
+                      build_captioner, is_release_file, load_model_source,
+                      load_release, publish_release, read_release_info)
+from .run_config import (CaptionTestResult, PCMLoadReleaseHook,
+                         PCMPredictionDumpHook, apply_checkpoint_to_cfg,
+                         check_test_evaluator, default_work_dir, paper_row,
+                         prepare_cfg, run_test)
 
 __all__ = [
-    'apply_checkpoint_to_cfg', 'checkpoint_in_use', 'default_work_dir',
-    'naming_checkpoint', 'prepare_cfg'
+    'CaptionResult', 'CaptionSummary', 'CaptionTestResult', 'ImageFailure',
+    'ModelSource', 'PCMCaptionInferencer', 'PCMLoadReleaseHook',
+    'PCMPredictionDumpHook', 'Release', 'ReleaseFormatError', 'ReleaseInfo',
+    'apply_checkpoint_to_cfg', 'build_captioner', 'caption_to_jsonl',
+    'check_test_evaluator', 'checkpoint_in_use', 'default_work_dir',
+    'expand_inputs', 'is_release_file', 'load_model_source', 'load_release',
+    'naming_checkpoint', 'paper_row', 'prepare_cfg', 'publish_release',
+    'read_release_info', 'run_test'
 ]

@@ -1,11 +1,33 @@
-"""Config preparation shared by the train/test entry points in ``tools/``."""
+"""Config preparation and the test run behind the entry points in ``tools/``.
+
+``tools/test.py CONFIG CHECKPOINT`` is :func:`run_test`: the model comes from
+the checkpoint (training ``.pth`` or release ``.safetensors``), the data and
+the metrics from the config. Besides mmengine's log it writes, into the run's
+log dir ``<work_dir>/<timestamp>/``:
+
+* ``predictions.json``: COCO results, ``[{"image_id": ..., "caption": ...}]``
+  (:class:`PCMPredictionDumpHook`, gathered from all ranks);
+* ``metrics.json``: ``{"checkpoint", "metrics", "paper_row"}``;
+
+and returns the paper-style row ``B4 / M / R / C / S`` (:func:`paper_row`).
+"""
+import json
 import os.path as osp
-from typing import Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
 
 import torch
 from mmengine.config import Config
+from mmengine.dist import collect_results, is_main_process
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+from mmengine.registry import RUNNERS, DefaultScope
+from mmengine.runner import Runner
 
+from mmpcm.registry import HOOKS, METRICS
 from mmpcm.utils.dist import adapt_cfg_for_device
+from .checkpoint_errors import naming_checkpoint
+from .release import is_release_file, load_release, read_release_info
 
 DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
@@ -39,21 +61,38 @@ def apply_checkpoint_to_cfg(cfg: Config, checkpoint: str) -> Config:
 
     The word vocabulary, the concept table and the frozen CLIP weights are
     all inside the checkpoint, so a test run needs no training captions, no
-    concept file and no CLIP weights file: the config's model is pointed at
-    the checkpoint's vocabulary and builds the rest empty or random, to be
-    filled by the checkpoint.
+    concept file and no CLIP weights file.
+
+    * Training checkpoint (``.pth``, loaded with ``weights_only`` and the
+      mmengine allowlist): the config's model is pointed at the
+      checkpoint's vocabulary and builds the rest empty or random, to be
+      filled through ``load_from``.
+    * Release (``.safetensors``, never unpickled): the release's own model
+      config replaces the config's; :class:`PCMLoadReleaseHook` loads the
+      weights before the run.
 
     Args:
         cfg (Config): The run's config, changed in place.
-        checkpoint (str): The checkpoint to test.
+        checkpoint (str): The checkpoint or release to test.
 
     Returns:
         Config: ``cfg``.
+
+    Raises:
+        FileNotFoundError: If there is no such file.
+        UntrustedCheckpointError: If a ``.pth`` holds other pickled objects.
+        ReleaseFormatError: For a safetensors file that is no release.
     """
     from mmpcm.models.heads import decode_vocab_tensor
     from mmpcm.utils.checkpoint import load_checkpoint_file
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'Checkpoint not found: {checkpoint}')
+    if is_release_file(checkpoint):
+        cfg.model = read_release_info(checkpoint).model_cfg()
+        cfg.load_from = None
+        _add_custom_hook(cfg, dict(type='PCMLoadReleaseHook',
+                                   release=checkpoint))
+        return cfg
     state = load_checkpoint_file(checkpoint)
     state = state.get('state_dict', state)
     if 'head.vocab_bytes' not in state:
@@ -72,3 +111,215 @@ def default_work_dir(config_path: str, work_dir: Optional[str]) -> str:
     if work_dir is not None:
         return work_dir
     return osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+
+
+# --------------------------------------------------------------------------
+# test runs
+# --------------------------------------------------------------------------
+PREDICTIONS_FILE = 'predictions.json'
+METRICS_FILE = 'metrics.json'
+# (column, metric name without prefix) of the paper's result tables
+PAPER_COLUMNS = (('B4', 'Bleu_4'), ('M', 'METEOR'), ('R', 'ROUGE_L'),
+                 ('C', 'CIDEr'), ('S', 'SPICE'))
+
+
+class CaptionTestResult(NamedTuple):
+    """What :func:`run_test` produced.
+
+    Attributes:
+        metrics (dict): All metrics, as ``runner.test()`` returns them.
+        row (str): ``'B4 / M / R / C / S: ...'`` (see :func:`paper_row`).
+        predictions_file (str, optional): ``predictions.json`` (main rank).
+        metrics_file (str, optional): ``metrics.json`` (main rank).
+    """
+    metrics: Dict[str, Any]
+    row: str
+    predictions_file: Optional[str]
+    metrics_file: Optional[str]
+
+
+def _add_custom_hook(cfg: Config, hook: dict) -> None:
+    """Append a hook to ``cfg.custom_hooks`` unless its type is there."""
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(h.get('type') == hook['type'] for h in hooks):
+        hooks.append(hook)
+    cfg.custom_hooks = hooks
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if is_model_wrapper(model) else model
+
+
+@HOOKS.register_module()
+class PCMLoadReleaseHook(Hook):
+    """Load a release's weights into the model before the run.
+
+    mmengine's ``load_from`` reads pickled checkpoints; a release is a
+    safetensors file, so it is loaded here instead (strictly).
+
+    Args:
+        release (str): The release file.
+    """
+    priority = 'VERY_HIGH'
+
+    def __init__(self, release: str) -> None:
+        self.release = release
+
+    def before_run(self, runner: Runner) -> None:
+        model = _unwrap(runner.model)
+        state = load_release(self.release).state_dict
+        device = next(model.parameters()).device
+        model.load_state_dict({k: v.to(device) for k, v in state.items()},
+                              strict=True)
+        runner.logger.info(f'Loaded release {self.release}')
+
+
+@HOOKS.register_module()
+class PCMPredictionDumpHook(Hook):
+    """Write the test predictions as COCO results JSON into the log dir.
+
+    ``[{"image_id": ..., "caption": ...}]``, image ids as the dataset gives
+    them (str or int), gathered from all ranks in dataset order; written by
+    the main rank to ``<work_dir>/<timestamp>/<filename>``. No metric is
+    involved, so the evaluation has no side effects.
+
+    Args:
+        filename (str): Output file name. Defaults to 'predictions.json'.
+    """
+    priority = 'LOW'
+
+    def __init__(self, filename: str = PREDICTIONS_FILE) -> None:
+        self.filename = filename
+        self._results: List[dict] = []
+        self.path: Optional[str] = None
+
+    def before_test_epoch(self, runner: Runner) -> None:
+        self._results = []
+
+    def after_test_iter(self,
+                        runner: Runner,
+                        batch_idx: int,
+                        data_batch: Any = None,
+                        outputs: Optional[Sequence] = None) -> None:
+        from mmpcm.evaluation.metrics.caption_metric import plain_image_id
+        for sample in outputs or []:
+            self._results.append(
+                dict(
+                    image_id=plain_image_id(sample.metainfo['image_id']),
+                    caption=str(sample.pred_caption)))
+
+    def after_test_epoch(self,
+                         runner: Runner,
+                         metrics: Optional[Dict[str, float]] = None) -> None:
+        size = len(runner.test_dataloader.dataset)
+        results = collect_results(self._results, size, 'cpu')
+        self._results = []
+        if is_main_process():
+            self.path = osp.join(runner.log_dir, self.filename)
+            with open(self.path, 'w', encoding='utf-8') as file:
+                json.dump(results, file, ensure_ascii=False)
+            runner.logger.info(
+                f'Wrote {len(results)} predictions to {self.path}')
+
+
+def paper_row(metrics: Dict[str, Any]) -> str:
+    """The paper's ``B4 / M / R / C / S`` row, one decimal, '-' if missing.
+
+    Args:
+        metrics (dict): Metric names (any prefix, e.g.
+            ``'coco-caption/Bleu_4'``) to values x100.
+
+    Returns:
+        str: E.g. ``'B4 / M / R / C / S: 31.5 / 25.9 / 53.9 / 103.8 / -'``.
+    """
+    values = []
+    for _, name in PAPER_COLUMNS:
+        found = [v for k, v in metrics.items() if k.split('/')[-1] == name]
+        values.append(f'{float(found[0]):.1f}' if found else '-')
+    header = ' / '.join(col for col, _ in PAPER_COLUMNS)
+    return f'{header}: {" / ".join(values)}'
+
+
+def _metric_cfgs(evaluator: Union[dict, list, None]) -> List[dict]:
+    """The metric configs of an evaluator config, read as mmengine does.
+
+    Raises:
+        ValueError: For a single metric dict with a ``metrics`` argument,
+            which mmengine would take for an ``Evaluator`` config.
+    """
+    if evaluator is None:
+        return []
+    if isinstance(evaluator, dict) and 'metrics' in evaluator:
+        if evaluator.get('type', 'Evaluator') != 'Evaluator':
+            raise ValueError(
+                f'test_evaluator is a single {evaluator["type"]} dict with a '
+                '"metrics" argument, which mmengine reads as an Evaluator '
+                'config. Put the metric in a list: test_evaluator = '
+                f'[dict(type={evaluator["type"]!r}, metrics=...)].')
+        evaluator = evaluator['metrics']
+    return list(evaluator) if isinstance(evaluator, (list, tuple)) else [
+        evaluator
+    ]
+
+
+def check_test_evaluator(cfg: Config) -> None:
+    """Build the test metrics once, before any model work, to fail early.
+
+    Construction checks Java, CoreNLP for a demanded SPICE, the reference
+    files and CLIP weight files; the metrics are then discarded (the runner
+    builds its own).
+
+    Args:
+        cfg (Config): The run's config.
+    """
+    with DefaultScope.overwrite_default_scope(
+            cfg.get('default_scope', 'mmpretrain')):
+        for metric_cfg in _metric_cfgs(cfg.get('test_evaluator')):
+            METRICS.build(metric_cfg)
+
+
+def write_metrics_file(path: str, checkpoint: str, metrics: Dict[str, Any],
+                       row: str) -> None:
+    """Write ``metrics.json``: checkpoint, all metrics and the paper row."""
+    plain = {
+        k: float(v) if isinstance(v, (int, float)) or hasattr(v, 'item')
+        else v
+        for k, v in metrics.items()
+    }
+    with open(path, 'w', encoding='utf-8') as file:
+        json.dump(
+            dict(checkpoint=checkpoint, metrics=plain, paper_row=row),
+            file,
+            indent=2)
+
+
+def run_test(cfg: Config, checkpoint: str) -> CaptionTestResult:
+    """Test a checkpoint or release on the config's test set.
+
+    Args:
+        cfg (Config): The merged config (work dir, launcher and options
+            already set); changed in place.
+        checkpoint (str): Training checkpoint or release file.
+
+    Returns:
+        CaptionTestResult: Metrics, the paper row and the written files (the
+        files are None on non-main ranks).
+    """
+    check_test_evaluator(cfg)  # Java, CoreNLP, references: fail first
+    apply_checkpoint_to_cfg(cfg, checkpoint)
+    prepare_cfg(cfg)
+    _add_custom_hook(cfg, dict(type='PCMPredictionDumpHook'))
+    runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
+              RUNNERS.build(cfg))
+    with naming_checkpoint(runner):
+        metrics = runner.test()
+    row = paper_row(metrics)
+    if not is_main_process():
+        return CaptionTestResult(metrics, row, None, None)
+    predictions_file = next(
+        h.path for h in runner.hooks if isinstance(h, PCMPredictionDumpHook))
+    metrics_file = osp.join(runner.log_dir, METRICS_FILE)
+    write_metrics_file(metrics_file, checkpoint, metrics, row)
+    print_log(f'{row} (predictions: {predictions_file}, metrics: '
+              f'{metrics_file})', logger='current')
+    return CaptionTestResult(metrics, row, predictions_file, metrics_file)

@@ -3,6 +3,7 @@ from .feature_store import (CLIPFeatureInfo, FeatureItem, FeatureStore,
                             FeatureStoreMeta, FeatureStoreWriter, ShardInfo,
                             make_random_feature_store, read_meta, write_meta)
 from .synth_imgcap import SynthImgCapDataset
+from .image_folder import ImageFolderCaptionDataset  # noqa: F401
 
 __all__ = [
     'CLIPFeatureInfo', 'FeatureItem', 'FeatureStore', 'FeatureStoreMeta',

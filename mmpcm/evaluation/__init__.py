@@ -1,3 +1,7 @@
-from .metrics import IsolatedPTBTokenizer, PCMCaptionMetric
+from .metrics import (IsolatedPTBTokenizer, PCMCaptionMetric, PCMCLIPScore,
+                      SpiceUnavailableWarning)
 
-__all__ = ['IsolatedPTBTokenizer', 'PCMCaptionMetric']
+__all__ = [
+    'IsolatedPTBTokenizer', 'PCMCaptionMetric', 'PCMCLIPScore',
+    'SpiceUnavailableWarning'
+]

@@ -1,3 +1,8 @@
-from .caption_metric import IsolatedPTBTokenizer, PCMCaptionMetric
+from .caption_metric import (IsolatedPTBTokenizer, PCMCaptionMetric,
+                             SpiceUnavailableWarning)
+from .clip_score import PCMCLIPScore
 
-__all__ = ['IsolatedPTBTokenizer', 'PCMCaptionMetric']
+__all__ = [
+    'IsolatedPTBTokenizer', 'PCMCaptionMetric', 'PCMCLIPScore',
+    'SpiceUnavailableWarning'
+]

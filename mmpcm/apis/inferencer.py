@@ -1,0 +1,320 @@
+"""Caption a user's images with a trained PCM-Net (checkpoint or release).
+
+:class:`PCMCaptionInferencer` follows mmpretrain's inferencers: build it from
+a model file, call it on inputs, get one dict per image::
+
+    inferencer = PCMCaptionInferencer('pcm_coco_vit-b32.safetensors')
+    inferencer('demo.jpg')
+    # [{'image': 'demo.jpg', 'caption': 'a dog ...', 'score': -4.2}]
+
+Images are preprocessed like open_clip's evaluation transform (see
+:mod:`mmpcm.datasets.transforms`) and run through the captioner's own frozen
+CLIP, whose weights are part of the model file. A file that is not a
+readable image gives ``{'image': path, 'error': reason}`` instead of
+stopping the run.
+"""
+import json
+import os
+import os.path as osp
+import sys
+from typing import (IO, Iterator, List, NamedTuple, Optional, Sequence,
+                    Union)
+
+import numpy as np
+import torch
+import torch.nn as nn
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from mmpcm.datasets.transforms import (ImageLoadError, clip_image_tensor,
+                                       load_image)
+from .release import ConfigLike, build_captioner
+
+LIST_FILE_SUFFIXES = ('.txt', '.lst', '.list')
+InputType = Union[str, 'os.PathLike[str]', np.ndarray, Image.Image]
+InputsType = Union[InputType, Sequence[InputType]]
+
+
+class CaptionResult(NamedTuple):
+    """A captioned image.
+
+    Attributes:
+        image (str): The path (or ``array[i]`` / ``image[i]`` for in-memory
+            inputs).
+        caption (str): The caption.
+        score (float): Its log-probability under the model.
+    """
+    image: str
+    caption: str
+    score: float
+
+    def to_dict(self) -> dict:
+        return dict(image=self.image, caption=self.caption, score=self.score)
+
+
+class ImageFailure(NamedTuple):
+    """An input that could not be captioned.
+
+    Attributes:
+        image (str): The path (or in-memory name).
+        reason (str): Why, in one line.
+    """
+    image: str
+    reason: str
+
+    def to_dict(self) -> dict:
+        return dict(image=self.image, error=self.reason)
+
+
+class InputItem(NamedTuple):
+    """One image to caption: its name and where its pixels come from."""
+    name: str
+    source: Union[str, np.ndarray, Image.Image]
+
+
+class CaptionSummary(NamedTuple):
+    """Counts of a captioning run."""
+    num_captioned: int
+    num_failed: int
+
+
+def list_folder(folder: str) -> List[str]:
+    """Every regular, non-hidden file under ``folder``, sorted, recursive.
+
+    Non-image files are kept on purpose: they are reported, not silently
+    skipped.
+    """
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
+        found += [osp.join(root, f) for f in sorted(files)
+                  if not f.startswith('.')]
+    return found
+
+
+def read_image_list(list_file: str) -> List[str]:
+    """Paths in a list file: one per line, relative to the list's folder.
+
+    Blank lines and lines starting with ``#`` are skipped.
+    """
+    folder = osp.dirname(list_file)
+    with open(list_file, encoding='utf-8') as file:
+        lines = [line.strip() for line in file]
+    return [
+        line if osp.isabs(line) else osp.join(folder, line) for line in lines
+        if line and not line.startswith('#')
+    ]
+
+
+def expand_inputs(inputs: InputsType) -> List[InputItem]:
+    """Turn user inputs into a flat list of images.
+
+    Args:
+        inputs: An image path, a folder (every file in it, recursively), a
+            list file (``.txt``/``.lst``/``.list``: one path per line), an
+            RGB uint8 numpy array ``(H, W, 3)``, a PIL image, or a list of
+            any of these.
+
+    Returns:
+        list[InputItem]: The images, in order.
+    """
+    if isinstance(inputs, (str, os.PathLike, np.ndarray, Image.Image)):
+        inputs = [inputs]
+    items: List[InputItem] = []
+    for index, entry in enumerate(inputs):
+        if isinstance(entry, np.ndarray):
+            items.append(InputItem(f'array[{index}]', entry))
+        elif isinstance(entry, Image.Image):
+            items.append(InputItem(f'image[{index}]', entry))
+        else:
+            path = os.fspath(entry)
+            if osp.isdir(path):
+                items += [InputItem(p, p) for p in list_folder(path)]
+            elif path.lower().endswith(LIST_FILE_SUFFIXES) and osp.isfile(
+                    path):
+                items += [InputItem(p, p) for p in read_image_list(path)]
+            else:
+                items.append(InputItem(path, path))
+    return items
+
+
+class _ImageInputs(Dataset):
+    """Loads and preprocesses inputs; failures become reasons, not errors."""
+
+    def __init__(self, items: Sequence[InputItem], image_size: int) -> None:
+        self.items = list(items)
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple:
+        source = self.items[index].source
+        try:
+            image = load_image(source) if isinstance(source, str) else source
+            return index, clip_image_tensor(image, self.image_size), None
+        except ImageLoadError as error:
+            return index, None, error.reason
+
+
+def _keep_list(batch: list) -> list:
+    return batch
+
+
+class PCMCaptionInferencer:
+    """Caption images with a trained PCM-Net.
+
+    Args:
+        model (str | nn.Module): A release file (``.safetensors``), a
+            training checkpoint (``.pth``; loaded with ``weights_only`` and
+            the mmengine allowlist, pickled payloads refused), or a built
+            ``PCMCaptioner``.
+        config (str | Config | dict, optional): Training config, only for a
+            checkpoint; by default the config text the checkpoint carries is
+            parsed (as literals, never executed). Defaults to None.
+        device (str, optional): Defaults to None (CUDA when available).
+        beam_size (int, optional): Overrides the model's beam size.
+            Defaults to None.
+
+    Examples:
+        >>> inferencer = PCMCaptionInferencer('work_dirs/pcm/epoch_12.pth')
+        >>> results = inferencer(['a.jpg', 'photos/'], batch_size=32)
+    """
+
+    def __init__(self,
+                 model: Union[str, nn.Module],
+                 config: Optional[ConfigLike] = None,
+                 device: Optional[str] = None,
+                 beam_size: Optional[int] = None) -> None:
+        if isinstance(model, nn.Module):
+            device = device or next(model.parameters()).device
+            self.model = model.to(device).eval()
+        else:
+            self.model = build_captioner(os.fspath(model), config, device)
+        self.beam_size = beam_size
+
+    @property
+    def image_size(self) -> int:
+        """CLIP's input size."""
+        return self.model.backbone.image_size
+
+    @torch.no_grad()
+    def caption_tensors(self, images: torch.Tensor) -> List[tuple]:
+        """Caption a preprocessed batch.
+
+        Args:
+            images (torch.Tensor): ``(B, 3, S, S)`` uint8 RGB.
+
+        Returns:
+            list[tuple]: ``(caption, score)`` per image.
+        """
+        data = self.model.data_preprocessor(
+            dict(inputs=dict(images=images), data_samples=None), False)
+        samples = self.model.predict(data['inputs'], None,
+                                     beam_size=self.beam_size)
+        return [(s.pred_caption, float(s.pred_score)) for s in samples]
+
+    def iter_results(self,
+                     inputs: InputsType,
+                     batch_size: int = 16,
+                     num_workers: int = 0,
+                     progress: bool = False
+                     ) -> Iterator[Union[CaptionResult, ImageFailure]]:
+        """Caption inputs batch by batch, yielding one result per image.
+
+        Args:
+            inputs: See :func:`expand_inputs`.
+            batch_size (int): Images per forward pass. Defaults to 16.
+            num_workers (int): Image decoding workers. Defaults to 0.
+            progress (bool): Show a progress bar on stderr. Defaults to
+                False.
+
+        Yields:
+            CaptionResult | ImageFailure: In input order.
+        """
+        items = expand_inputs(inputs)
+        loader = DataLoader(
+            _ImageInputs(items, self.image_size),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            collate_fn=_keep_list)
+        with tqdm(total=len(items), disable=not progress, unit='img',
+                  file=sys.stderr) as bar:
+            for batch in loader:
+                good = [(i, t) for i, t, _ in batch if t is not None]
+                captions = iter(
+                    self.caption_tensors(torch.stack([t for _, t in good]))
+                    if good else [])
+                for index, tensor, reason in batch:
+                    name = items[index].name
+                    if tensor is None:
+                        yield ImageFailure(name, reason)
+                    else:
+                        yield CaptionResult(name, *next(captions))
+                bar.update(len(batch))
+
+    def __call__(self,
+                 inputs: InputsType,
+                 batch_size: int = 16,
+                 num_workers: int = 0,
+                 progress: bool = False) -> List[dict]:
+        """Caption inputs.
+
+        Args:
+            inputs: An image path, folder, list file, numpy array, PIL
+                image, or a list of these (see :func:`expand_inputs`).
+            batch_size (int): Images per forward pass. Defaults to 16.
+            num_workers (int): Image decoding workers. Defaults to 0.
+            progress (bool): Show a progress bar. Defaults to False.
+
+        Returns:
+            list[dict]: Per image, in order: ``{'image', 'caption',
+            'score'}``, or ``{'image', 'error'}`` for an unreadable file.
+        """
+        return [
+            r.to_dict() for r in self.iter_results(inputs, batch_size,
+                                                   num_workers, progress)
+        ]
+
+
+def caption_to_jsonl(inferencer: PCMCaptionInferencer,
+                     inputs: InputsType,
+                     out: IO[str],
+                     errors: IO[str],
+                     batch_size: int = 16,
+                     num_workers: int = 0,
+                     progress: bool = True) -> CaptionSummary:
+    """Write one JSON line per captioned image, one error line per failure.
+
+    Args:
+        inferencer (PCMCaptionInferencer): The inferencer.
+        inputs: See :func:`expand_inputs`.
+        out (IO[str]): JSONL output: ``{"image", "caption", "score"}``.
+        errors (IO[str]): Failure lines: ``skipped <image>: <reason>``.
+        batch_size (int): Images per forward pass. Defaults to 16.
+        num_workers (int): Image decoding workers. Defaults to 0.
+        progress (bool): Progress bar on stderr. Defaults to True.
+
+    Returns:
+        CaptionSummary: How many were captioned and how many failed.
+    """
+    done = failed = 0
+    for result in inferencer.iter_results(inputs, batch_size, num_workers,
+                                          progress):
+        if isinstance(result, ImageFailure):
+            failed += 1
+            # tqdm.write keeps the line clear of a progress bar on stderr.
+            tqdm.write(f'skipped {result.image}: {result.reason}',
+                       file=errors)
+        else:
+            done += 1
+            out.write(json.dumps(result.to_dict(), ensure_ascii=False) + '\n')
+    out.flush()
+    return CaptionSummary(done, failed)
+
+
+__all__ = [
+    'CaptionResult', 'CaptionSummary', 'ImageFailure', 'InputItem',
+    'PCMCaptionInferencer', 'caption_to_jsonl', 'expand_inputs'
+]

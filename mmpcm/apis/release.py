@@ -1,0 +1,561 @@
+"""Release files: a trained captioner that loads without unpickling.
+
+A release is ONE safetensors file:
+
+* tensors: the captioner's full state dict (CLIP image encoder, PCM neck
+  with the concept table, encoder, head with ``vocab_bytes``);
+* metadata ``format``: ``'mmpcm-release'``;
+* metadata ``mmpcm``: JSON of :class:`ReleaseInfo`: the model config (the
+  word vocabulary, concept file and CLIP weights left out, as the tensors
+  carry them), the word vocabulary, the concept words when known, the CLIP
+  identity (open_clip name or config, weights tag or file name + sha256,
+  sizes) and the mmpcm version.
+
+``safetensors`` parses a JSON header and raw tensor bytes; no pickle is
+involved. Training checkpoints (``.pth``) are pickles: they are read only
+through :func:`mmpcm.utils.checkpoint.load_checkpoint_file` (``weights_only``
+plus an allowlist), and their embedded config text is parsed as literals,
+never executed.
+"""
+import ast
+import copy
+import hashlib
+import json
+import os
+import os.path as osp
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, List, NamedTuple, Optional, Union
+
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from mmpcm.version import __version__
+
+RELEASE_FORMAT = 'mmpcm-release'
+RELEASE_VERSION = 1
+RELEASE_SUFFIX = '.safetensors'
+_INFO_KEY = 'mmpcm'
+_VOCAB_KEY = 'head.vocab_bytes'
+_CONCEPTS_KEY = 'neck.concept_embeds'
+_MAX_HEADER = 100 * 1024 * 1024  # safetensors' own header size limit
+
+ConfigLike = Union[str, Config, dict]
+
+
+class ReleaseFormatError(ValueError):
+    """A file is not a valid mmpcm release."""
+
+
+@dataclass
+class ReleaseInfo:
+    """What a release says about its model, besides the tensors.
+
+    Args:
+        model (dict): ``PCMCaptioner`` config without ``head.vocab``,
+            ``neck.concepts`` and ``backbone.pretrained`` (set to None).
+        vocab (list[str]): The word vocabulary (also in ``head.vocab_bytes``).
+        clip (dict): CLIP identity: ``model_name``, ``model_cfg``,
+            ``pretrained``, ``pretrained_sha256``, ``patch_pool``,
+            ``image_size``, ``num_patches``, ``patch_dim``, ``embed_dim``.
+        concepts (list[str], optional): Concept words, in the order of the
+            concept table, when known. Defaults to None.
+        mmpcm_version (str): mmpcm version that wrote the release.
+        format (str): Always ``'mmpcm-release'``.
+        version (int): Release format version, 1.
+    """
+    model: dict
+    vocab: List[str]
+    clip: dict
+    concepts: Optional[List[str]] = None
+    mmpcm_version: str = __version__
+    format: str = RELEASE_FORMAT
+    version: int = RELEASE_VERSION
+
+    def to_json(self) -> str:
+        """The JSON stored in the release's metadata."""
+        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, source: str) -> 'ReleaseInfo':
+        """Parse and check the metadata JSON.
+
+        Args:
+            text (str): The JSON.
+            source (str): The file, for error messages.
+
+        Returns:
+            ReleaseInfo: The info.
+
+        Raises:
+            ReleaseFormatError: If the JSON is invalid or incomplete.
+        """
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ReleaseFormatError(
+                f'{source}: release metadata is not JSON ({error})') from None
+        fields = set(cls.__dataclass_fields__)
+        required = {'model', 'vocab', 'clip', 'format', 'version'}
+        if not isinstance(data, dict) or not required <= set(data):
+            raise ReleaseFormatError(
+                f'{source}: release metadata needs {sorted(required)}.')
+        if data['format'] != RELEASE_FORMAT:
+            raise ReleaseFormatError(
+                f'{source}: format is {data["format"]!r}, expected '
+                f'{RELEASE_FORMAT!r}.')
+        if data['version'] != RELEASE_VERSION:
+            raise ReleaseFormatError(
+                f'{source}: release version {data["version"]!r}; this mmpcm '
+                f'reads version {RELEASE_VERSION}.')
+        return cls(**{k: v for k, v in data.items() if k in fields})
+
+    def model_cfg(self) -> dict:
+        """The buildable model config: vocabulary in, no files to read."""
+        cfg = copy.deepcopy(self.model)
+        cfg['head']['vocab'] = list(self.vocab)
+        return cfg
+
+
+class Release(NamedTuple):
+    """A loaded release.
+
+    Attributes:
+        state_dict (dict[str, torch.Tensor]): The captioner's weights.
+        info (ReleaseInfo): Config, vocabulary, concepts, CLIP identity.
+    """
+    state_dict: Dict[str, torch.Tensor]
+    info: ReleaseInfo
+
+
+class ModelSource(NamedTuple):
+    """A buildable captioner: config + weights, from either file kind.
+
+    Attributes:
+        model_cfg (dict): Buildable ``PCMCaptioner`` config (vocabulary from
+            the weights; no concept or CLIP weight file needed).
+        state_dict (dict[str, torch.Tensor]): The weights.
+        kind (str): ``'release'`` or ``'checkpoint'``.
+        path (str): The file.
+        release_info (ReleaseInfo, optional): For releases.
+    """
+    model_cfg: dict
+    state_dict: Dict[str, torch.Tensor]
+    kind: str
+    path: str
+    release_info: Optional[ReleaseInfo] = None
+
+
+# --------------------------------------------------------------------------
+# release files
+# --------------------------------------------------------------------------
+def is_release_file(path: str) -> bool:
+    """Whether ``path`` is a safetensors file (by suffix, else by content).
+
+    A safetensors file starts with the 8-byte little-endian length of its
+    JSON header, then ``{``; a torch checkpoint is a zip (``PK``) or a raw
+    pickle (``0x80``).
+
+    Args:
+        path (str): The file.
+
+    Returns:
+        bool: True for ``*.safetensors`` or safetensors content.
+    """
+    if str(path).endswith(RELEASE_SUFFIX):
+        return True
+    if not osp.isfile(path):
+        return False
+    with open(path, 'rb') as file:
+        head = file.read(9)
+    if len(head) < 9:
+        return False
+    size = int.from_bytes(head[:8], 'little')
+    return head[8:9] == b'{' and 0 < size <= min(_MAX_HEADER,
+                                                 osp.getsize(path) - 8)
+
+
+def read_release_info(path: str) -> ReleaseInfo:
+    """Read a release's metadata without loading its tensors.
+
+    Args:
+        path (str): The release file.
+
+    Returns:
+        ReleaseInfo: The info.
+
+    Raises:
+        FileNotFoundError: If there is no such file.
+        ReleaseFormatError: If it is not an mmpcm release.
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'Release file not found: {path}')
+    try:
+        with safe_open(path, framework='pt') as file:
+            metadata = file.metadata() or {}
+    except (SafetensorError, OSError) as error:
+        raise ReleaseFormatError(
+            f'{path}: not a safetensors file ({error})') from None
+    if metadata.get('format') != RELEASE_FORMAT or _INFO_KEY not in metadata:
+        raise ReleaseFormatError(
+            f'{path}: a safetensors file, but not an mmpcm release (metadata '
+            f'format is {metadata.get("format")!r}, expected '
+            f'{RELEASE_FORMAT!r}). Make one from a training checkpoint with '
+            'tools/model_converters/publish_model.py.')
+    return ReleaseInfo.from_json(metadata[_INFO_KEY], path)
+
+
+def load_release(path: str, device: Union[str, torch.device] = 'cpu'
+                 ) -> Release:
+    """Load a release: safetensors tensors + JSON metadata, no pickle.
+
+    Args:
+        path (str): The release file.
+        device (str | torch.device): Where the tensors go. Defaults to
+            'cpu'.
+
+    Returns:
+        Release: Weights and info.
+    """
+    info = read_release_info(path)
+    state = load_file(path, device=str(device))
+    if _VOCAB_KEY not in state:
+        raise ReleaseFormatError(f'{path}: no {_VOCAB_KEY} tensor.')
+    return Release(state, info)
+
+
+def save_release(path: str, state_dict: Dict[str, torch.Tensor],
+                 info: ReleaseInfo) -> None:
+    """Write a release file (tensors copied to contiguous CPU memory).
+
+    Args:
+        path (str): Output file, normally ``*.safetensors``.
+        state_dict (dict[str, torch.Tensor]): The captioner's weights.
+        info (ReleaseInfo): Its metadata.
+    """
+    tensors = {
+        k: v.detach().cpu().contiguous().clone()
+        for k, v in state_dict.items()
+    }
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    save_file(tensors, path,
+              metadata={'format': RELEASE_FORMAT, _INFO_KEY: info.to_json()})
+
+
+# --------------------------------------------------------------------------
+# configs from checkpoints, without executing them
+# --------------------------------------------------------------------------
+def _literal(node: ast.AST) -> Any:
+    """Evaluate literals, containers and ``dict(k=v)`` calls; nothing else."""
+    if isinstance(node, ast.Call):
+        if (isinstance(node.func, ast.Name) and node.func.id == 'dict'
+                and not node.args
+                and all(k.arg is not None for k in node.keywords)):
+            return {k.arg: _literal(k.value) for k in node.keywords}
+        raise ValueError('only dict(key=value) calls are allowed')
+    if isinstance(node, ast.Dict):
+        return {_literal(k): _literal(v) for k, v in zip(node.keys,
+                                                          node.values)}
+    if isinstance(node, (ast.List, ast.Tuple)):
+        items = [_literal(e) for e in node.elts]
+        return items if isinstance(node, ast.List) else tuple(items)
+    return ast.literal_eval(node)
+
+
+def model_cfg_from_text(text: str, source: str) -> dict:
+    """The ``model`` of a config text, parsed as literals (never executed).
+
+    mmengine stores the run's config as Python text in every checkpoint
+    (``meta['cfg']``, its ``pretty_text``: literals and ``dict(...)``).
+
+    Args:
+        text (str): The config text.
+        source (str): Where it came from, for error messages.
+
+    Returns:
+        dict: The ``model`` config.
+
+    Raises:
+        ValueError: If there is no ``model = ...`` made only of literals.
+    """
+    try:
+        tree = ast.parse(text)
+    except SyntaxError as error:
+        raise ValueError(f'{source}: config text does not parse '
+                         f'({error})') from None
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id == 'model'):
+            try:
+                model = _literal(node.value)
+            except ValueError as error:
+                raise ValueError(
+                    f'{source}: the model config is not plain literals '
+                    f'({error}); pass the training config.') from None
+            if isinstance(model, dict):
+                return model
+    raise ValueError(f'{source}: no "model = dict(...)" in the config text; '
+                     'pass the training config.')
+
+
+def _config_model(config: ConfigLike) -> dict:
+    """The ``model`` dict of a config file, Config or dict."""
+    if isinstance(config, str):
+        config = Config.fromfile(config)
+    model = config['model'] if 'model' in config else config
+    return model.to_dict() if hasattr(model, 'to_dict') else copy.deepcopy(
+        dict(model))
+
+
+def strip_model_files(model_cfg: dict) -> dict:
+    """A model config that reads no file: no vocabulary source, no concept
+    file, no CLIP weights (the captioner's state carries all three).
+
+    Args:
+        model_cfg (dict): A ``PCMCaptioner`` config.
+
+    Returns:
+        dict: A deep copy with ``head.vocab``, ``neck.concepts`` and
+        ``backbone.pretrained`` set to None.
+    """
+    cfg = copy.deepcopy(model_cfg)
+    for part, key in (('head', 'vocab'), ('neck', 'concepts'),
+                      ('backbone', 'pretrained')):
+        if not isinstance(cfg.get(part), dict):
+            raise ValueError(f'The model config has no {part!r} dict: not a '
+                             'PCMCaptioner config.')
+        cfg[part][key] = None
+    return cfg
+
+
+def checkpoint_state(path: str) -> Dict[str, Any]:
+    """A training checkpoint, loaded safely, with its state dict checked.
+
+    Args:
+        path (str): The ``.pth`` file.
+
+    Returns:
+        dict: The checkpoint (``state_dict`` and, usually, ``meta``).
+
+    Raises:
+        FileNotFoundError: If there is no such file.
+        UntrustedCheckpointError: If it holds other pickled objects.
+        ValueError: If it holds no PCMCaptioner state.
+    """
+    from mmpcm.utils.checkpoint import load_checkpoint_file
+    ckpt = load_checkpoint_file(path)
+    if not isinstance(ckpt, dict):
+        raise ValueError(f'{path}: not an mmengine checkpoint.')
+    if 'state_dict' not in ckpt:
+        ckpt = dict(state_dict=ckpt)
+    if _VOCAB_KEY not in ckpt['state_dict']:
+        raise ValueError(f'{path}: no word vocabulary ({_VOCAB_KEY}) in the '
+                         'state dict: not a PCMCaptioner checkpoint.')
+    return ckpt
+
+
+def _checkpoint_model_cfg(path: str, ckpt: Dict[str, Any],
+                          config: Optional[ConfigLike]) -> dict:
+    """The training ``model`` config of a checkpoint (files still named)."""
+    if config is not None:
+        return _config_model(config)
+    text = ckpt.get('meta', {}).get('cfg')
+    if not isinstance(text, str):
+        raise ValueError(f'{path} carries no config; pass the training '
+                         'config.')
+    return model_cfg_from_text(text, f'{path} (meta.cfg)')
+
+
+def _checkpoint_source(path: str, ckpt: Dict[str, Any],
+                       train_model_cfg: dict) -> ModelSource:
+    """A buildable source from a loaded checkpoint and its model config."""
+    from mmpcm.models.heads import decode_vocab_tensor
+    state = ckpt['state_dict']
+    model_cfg = strip_model_files(train_model_cfg)
+    model_cfg['head']['vocab'] = decode_vocab_tensor(state[_VOCAB_KEY])
+    return ModelSource(model_cfg, state, 'checkpoint', path)
+
+
+def load_model_source(path: str,
+                      config: Optional[ConfigLike] = None) -> ModelSource:
+    """Config and weights of a captioner, from a release or a checkpoint.
+
+    Args:
+        path (str): A release (``.safetensors`` or safetensors content) or
+            a training checkpoint (``.pth``).
+        config (str | Config | dict, optional): For checkpoints: the
+            training config (its ``model``). Defaults to None: the config
+            text the checkpoint carries, parsed as literals. Ignored for
+            releases, which carry their model config.
+
+    Returns:
+        ModelSource: A buildable config and the weights.
+
+    Raises:
+        FileNotFoundError: If there is no such file.
+        ReleaseFormatError: For a safetensors file that is no release.
+        UntrustedCheckpointError: For a checkpoint with other pickled
+            objects (see :func:`mmpcm.utils.checkpoint.load_checkpoint_file`).
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'Model file not found: {path}')
+    if is_release_file(path):
+        release = load_release(path)
+        return ModelSource(release.info.model_cfg(), release.state_dict,
+                           'release', path, release.info)
+    ckpt = checkpoint_state(path)
+    return _checkpoint_source(path, ckpt,
+                              _checkpoint_model_cfg(path, ckpt, config))
+
+
+def build_model(model_cfg: dict) -> nn.Module:
+    """Build a captioner from a config in mmpretrain's scope.
+
+    Args:
+        model_cfg (dict): The model config.
+
+    Returns:
+        nn.Module: The model (random weights).
+    """
+    from mmpcm.registry import MODELS
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        return MODELS.build(copy.deepcopy(model_cfg))
+
+
+def build_captioner(model: str,
+                    config: Optional[ConfigLike] = None,
+                    device: Optional[Union[str, torch.device]] = None
+                    ) -> nn.Module:
+    """A ready captioner (weights loaded, eval mode) from a file.
+
+    Args:
+        model (str): Release or training checkpoint.
+        config (str | Config | dict, optional): Training config, for
+            checkpoints only. Defaults to None (see
+            :func:`load_model_source`).
+        device (str | torch.device, optional): Defaults to None (CUDA when
+            available, else CPU).
+
+    Returns:
+        nn.Module: The ``PCMCaptioner``.
+    """
+    source = load_model_source(model, config)
+    captioner = build_model(source.model_cfg)
+    captioner.load_state_dict(source.state_dict, strict=True)
+    device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    return captioner.to(device).eval()
+
+
+# --------------------------------------------------------------------------
+# publishing
+# --------------------------------------------------------------------------
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as file:
+        for block in iter(lambda: file.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def clip_identity(backbone_cfg: dict, backbone: nn.Module) -> dict:
+    """Which CLIP the captioner was trained with (no machine paths).
+
+    Args:
+        backbone_cfg (dict): The training config's backbone (with its
+            ``pretrained``).
+        backbone (nn.Module): The built ``OpenCLIPVisionBackbone``.
+
+    Returns:
+        dict: ``model_name``, ``model_cfg``, ``pretrained`` (tag or file
+        name), ``pretrained_sha256`` (for an existing local file, else
+        None), ``patch_pool``, ``image_size``, ``num_patches``,
+        ``patch_dim``, ``embed_dim``.
+    """
+    pretrained = backbone_cfg.get('pretrained')
+    sha = None
+    if pretrained is not None and (osp.sep in pretrained
+                                   or osp.isfile(pretrained)):
+        sha = _sha256(pretrained) if osp.isfile(pretrained) else None
+        pretrained = osp.basename(pretrained)
+    return dict(
+        model_name=backbone_cfg.get('model_name'),
+        model_cfg=backbone_cfg.get('model_cfg'),
+        pretrained=pretrained,
+        pretrained_sha256=sha,
+        patch_pool=backbone.patch_pool,
+        image_size=backbone.image_size,
+        num_patches=backbone.num_patches,
+        patch_dim=backbone.patch_dim,
+        embed_dim=backbone.embed_dim)
+
+
+def known_concept_words(concepts: Any,
+                        table: torch.Tensor) -> Optional[List[str]]:
+    """The concept words, if the config's concept file is the checkpoint's.
+
+    Args:
+        concepts (Any): The config's ``neck.concepts`` (a file path or None).
+        table (torch.Tensor): The checkpoint's ``(C, D)`` concept table.
+
+    Returns:
+        list[str] | None: The words when the file exists and its
+        embeddings equal the table, else None.
+    """
+    from mmpcm.models.utils.concepts import ConceptVocabulary
+    if not isinstance(concepts, str) or not osp.isfile(concepts):
+        return None
+    vocab = ConceptVocabulary.load(concepts)
+    if vocab.embeddings.shape != table.shape or not torch.allclose(
+            vocab.embeddings, table.float(), atol=1e-5):
+        return None
+    return list(vocab.words)
+
+
+def publish_release(checkpoint: str,
+                    out: str,
+                    config: Optional[ConfigLike] = None) -> ReleaseInfo:
+    """Turn a training checkpoint into a release file.
+
+    The model is rebuilt and the weights loaded strictly, so a release
+    always loads. Optimizer state, message hub and the pickled meta are
+    dropped.
+
+    Args:
+        checkpoint (str): The training checkpoint (loaded safely).
+        out (str): The release file to write (``*.safetensors``).
+        config (str | Config | dict, optional): The training config.
+            Defaults to None (the config text in the checkpoint).
+
+    Returns:
+        ReleaseInfo: What was written beside the weights.
+    """
+    ckpt = checkpoint_state(checkpoint)
+    full_cfg = _checkpoint_model_cfg(checkpoint, ckpt, config)
+    source = _checkpoint_source(checkpoint, ckpt, full_cfg)
+    model = build_model(source.model_cfg)
+    model.load_state_dict(source.state_dict, strict=True)
+    state = model.state_dict()
+    stored = strip_model_files(full_cfg)
+    stored['head']['vocab'] = None
+    info = ReleaseInfo(
+        model=json.loads(json.dumps(stored)),
+        vocab=list(source.model_cfg['head']['vocab']),
+        clip=clip_identity(full_cfg['backbone'], model.backbone),
+        concepts=known_concept_words(full_cfg['neck'].get('concepts'),
+                                     state[_CONCEPTS_KEY]))
+    save_release(out, state, info)
+    return info
+
+
+__all__ = [
+    'ModelSource', 'Release', 'ReleaseFormatError', 'ReleaseInfo',
+    'build_captioner', 'build_model', 'clip_identity', 'is_release_file',
+    'load_model_source', 'load_release', 'model_cfg_from_text',
+    'publish_release', 'read_release_info', 'save_release',
+    'strip_model_files'
+]

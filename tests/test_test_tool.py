@@ -1,0 +1,152 @@
+"""tools/test.py: predictions.json, metrics.json and the paper row, from a
+checkpoint or a release; early and safe failures."""
+import json
+import os
+import os.path as osp
+import runpy
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from mmpcm.apis import paper_row, prepare_cfg, publish_release, run_test
+from mmpcm.testing import SMOKE_CAPTIONS, write_smoke_data
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIG = osp.join(ROOT, 'configs', 'pcm', 'pcm_smoke.py')
+TEST_TOOL = osp.join(ROOT, 'tools', 'test.py')
+PERFECT_ROW = 'B4 / M / R / C / S: 100.0 / 100.0 / 100.0 / 1000.0 / -'
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    """One intra-op thread: tiny models gain nothing from more, and on a
+    busy 2-core machine oversubscription makes them ~10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module')
+def workspace(tmp_path_factory):
+    """The smoke data and a captioner trained on it (in-process, no val)."""
+    cwd = tmp_path_factory.mktemp('test_tool')
+    write_smoke_data(str(cwd / 'data' / 'smoke'))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(cwd)
+        cfg = Config.fromfile(CONFIG)
+        cfg.work_dir = str(cwd / 'train')
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+        Runner.from_cfg(prepare_cfg(cfg)).train()
+    return cwd
+
+
+def test_config_checkpoint_writes_predictions_metrics_and_row(workspace):
+    out = workspace / 'out_ckpt'
+    proc = subprocess.run(
+        [sys.executable, TEST_TOOL, CONFIG,
+         str(workspace / 'train' / 'epoch_60.pth'), '--work-dir', str(out)],
+        cwd=workspace, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1'))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert PERFECT_ROW in proc.stdout.splitlines()
+    # SPICE: CoreNLP is not installed here, so skipped with one warning.
+    assert proc.stderr.count('SpiceUnavailableWarning') == 1
+
+    run_dir, = [p for p in out.iterdir() if p.is_dir()]
+    predictions = json.loads((run_dir / 'predictions.json').read_text())
+    assert predictions == [dict(image_id=f'smoke_{i}', caption=c)
+                           for i, c in enumerate(SMOKE_CAPTIONS)]
+    metrics = json.loads((run_dir / 'metrics.json').read_text())
+    assert metrics['paper_row'] == PERFECT_ROW
+    assert metrics['metrics']['coco-caption/Bleu_4'] == pytest.approx(100)
+    assert f'predictions: {run_dir / "predictions.json"}' in proc.stdout
+
+
+def test_release_through_run_test_never_unpickles(workspace, tmp_path,
+                                                  monkeypatch):
+    monkeypatch.chdir(workspace)
+    release = str(tmp_path / 'smoke.safetensors')
+    info = publish_release(str(workspace / 'train' / 'epoch_60.pth'),
+                           release)
+    assert info.concepts is not None  # data/smoke/concepts.safetensors
+
+    def refuse(*args, **kwargs):
+        raise AssertionError('torch.load called')
+
+    monkeypatch.setattr(torch, 'load', refuse)
+    # The config's vocabulary source is gone: all comes from the release.
+    cfg = Config.fromfile(CONFIG)
+    cfg.work_dir = str(tmp_path / 'out_release')
+    cfg.model.head.vocab = dict(data_root='missing', min_count=1)
+    # No METEOR (faster). A list: mmengine reads a dict with "metrics" as
+    # an Evaluator config; run_test says so instead of failing late.
+    one_metric = dict(cfg.test_evaluator, metrics=['BLEU', 'CIDEr'])
+    cfg.test_evaluator = one_metric
+    with pytest.raises(ValueError, match='Put the metric in a list'):
+        run_test(cfg.copy(), release)
+    cfg.test_evaluator = [one_metric]
+    outputs = run_test(cfg, release)
+    assert outputs.row == 'B4 / M / R / C / S: 100.0 / - / - / 1000.0 / -'
+
+    assert osp.dirname(outputs.predictions_file) == osp.dirname(
+        outputs.metrics_file)
+    with open(outputs.predictions_file) as f:
+        assert [p['caption'] for p in json.load(f)] == SMOKE_CAPTIONS
+
+
+def _test_tool_main(monkeypatch, *argv):
+    """Runs tools/test.py's main() in this process; returns its status."""
+    monkeypatch.setattr(sys, 'argv', ['test.py', *argv])
+    return runpy.run_path(TEST_TOOL)['main']()
+
+
+def test_pickle_payload_refused_with_the_trusted_route(
+        workspace, tmp_path, monkeypatch, capsys):
+    marker = tmp_path / 'pwned'
+
+    class Payload:
+
+        def __reduce__(self):
+            return os.system, (f'touch {marker}', )
+
+    state = torch.load(workspace / 'train' / 'epoch_60.pth',
+                       weights_only=False)['state_dict']
+    evil = tmp_path / 'evil.pth'
+    torch.save(dict(state_dict=state, meta=dict(note=Payload())), evil)
+    monkeypatch.chdir(workspace)
+    status = _test_tool_main(monkeypatch, CONFIG, str(evil), '--work-dir',
+                             str(tmp_path / 'out'))
+    assert status == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: Refused to load checkpoint {str(evil)!r}')
+    assert 'load_trusted_checkpoint' in err
+    assert not marker.exists()
+
+
+def test_java_missing_fails_before_the_model_is_built(
+        workspace, tmp_path, monkeypatch):
+
+    def no_runner(*args, **kwargs):
+        raise AssertionError('the runner (and model) was built')
+
+    monkeypatch.setattr(Runner, 'from_cfg', no_runner)
+    monkeypatch.chdir(workspace)
+    cfg = Config.fromfile(CONFIG)
+    cfg.work_dir = str(tmp_path / 'out')
+    monkeypatch.setenv('PATH', str(tmp_path))
+    with pytest.raises(RuntimeError, match='needs Java'):
+        run_test(cfg, str(workspace / 'train' / 'epoch_60.pth'))
+
+
+def test_paper_row():
+    assert paper_row({'a/Bleu_4': 31.54, 'a/METEOR': 25.9, 'a/ROUGE_L': 53.9,
+                      'a/CIDEr': 103.8, 'a/SPICE': 19.66}) == (
+                          'B4 / M / R / C / S: 31.5 / 25.9 / 53.9 / 103.8 / '
+                          '19.7')
+    assert paper_row({'CIDEr': 50.0}) == 'B4 / M / R / C / S: - / - / - / ' \
+                                         '50.0 / -'

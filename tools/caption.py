@@ -1,0 +1,63 @@
+"""Caption your own images with a trained PCM-Net.
+
+    python tools/caption.py MODEL INPUT [INPUT ...] [--out captions.jsonl]
+
+MODEL is a release (.safetensors) or a training checkpoint (.pth; its CLIP
+weights, vocabulary and concepts are inside). INPUT is an image, a folder
+(every file in it, recursively) or a list file (.txt/.lst/.list: one path per
+line, relative to the list's folder). Writes one JSON line per image,
+``{"image": path, "caption": ..., "score": ...}``, to --out or stdout; an
+unreadable file is reported on stderr (``skipped PATH: reason``) and
+skipped. Exit status: 0 if every image was captioned, 1 if some failed.
+"""
+import argparse
+import sys
+from contextlib import nullcontext
+
+import mmpcm  # noqa: F401  (compat patches before mmpretrain.models)
+from mmpcm.apis import PCMCaptionInferencer, caption_to_jsonl
+from mmpcm.apis.release import ReleaseFormatError
+from mmpcm.utils.checkpoint import UntrustedCheckpointError
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Caption images')
+    parser.add_argument('model', help='release (.safetensors) or training '
+                        'checkpoint (.pth)')
+    parser.add_argument('inputs', nargs='+',
+                        help='image files, folders or list files')
+    parser.add_argument('--out', help='JSONL output file (default: stdout)')
+    parser.add_argument('--config', help='training config, for a .pth '
+                        'without one inside')
+    parser.add_argument('--batch-size', type=int, default=16)
+    parser.add_argument('--num-workers', type=int, default=2,
+                        help='image decoding processes')
+    parser.add_argument('--device', help='e.g. cuda:0 (default: CUDA when '
+                        'available, else CPU)')
+    parser.add_argument('--beam-size', type=int,
+                        help='override the model\'s beam size')
+    parser.add_argument('--no-progress', action='store_true')
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    try:
+        inferencer = PCMCaptionInferencer(args.model, args.config,
+                                          args.device, args.beam_size)
+    except (FileNotFoundError, UntrustedCheckpointError,
+            ReleaseFormatError) as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
+    with (open(args.out, 'w', encoding='utf-8') if args.out else
+          nullcontext(sys.stdout)) as out:
+        summary = caption_to_jsonl(inferencer, args.inputs, out, sys.stderr,
+                                   args.batch_size, args.num_workers,
+                                   progress=not args.no_progress)
+    print(f'captioned {summary.num_captioned} images, {summary.num_failed} '
+          'skipped', file=sys.stderr)
+    return 1 if summary.num_failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Turn a training checkpoint into a release file that loads without pickle.
+
+    python tools/model_converters/publish_model.py CHECKPOINT OUT.safetensors
+        [--config TRAIN_CONFIG]
+
+The release is one safetensors file: the captioner's weights (CLIP image
+encoder included) and, as JSON metadata, the model config, the word
+vocabulary, the concept words when known and the CLIP identity. Without
+``--config`` the config text stored in the checkpoint is used (parsed as
+literals, never executed). tools/test.py and tools/caption.py take the
+release in place of the checkpoint.
+"""
+import argparse
+import sys
+
+import mmpcm  # noqa: F401  (compat patches before mmpretrain.models)
+from mmpcm.apis.release import ReleaseFormatError, publish_release
+from mmpcm.utils.checkpoint import UntrustedCheckpointError
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Make a pickle-free PCM-Net release from a checkpoint')
+    parser.add_argument('checkpoint', help='training checkpoint (.pth)')
+    parser.add_argument('out', help='release file to write (.safetensors)')
+    parser.add_argument('--config', help='training config (default: the '
+                        'config stored in the checkpoint)')
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    if not args.out.endswith('.safetensors'):
+        print('error: the release file name must end with .safetensors',
+              file=sys.stderr)
+        return 2
+    try:
+        info = publish_release(args.checkpoint, args.out, args.config)
+    except (FileNotFoundError, UntrustedCheckpointError, ReleaseFormatError,
+            ValueError) as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 1
+    concepts = len(info.concepts) if info.concepts is not None else 'unknown'
+    print(f'Wrote {args.out}: {len(info.vocab)} words, concept words: '
+          f'{concepts}, CLIP {info.clip["model_name"] or "custom"} '
+          f'({info.clip["pretrained"]})')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
