@@ -1,6 +1,12 @@
 import mmpcm.registry  # noqa: F401  (compat patches before mmpretrain.models)
 import pytest
+import torch
 from mmengine.registry import init_default_scope
+
+
+# The suite's models are tiny: one thread avoids spin-waiting between
+# threads, which on a 2-core machine costs more than it gains.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from mmpcm.testing import write_smoke_data
 from mmpcm.utils.checkpoint import load_checkpoint_file

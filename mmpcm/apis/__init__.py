@@ -5,8 +5,8 @@ from .inferencer import (CaptionResult, CaptionSummary, ImageFailure,
 from .release import (ModelSource, Release, ReleaseFormatError, ReleaseInfo,
                       build_captioner, is_release_file, load_model_source,
                       load_release, publish_release, read_release_info)
-from .run_config import (CaptionTestResult, PCMLoadReleaseHook,
-                         PCMPredictionDumpHook, apply_checkpoint_to_cfg,
+from mmpcm.engine.hooks import PCMLoadReleaseHook, PCMPredictionDumpHook
+from .run_config import (CaptionTestResult, apply_checkpoint_to_cfg,
                          check_test_evaluator, default_work_dir, paper_row,
                          prepare_cfg, run_test)
 

@@ -13,21 +13,20 @@ and returns the paper-style row ``B4 / M / R / C / S`` (:func:`paper_row`).
 """
 import json
 import os.path as osp
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Union
 
 import torch
 from mmengine.config import Config
-from mmengine.dist import collect_results, is_main_process
-from mmengine.hooks import Hook
+from mmengine.dist import is_main_process
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 from mmengine.registry import RUNNERS, DefaultScope
 from mmengine.runner import Runner
 
-from mmpcm.registry import HOOKS, METRICS
+from mmpcm.engine.hooks import PCMPredictionDumpHook
+from mmpcm.registry import METRICS
 from mmpcm.utils.dist import adapt_cfg_for_device
 from .checkpoint_errors import naming_checkpoint
-from .release import is_release_file, load_release, read_release_info
+from .release import is_release_file, read_release_info
 
 DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
@@ -116,7 +115,6 @@ def default_work_dir(config_path: str, work_dir: Optional[str]) -> str:
 # --------------------------------------------------------------------------
 # test runs
 # --------------------------------------------------------------------------
-PREDICTIONS_FILE = 'predictions.json'
 METRICS_FILE = 'metrics.json'
 # (column, metric name without prefix) of the paper's result tables
 PAPER_COLUMNS = (('B4', 'Bleu_4'), ('M', 'METEOR'), ('R', 'ROUGE_L'),
@@ -144,82 +142,6 @@ def _add_custom_hook(cfg: Config, hook: dict) -> None:
     if not any(h.get('type') == hook['type'] for h in hooks):
         hooks.append(hook)
     cfg.custom_hooks = hooks
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if is_model_wrapper(model) else model
-
-
-@HOOKS.register_module()
-class PCMLoadReleaseHook(Hook):
-    """Load a release's weights into the model before the run.
-
-    mmengine's ``load_from`` reads pickled checkpoints; a release is a
-    safetensors file, so it is loaded here instead (strictly).
-
-    Args:
-        release (str): The release file.
-    """
-    priority = 'VERY_HIGH'
-
-    def __init__(self, release: str) -> None:
-        self.release = release
-
-    def before_run(self, runner: Runner) -> None:
-        model = _unwrap(runner.model)
-        state = load_release(self.release).state_dict
-        device = next(model.parameters()).device
-        model.load_state_dict({k: v.to(device) for k, v in state.items()},
-                              strict=True)
-        runner.logger.info(f'Loaded release {self.release}')
-
-
-@HOOKS.register_module()
-class PCMPredictionDumpHook(Hook):
-    """Write the test predictions as COCO results JSON into the log dir.
-
-    ``[{"image_id": ..., "caption": ...}]``, image ids as the dataset gives
-    them (str or int), gathered from all ranks in dataset order; written by
-    the main rank to ``<work_dir>/<timestamp>/<filename>``. No metric is
-    involved, so the evaluation has no side effects.
-
-    Args:
-        filename (str): Output file name. Defaults to 'predictions.json'.
-    """
-    priority = 'LOW'
-
-    def __init__(self, filename: str = PREDICTIONS_FILE) -> None:
-        self.filename = filename
-        self._results: List[dict] = []
-        self.path: Optional[str] = None
-
-    def before_test_epoch(self, runner: Runner) -> None:
-        self._results = []
-
-    def after_test_iter(self,
-                        runner: Runner,
-                        batch_idx: int,
-                        data_batch: Any = None,
-                        outputs: Optional[Sequence] = None) -> None:
-        from mmpcm.evaluation.metrics.caption_metric import plain_image_id
-        for sample in outputs or []:
-            self._results.append(
-                dict(
-                    image_id=plain_image_id(sample.metainfo['image_id']),
-                    caption=str(sample.pred_caption)))
-
-    def after_test_epoch(self,
-                         runner: Runner,
-                         metrics: Optional[Dict[str, float]] = None) -> None:
-        size = len(runner.test_dataloader.dataset)
-        results = collect_results(self._results, size, 'cpu')
-        self._results = []
-        if is_main_process():
-            self.path = osp.join(runner.log_dir, self.filename)
-            with open(self.path, 'w', encoding='utf-8') as file:
-                json.dump(results, file, ensure_ascii=False)
-            runner.logger.info(
-                f'Wrote {len(results)} predictions to {self.path}')
 
 
 def paper_row(metrics: Dict[str, Any]) -> str:

@@ -12,7 +12,6 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image
 
 from mmpcm.toyworld.render import SYNTHETIC_STYLE, RenderStyle, render_scene
 from mmpcm.toyworld.scenes import (COLOURS, SHAPES, Scene, parse_caption,

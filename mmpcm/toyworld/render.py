@@ -1,7 +1,7 @@
 """Renderers: faithful "real" photos of scenes, and their style settings."""
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter

@@ -21,7 +21,7 @@ from mmpcm.toyworld.clip_train import (TOY_CLIP_CFG, CLIPTrainConfig,
                                        save_open_clip_folder, train_toy_clip)
 from mmpcm.toyworld.generator import ToyDiffusionPipeline
 from mmpcm.toyworld.render import REAL_STYLE, render_scene
-from mmpcm.toyworld.scenes import (BACKGROUND_PHRASES, SHAPES, Scene,
+from mmpcm.toyworld.scenes import (SHAPES, Scene,
                                    describe_many, sample_scene)
 
 logger = logging.getLogger(__name__)

@@ -6,20 +6,20 @@ world_root = 'data/toyworld'
 train_data_root = world_root + '/features/train'
 clip_info = dict(clip_model='local-dir:' + world_root + '/clip', num_patches=36, patch_dim=64,
                  embed_dim=64)
-loader = dict(num_workers=0, persistent_workers=False, pin_memory=False,
-              collate_fn=dict(type='pcm_collate'))
 train_dataloader = dict(
     batch_size=64,
     sampler=dict(type='DefaultSampler', shuffle=True),
     dataset=dict(type=dataset_type, data_root=train_data_root,
                  with_caption=True, **clip_info),
-    **loader)
+    num_workers=0, persistent_workers=False, pin_memory=False,
+    collate_fn=dict(type='pcm_collate'))
 test_dataloader = dict(
     batch_size=128,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(type=dataset_type, data_root=world_root + '/features/test',
                  with_caption=False, test_mode=True, **clip_info),
-    **loader)
+    num_workers=0, persistent_workers=False, pin_memory=False,
+    collate_fn=dict(type='pcm_collate'))
 test_evaluator = dict(type='PCMCaptionMetric',
                       ann_file=world_root + '/test_gt.json')
 val_dataloader = test_dataloader

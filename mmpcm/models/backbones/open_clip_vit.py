@@ -1,6 +1,6 @@
 """Frozen open_clip ViT image encoder that yields PCM-Net's CLIP features."""
 import os.path as osp
-from typing import NamedTuple, Optional, Union
+from typing import NamedTuple, Optional
 
 import open_clip
 import torch

@@ -1,0 +1,18 @@
+# PCM-Net, CLIP ViT-B/32, SynthImgCap-COCO, FAST recipe for one GPU: batch
+# 1024, bf16 autocast, Noam warm-up of 313 iterations (square-root lr
+# scaling, see configs/_base_/schedules/noam_fast.py), 8 loader workers.
+# Needs CUDA (AmpOptimWrapper). Speed: docs/benchmarks.md.
+# PENDING: CIDEr of this recipe vs. the paper recipe (pcm_coco.py) is not
+# checked yet; use pcm_coco.py to reproduce the paper's numbers.
+# torch.compile: add --cfg-options compile=True (mmengine compiles
+# train_step); benchmarks/train_throughput.py --compile measures whether it
+# pays.
+_base_ = [
+    '../_base_/models/pcm_vit-b32.py',
+    '../_base_/datasets/synth_coco_vit-b32.py',
+    '../_base_/schedules/noam_fast.py',
+    '../_base_/default_runtime.py',
+]
+model = dict(head=dict(vocab=dict(data_root={{_base_.train_data_root}})))
+# Batch 1024 (the schedule above assumes it); 8 workers keep up with it.
+train_dataloader = dict(batch_size=1024, num_workers=8, prefetch_factor=4)

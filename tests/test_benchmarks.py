@@ -1,0 +1,98 @@
+"""Smoke tests of the benchmark scripts: tiny sizes, real CLIP shapes.
+
+The scripts' figures are recorded in docs/benchmarks.md; here they only have
+to run end to end (Runner + packed store, the .npz reference, profiling) and
+report sane numbers. Both run in-process to share this process's imports.
+"""
+import importlib.util
+import json
+import os.path as osp
+
+import pytest
+
+from mmpcm.datasets.feature_store import FeatureStore
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+# Smaller than the paper model where it does not change the code path: one
+# transformer layer per stack, and a one-layer random CLIP with ViT-B/32's
+# widths (768-wide patches, 7x7 grid, 512-d space) instead of the full
+# ViT-B/32, whose random initialisation alone takes seconds.
+SMALL_MODEL = [
+    'model.encoder.num_layers=1', 'model.head.num_layers=1',
+    'model.backbone.model_name=None', 'model.backbone.model_cfg.embed_dim=512',
+    'model.backbone.model_cfg.vision_cfg.image_size=224',
+    'model.backbone.model_cfg.vision_cfg.patch_size=32',
+    'model.backbone.model_cfg.vision_cfg.width=768',
+    'model.backbone.model_cfg.vision_cfg.layers=1',
+    'model.backbone.model_cfg.text_cfg.width=32',
+    'model.backbone.model_cfg.text_cfg.heads=2',
+    'model.backbone.model_cfg.text_cfg.layers=1',
+]
+
+
+def _load(name):
+    path = osp.join(ROOT, 'benchmarks', f'{name}.py')
+    spec = importlib.util.spec_from_file_location(f'bench_{name}', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_throughput_smoke(tmp_path, capsys):
+    bench = _load('train_throughput')
+    out_json = tmp_path / 'train.json'
+    bench.main([
+        '--recipe', 'paper', 'fast', '--num-pairs', '40',
+        '--shard-size', '16', '--link-shards', '--ref-num-pairs', '12',
+        '--iters', '1', '--warmup-iters', '1', '--profile-iters', '1',
+        '--batch-size', '4', '--ref-batch-size', '4', '--num-workers', '0',
+        '--ref-workers', '0', '--loader-batches', '2', '--vocab-size', '64',
+        '--workdir', str(tmp_path), '--json', str(out_json),
+        '--cfg-options', *SMALL_MODEL])
+    text = capsys.readouterr().out
+    for row in ('| reference (fp32)', '| paper (fp32)', '| fast (fp32)',
+                'Step breakdown, fast (fp32)', 'caption tokenization'):
+        assert row in text
+    result = json.loads(out_json.read_text())
+    assert result['reference']['per_second'] > 0
+    assert [r['name'] for r in result['runs']] == ['paper (fp32)',
+                                                   'fast (fp32)']
+    for run in result['runs']:
+        assert run['per_second'] > 0 and run['batch_size'] == 4
+        assert 0 <= run['tokenize_share'] < 1
+        assert run['breakdown_ms']['backward'] > 0
+    # The hard-linked store reads as a normal store of 40 pairs (3 shards,
+    # the short last one with its own arrays).
+    store = FeatureStore(tmp_path / 'data' / 'synth_vit-b32_40_16_linked')
+    assert len(store) == 40 and len(store.shards) == 3
+    assert store.get(39).patch_tokens.shape == (49, 768)
+    assert store.records[39]['image_id'] == 39
+
+
+def test_decode_speed_smoke(tmp_path, capsys):
+    bench = _load('decode_speed')
+    out_json = tmp_path / 'decode.json'
+    bench.main([
+        '--num-images', '6', '--batch-size', '3', '--beam', '2',
+        '--max-len', '3', '--vocab-size', '64', '--profile',
+        '--workdir', str(tmp_path), '--json', str(out_json),
+        '--cfg-options', *SMALL_MODEL])
+    text = capsys.readouterr().out
+    assert '| reference (fp32, eager)' in text and '| fp32, eager' in text
+    result = json.loads(out_json.read_text())
+    assert [r['items'] for r in result['runs']] == [6, 6]
+    assert all(r['per_second'] > 0 for r in result['runs'])
+    parts = result['profile']
+    assert parts['steps'] <= 3 and parts['decoder cross-attention'] > 0
+    assert parts['total'] == pytest.approx(
+        sum(parts[k] for k in bench.PARTS), rel=1e-6)
+
+
+def test_word_list_and_captions():
+    common = _load('common')
+    words = common.make_word_list(10196)
+    assert len(set(words)) == 10196 and all(w.isalpha() for w in words)
+    caps = common.random_captions(words[:50], 100, seed=0)
+    assert all(8 <= len(c.split()) <= 12 for c in caps)
+    assert caps == common.random_captions(words[:50], 100, seed=0)

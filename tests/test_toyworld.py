@@ -1,0 +1,100 @@
+"""The offline toy world: grammar, renderers, defective generator, CLIP, and
+a shrunken run of the whole job."""
+import json
+import os.path as osp
+import random
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+
+from mmpcm.models import OpenCLIPVisionBackbone
+from mmpcm.toyworld.clip_train import (CLIPTrainConfig, save_open_clip_folder,
+                                       train_toy_clip)
+from mmpcm.toyworld.generator import DEFECTS, ToyDiffusionPipeline, apply_defect
+from mmpcm.toyworld.render import SYNTHETIC_STYLE, render_scene
+from mmpcm.toyworld.scenes import INVERSE, describe, parse_caption, sample_scene
+
+
+def _facts(scene):
+    objs = sorted((o.colour, o.shape) for o in scene.objects)
+    rel = None
+    if len(scene.objects) == 2:
+        a, b = ((o.colour, o.shape) for o in scene.objects)
+        rel = (a, scene.relation, b) if a < b else (b, INVERSE[scene.relation], a)
+    return objs, rel, scene.background
+
+
+def test_every_caption_parses_back_to_its_scene():
+    rng = random.Random(0)
+    for _ in range(300):
+        scene = sample_scene(rng)
+        for _ in range(3):
+            assert _facts(parse_caption(describe(scene, rng))) == _facts(scene)
+
+
+def test_generator_is_seeded_and_faithful_without_defects():
+    caption = 'a red circle to the left of a blue square on the grass'
+    pipe = ToyDiffusionPipeline(defect_rate=0.0, image_size=48)
+    gen = lambda: [torch.Generator().manual_seed(7)]  # noqa: E731
+    a = pipe([caption], generator=gen(), output_type='np').images[0]
+    b = pipe([caption], generator=gen(), output_type='np').images[0]
+    assert np.array_equal(a, b)
+    # the faithful path draws one number (the defect coin) before rendering
+    rng = np.random.default_rng(7)
+    rng.random()
+    expected = render_scene(parse_caption(caption), rng, 48, SYNTHETIC_STYLE)
+    assert np.array_equal((a * 255).round().astype(np.uint8),
+                          np.asarray(expected))
+
+
+def test_defects_change_the_salient_content():
+    rng = np.random.default_rng(0)
+    scene = parse_caption('a red circle above a blue square on sand')
+    for kind in DEFECTS:
+        assert _facts(apply_defect(scene, kind, rng)) != _facts(scene)
+    pipe = ToyDiffusionPipeline(defect_rate=1.0)
+    out = pipe(['a red circle on sand'] * 20,
+               generator=[torch.Generator().manual_seed(s) for s in range(20)])
+    assert all(d in DEFECTS for d in out.defects)
+    assert set(out.defects) > {'wrong_colour'}
+
+
+def test_clip_folder_loads_like_published_weights(tmp_path):
+    rng = random.Random(0)
+    scenes = [sample_scene(rng) for _ in range(16)]
+    model = train_toy_clip(scenes, CLIPTrainConfig(steps=2, batch_size=8))
+    name = save_open_clip_folder(model, str(tmp_path / 'clip'))
+    loaded = open_clip.create_model(name)
+    assert all(torch.equal(a, b) for a, b in zip(
+        model.state_dict().values(), loaded.state_dict().values()))
+    bb = OpenCLIPVisionBackbone(model_name=name)
+    feats = bb(torch.rand(2, 3, 48, 48) * 255)
+    assert feats.patch_tokens.shape == (2, 36, 64)
+
+
+def test_shrunken_job_end_to_end(tmp_path):
+    """The main job on a tiny world: real pipeline, real metric."""
+    from mmpcm.toyworld.experiment import (metric_value,
+                                           most_frequent_caption_baseline,
+                                           test_variant, train_variant)
+    from mmpcm.toyworld.world import WorldConfig, build_world
+    root = str(tmp_path / 'world')
+    summary = build_world(root, WorldConfig(
+        num_corpus_scenes=40, num_test_scenes=8, num_clip_scenes=64,
+        clip_steps=3))
+    assert summary['complete'] and summary['num_pairs'] == 200
+    config = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                      'configs', 'pcm', 'pcm_toyworld.py')
+    options = {'train_cfg.max_epochs': 1, 'param_scheduler.warmup': 5}
+    work = str(tmp_path / 'work')
+    ckpt = train_variant(config, root, work, 0, options)
+    result = test_variant(config, root, work, ckpt, options)
+    assert 0 <= metric_value(result.metrics, 'CIDEr')
+    with open(result.predictions_file) as f:
+        assert len(json.load(f)) == 8
+    assert 'caption' in most_frequent_caption_baseline(root)
+    # A rebuilt world with other settings is refused, not mixed.
+    with pytest.raises(ValueError, match='world.json'):
+        build_world(root, WorldConfig(num_corpus_scenes=41))
