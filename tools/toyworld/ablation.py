@@ -1,12 +1,19 @@
 """The paper's ablation on the toy world: base / +mixup / +CXE / full, each
-over several seeds, as a mean ± std table (markdown and JSON)."""
+over several seeds, as a mean ± std table (markdown and JSON).
+
+Each (variant, seed) run keeps its scores in ``<work-dir>/<variant>/seed<k>/
+result.json`` and is skipped when that exists, so a rerun resumes, and
+several processes can share the work (``--variants``) before a last call
+prints the whole table."""
 import argparse
 import json
 import logging
 import os
 import os.path as osp
+import time
 
 import mmpcm  # noqa: F401  (compat patches before mmpretrain.models)
+import torch
 from mmpcm.toyworld.experiment import (COLUMNS, VariantScores, markdown_table,
                                        metric_value, test_variant,
                                        train_variant)
@@ -28,9 +35,34 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     parser.add_argument('--defect-rate', type=float, default=None,
                         help='build (or use) a world with this defect rate')
+    parser.add_argument('--variants', nargs='+', default=None,
+                        choices=[c for _, c in VARIANTS],
+                        help='run only these configs (default: all four)')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch threads of this process')
     parser.add_argument('--cfg-options', nargs='*', default=[],
                         help='key=value overrides for every variant')
     return parser.parse_args()
+
+
+def run_once(config: str, seed: int, args: argparse.Namespace,
+             options) -> dict:
+    """Train and test one variant with one seed, or read its kept result."""
+    work = osp.join(args.work_dir, osp.splitext(config)[0], f'seed{seed}')
+    result_file = osp.join(work, 'result.json')
+    if osp.isfile(result_file):
+        with open(result_file) as f:
+            return json.load(f)['metrics']
+    path = osp.join(ROOT, 'configs', 'pcm', config)
+    start = time.time()
+    ckpt = train_variant(path, args.world, work, seed, options)
+    metrics = test_variant(path, args.world, work, ckpt, options).metrics
+    tmp = result_file + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(dict(config=config, seed=seed, metrics=metrics,
+                       seconds=time.time() - start), f, indent=1)
+    os.replace(tmp, result_file)
+    return metrics
 
 
 def main() -> None:
@@ -44,15 +76,15 @@ def main() -> None:
     options = dict(kv.split('=', 1) for kv in args.cfg_options)
     options = {k: json.loads(v) if v[:1] in '0123456789-[{tf' else v
                for k, v in options.items()} or None
+    if args.threads:
+        torch.set_num_threads(args.threads)
     results = []
     for name, config in VARIANTS:
+        if args.variants and config not in args.variants:
+            continue
         scores = {key: [] for _, key in COLUMNS}
         for seed in args.seeds:
-            work = osp.join(args.work_dir, osp.splitext(config)[0], f'seed{seed}')
-            path = osp.join(ROOT, 'configs', 'pcm', config)
-            ckpt = train_variant(path, args.world, work, seed, options)
-            metrics = test_variant(path, args.world, work, ckpt,
-                                   options).metrics
+            metrics = run_once(config, seed, args, options)
             for _, key in COLUMNS:
                 scores[key].append(metric_value(metrics, key))
         results.append(VariantScores(name, scores))
