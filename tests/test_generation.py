@@ -103,10 +103,10 @@ def test_read_caption_file_reports_bad_lines(captions_file, caplog):
     assert [it.caption for it in corpus.items] == CAPTIONS
     assert [(s.lineno, s.reason.split(' ')[0]) for s in corpus.skipped] == [
         (3, 'empty'), (6, 'not')]
-    assert f'{captions_file}:3: empty line' in caplog.text
-    assert f'{captions_file}:6: not valid UTF-8' in caplog.text
+    assert f'{captions_file}:3: empty' in caplog.text
+    assert f'{captions_file}:6: not UTF-8' in caplog.text
     assert corpus.num_lines == 14 and corpus.caption_at(2) is None
-    with pytest.raises(FileNotFoundError, match='missing.txt does not exist'):
+    with pytest.raises(FileNotFoundError, match='caption corpus not found: .*missing.txt'):
         read_caption_file(osp.join(osp.dirname(captions_file),
                                    'missing.txt'))
 

@@ -99,9 +99,14 @@ class TextCorpus:
         captions (list[str]): Cleaned captions, in file order.
         skipped (list[SkippedLine]): Lines that gave no caption. Defaults to
             an empty list.
+        line_numbers (list[int]): 1-based line number of each caption.
+            Defaults to an empty list.
+        num_lines (int): Lines in the file. Defaults to 0.
     """
     captions: List[str]
     skipped: List[SkippedLine] = field(default_factory=list)
+    line_numbers: List[int] = field(default_factory=list)
+    num_lines: int = 0
 
     @property
     def num_empty(self) -> int:
@@ -170,6 +175,7 @@ def read_text_corpus(path: PathLike) -> TextCorpus:
     corpus = TextCorpus(captions=[])
     with open(path, 'rb') as f:
         for lineno, raw in enumerate(f, start=1):
+            corpus.num_lines = lineno
             if lineno == 1 and raw.startswith(b'\xef\xbb\xbf'):
                 raw = raw[3:]
             try:
@@ -182,6 +188,7 @@ def read_text_corpus(path: PathLike) -> TextCorpus:
             caption = clean_caption(text)
             if caption:
                 corpus.captions.append(caption)
+                corpus.line_numbers.append(lineno)
             else:
                 corpus.skipped.append(SkippedLine(path, lineno, 'empty'))
     return corpus

@@ -54,6 +54,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from .corpus import SkippedLine, read_text_corpus
 from .sharding import (PathLike, RankInfo, atomic_write, atomic_write_json,
                        device_for_rank, get_rank_info, remove_tmp_files)
 
@@ -93,16 +94,6 @@ class CaptionItem(NamedTuple):
     caption: str
 
 
-class SkippedLine(NamedTuple):
-    """A caption-file line that holds no usable caption."""
-    path: str
-    lineno: int
-    reason: str
-
-    def __str__(self) -> str:
-        return f'{self.path}:{self.lineno}: {self.reason}'
-
-
 @dataclass
 class CaptionFile:
     """A caption file read by :func:`read_caption_file`.
@@ -129,26 +120,13 @@ class CaptionFile:
         return self._lookup.get(index)
 
 
-def _decode_line(raw: bytes, path: str,
-                 lineno: int) -> Tuple[Optional[str], Optional[SkippedLine]]:
-    """Decode and strip one line; say why it is skipped if it is."""
-    try:
-        text = raw.decode('utf-8')
-    except UnicodeDecodeError as err:
-        return None, SkippedLine(
-            path, lineno, f'not valid UTF-8 (byte {err.start}: {err.reason})')
-    text = text.lstrip('\ufeff') if lineno == 1 else text
-    text = text.strip()
-    if not text:
-        return None, SkippedLine(path, lineno, 'empty line')
-    return text, None
-
-
 def read_caption_file(path: PathLike) -> CaptionFile:
     """Read a caption corpus: one caption per line.
 
     Never fails on content: empty lines and lines that are not UTF-8 are
-    skipped and listed with their line numbers (and logged).
+    skipped and listed with their line numbers (and logged). Lines are read
+    and cleaned as every corpus is (:func:`~mmpcm.preprocessing.corpus.
+    read_text_corpus`); this adds line indices and the file's hash.
 
     Args:
         path (str | PathLike): The caption file.
@@ -159,26 +137,14 @@ def read_caption_file(path: PathLike) -> CaptionFile:
     Raises:
         FileNotFoundError: If the file does not exist.
     """
+    corpus = read_text_corpus(path)
     path = os.fspath(path)
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'caption file {path} does not exist; '
-                                'expected a text file with one caption per '
-                                'line')
     with open(path, 'rb') as f:
-        data = f.read()
-    lines = data.split(b'\n')
-    if lines and lines[-1] == b'':
-        lines.pop()  # the newline after the last line ends it
-    items, skipped = [], []
-    for lineno, raw in enumerate(lines, start=1):
-        text, skip = _decode_line(raw, path, lineno)
-        if skip is None:
-            items.append(CaptionItem(lineno - 1, text))
-        else:
-            skipped.append(skip)
-    _report_skipped(skipped, len(lines))
-    return CaptionFile(path, items, skipped, len(lines),
-                       hashlib.sha256(data).hexdigest())
+        digest = hashlib.sha256(f.read()).hexdigest()
+    items = [CaptionItem(n - 1, c)
+             for n, c in zip(corpus.line_numbers, corpus.captions)]
+    _report_skipped(corpus.skipped, corpus.num_lines)
+    return CaptionFile(path, items, corpus.skipped, corpus.num_lines, digest)
 
 
 def _report_skipped(skipped: List[SkippedLine], num_lines: int) -> None:
