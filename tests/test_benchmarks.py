@@ -64,7 +64,7 @@ def test_train_throughput_smoke(tmp_path, capsys):
         assert run['breakdown_ms']['backward'] > 0
     # The hard-linked store reads as a normal store of 40 pairs (3 shards,
     # the short last one with its own arrays).
-    store = FeatureStore(tmp_path / 'data' / 'synth_vit-b32_40_16_linked')
+    store = FeatureStore(tmp_path / 'data' / 'synth_vit-b32_40_16_v64_linked')
     assert len(store) == 40 and len(store.shards) == 3
     assert store.get(39).patch_tokens.shape == (49, 768)
     assert store.records[39]['image_id'] == 39
@@ -93,6 +93,8 @@ def test_word_list_and_captions():
     common = _load('common')
     words = common.make_word_list(10196)
     assert len(set(words)) == 10196 and all(w.isalpha() for w in words)
-    caps = common.random_captions(words[:50], 100, seed=0)
-    assert all(8 <= len(c.split()) <= 12 for c in caps)
-    assert caps == common.random_captions(words[:50], 100, seed=0)
+    caps = common.random_captions(words[:50], 2000, seed=0)
+    lengths = [len(c.split()) for c in caps]
+    assert min(lengths) == 8 and max(lengths) <= 40
+    assert 10 < sum(lengths) / len(lengths) < 11  # COCO's mean: 10.5
+    assert caps == common.random_captions(words[:50], 2000, seed=0)

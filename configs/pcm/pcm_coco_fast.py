@@ -4,9 +4,11 @@
 # Needs CUDA (AmpOptimWrapper). Speed: docs/benchmarks.md.
 # PENDING: CIDEr of this recipe vs. the paper recipe (pcm_coco.py) is not
 # checked yet; use pcm_coco.py to reproduce the paper's numbers.
-# torch.compile: add --cfg-options compile=True (mmengine compiles
-# train_step); benchmarks/train_throughput.py --compile measures whether it
-# pays.
+# torch.compile: NOT mmengine's compile=True here. It compiles the whole
+# train step, and the caption head tokenizes Python strings inside it, so
+# dynamo recompiles for every new batch of captions. Compiling the neck,
+# encoder, decoder and loss in place is what
+# benchmarks/train_throughput.py --compile measures (docs/benchmarks.md).
 _base_ = [
     '../_base_/models/pcm_vit-b32.py',
     '../_base_/datasets/synth_coco_vit-b32.py',
@@ -14,5 +16,6 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 model = dict(head=dict(vocab=dict(data_root={{_base_.train_data_root}})))
-# Batch 1024 (the schedule above assumes it); 8 workers keep up with it.
+# Batch 1024 (the schedule above assumes it); 8 of the 16 cores of a GPU
+# machine load (whether that reaches 20,000 pairs/s: docs/benchmarks.md).
 train_dataloader = dict(batch_size=1024, num_workers=8, prefetch_factor=4)

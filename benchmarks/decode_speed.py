@@ -1,0 +1,373 @@
+"""Caption decoding speed of PCM-Net from CLIP features (captions/s).
+
+Captions ``--num-images`` test images (default 5,000, the Karpathy test
+split) from random float16 features of the real shapes, the way
+``tools/test.py`` does per batch: features to the device, PCM neck (append
+mode) + encoder, batched beam search (``--beam``, default 3), ids to text.
+The model is built from the paper config with random weights, so no
+sentence ends early: every batch decodes the full ``max_len`` = 20 steps
+(a trained model stops a batch once all its beams have ended; with hundreds
+of images per batch that is close to the longest caption, so the figures
+are a mild upper bound).
+
+Rows: a reference (fp32, eager, batch 64 = the configs' test batch), then
+every ``--precision`` x (eager, and compiled with ``--compile``) at
+``--batch-size``. ``--profile`` splits decoding into its parts, the device
+synchronised around each: neck + encoder, the decoder's transformer layers
+(recomputed over the whole prefix every step: no KV cache), its output
+projection (applied to every prefix position, only the last is used), the
+search itself (log-softmax, top-k, gathers) and ids-to-text.
+
+Example (GPU)::
+
+    python benchmarks/decode_speed.py --precision fp32 bf16 --compile
+
+Example (CPU, small)::
+
+    python benchmarks/decode_speed.py --num-images 500 --batch-size 250
+"""
+import argparse
+import contextlib
+import os
+import os.path as osp
+import sys
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+# The benchmarks measure the tree they are in: its mmpcm, then common.py.
+sys.path[:0] = [osp.dirname(osp.dirname(osp.abspath(__file__))),
+                osp.dirname(osp.abspath(__file__))]
+
+import common  # noqa: E402
+import torch  # noqa: E402
+
+REFERENCE_BATCH = 64  # test_dataloader.batch_size of the configs
+PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """One measured configuration."""
+    precision: str
+    batch_size: int
+    compile: bool
+    reference: bool = False
+
+    @property
+    def name(self) -> str:
+        if self.reference:
+            return 'reference (fp32, eager)'
+        mode = 'compiled' if self.compile else 'eager'
+        return f'{self.precision}, {mode}'
+
+
+# --------------------------------------------------------------------------
+# model and inputs
+# --------------------------------------------------------------------------
+def build_model(args: argparse.Namespace, shape: common.ClipShape,
+                device: torch.device):
+    """The paper config's captioner, random weights, eval mode."""
+    from mmpcm.registry import MODELS
+    data_dir = osp.join(args.workdir, 'data')
+    os.makedirs(data_dir, exist_ok=True)
+    vocab_file = osp.join(data_dir, f'vocab_{args.vocab_size}.json')
+    common.write_vocabulary(vocab_file, args.vocab_size)
+    concept_file = osp.join(data_dir, f'concepts_{shape.key}.safetensors')
+    common.write_concepts(concept_file, shape)
+    cfg = common.load_config(shape.config)
+    cfg.merge_from_dict(common.model_overrides(shape, vocab_file,
+                                               concept_file))
+    cfg.merge_from_dict(args.cfg_options or {})
+    torch.manual_seed(0)
+    return MODELS.build(cfg.model).to(device).eval()
+
+
+def batches(features: Dict[str, torch.Tensor],
+            batch_size: int) -> List[Dict[str, torch.Tensor]]:
+    """Split pinned-or-not host features into batches."""
+    n = features['global_embed'].shape[0]
+    return [{k: v[i:i + batch_size] for k, v in features.items()}
+            for i in range(0, n, batch_size)]
+
+
+def _autocast(device: torch.device, precision: str):
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+COMPILE_TARGETS = ('encoder', 'head.decoder', 'head.output')
+
+
+@contextlib.contextmanager
+def compiled(model, enabled: bool):
+    """Compile the encoder and the decoder stacks for the body.
+
+    ``nn.Module.compile`` in place with dynamic shapes (the prefix grows
+    every step, the last batch may be smaller); undone afterwards so later
+    rows run eager.
+    """
+    if not enabled:
+        yield
+        return
+    common.compile_modules(model, COMPILE_TARGETS, dynamic=True)
+    try:
+        yield
+    finally:
+        common.uncompile_modules(model, COMPILE_TARGETS)
+
+
+def caption_all(model, host_batches: Sequence[Dict[str, torch.Tensor]],
+                device: torch.device, precision: str) -> List[str]:
+    """Caption every batch; returns the captions."""
+    captions = []
+    with torch.inference_mode(), _autocast(device, precision):
+        for batch in host_batches:
+            inputs = {k: v.to(device, non_blocking=True)
+                      for k, v in batch.items()}
+            samples = model.predict(inputs)
+            captions.extend(s.pred_caption for s in samples)
+    return captions
+
+
+def run_setting(model, features: Dict[str, torch.Tensor],
+                run: DecodeSettings, args: argparse.Namespace,
+                device: torch.device) -> common.ThroughputResult:
+    """Warm up on ``--warmup-batches`` batches, then time all images."""
+    host = batches(features, run.batch_size)
+    with compiled(model, run.compile):
+        caption_all(model, host[:args.warmup_batches], device, run.precision)
+        common.synchronize(device)
+        start = time.perf_counter()
+        captions = caption_all(model, host, device, run.precision)
+        common.synchronize(device)
+        seconds = time.perf_counter() - start
+    n = len(captions)
+    return common.ThroughputResult(
+        name=run.name, device=common.describe_device(device),
+        batch_size=run.batch_size, iters=len(host), seconds=seconds, items=n,
+        note=f'beam {args.beam}, {n:,} images',
+        extra=dict(seconds_per_5000=seconds * common.COCO_TEST_IMAGES / n))
+
+
+# --------------------------------------------------------------------------
+# profile
+# --------------------------------------------------------------------------
+PARTS = ('neck + encoder', 'decoder self-attention',
+         'decoder cross-attention', 'decoder FFN',
+         'decoder other (norms, embedding, dropout)', 'output projection',
+         'search and rest (log-softmax, top-k, gathers)', 'ids to text')
+
+
+def _wrap_parts(model, watches: Dict[str, common.Stopwatch],
+                decoder: common.Stopwatch) -> List[tuple]:
+    """Instance-patch the timed methods; returns ``(object, name)`` pairs."""
+    head = model.head
+    patched = [(model, 'encode', watches['neck + encoder']),
+               (head.decoder, 'forward', decoder),
+               (head.output, 'forward', watches['output projection']),
+               (head, 'decode_text', watches['ids to text'])]
+    for layer in head.decoder.layers:
+        patched += [(layer.self_attn, 'forward',
+                     watches['decoder self-attention']),
+                    (layer.multihead_attn, 'forward',
+                     watches['decoder cross-attention']),
+                    (layer.linear1, 'forward', watches['decoder FFN']),
+                    (layer.linear2, 'forward', watches['decoder FFN'])]
+    for obj, name, watch in patched:
+        common.wrap_timed(obj, name, watch)
+    return [(obj, name) for obj, name, _ in patched]
+
+
+def profile(model, features: Dict[str, torch.Tensor],
+            args: argparse.Namespace, device: torch.device,
+            precision: str) -> Dict[str, float]:
+    """Seconds per part for ``--profile-batches`` batches (synchronised).
+
+    Returns:
+        dict: Seconds by part, plus ``total``, ``steps`` (decoder calls per
+        batch) and ``positions`` (prefix positions computed per beam row).
+    """
+    head = model.head
+    watches = {name: common.Stopwatch(device) for name in PARTS}
+    decoder, total = common.Stopwatch(device), common.Stopwatch(device)
+    counts = dict(steps=0, positions=0)
+    patched = _wrap_parts(model, watches, decoder)
+    head_forward = head.forward
+
+    def counted(input_ids, *a, **kw):
+        counts['steps'] += 1
+        counts['positions'] += input_ids.shape[1]
+        return head_forward(input_ids, *a, **kw)
+
+    head.forward = counted
+    patched.append((head, 'forward'))
+    host = batches(features, args.batch_size[0])[:args.profile_batches]
+    try:
+        with total.section():
+            caption_all(model, host, device, precision)
+    finally:
+        for obj, name in patched:
+            obj.__dict__.pop(name, None)
+    seconds = {k: w.seconds for k, w in watches.items()}
+    inside = sum(seconds[k] for k in PARTS[1:4])
+    seconds[PARTS[4]] = decoder.seconds - inside
+    seconds[PARTS[6]] = total.seconds - decoder.seconds - sum(
+        seconds[k] for k in (PARTS[0], PARTS[5], PARTS[7]))
+    seconds['total'] = total.seconds
+    seconds['steps'] = counts['steps'] / len(host)
+    seconds['positions'] = counts['positions'] / len(host)
+    return seconds
+
+
+def top_ops(model, features: Dict[str, torch.Tensor],
+            args: argparse.Namespace, device: torch.device,
+            precision: str, rows: int = 12) -> str:
+    """torch.profiler's table of the ops with the most self time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+    activities = [ProfilerActivity.CPU]
+    if device.type == 'cuda':
+        activities.append(ProfilerActivity.CUDA)
+    host = batches(features, args.batch_size[0])[:1]
+    with torch_profile(activities=activities) as prof:
+        caption_all(model, host, device, precision)
+        common.synchronize(device)
+    key = ('self_device_time_total' if device.type == 'cuda' else
+           'self_cpu_time_total')
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
+
+
+def profile_report(parts: Dict[str, float],
+                   dims: common.ModelDims) -> str:
+    """Parts table, recomputation count and the FLOPs arithmetic."""
+    total = parts['total']
+    rows = [[name, parts[name], f'{100 * parts[name] / total:.1f}%']
+            for name in PARTS]
+    steps = int(round(parts['steps']))
+    now = dims.decode_flops_per_row(steps, cached=False)
+    cached = dims.decode_flops_per_row(steps, cached=True)
+    flops = [[k, now[k] / 1e9, f'{100 * now[k] / now["total"]:.0f}%',
+              cached[k] / 1e9] for k in now]
+    lines = [
+        common.format_table(['part', 'seconds', 'share'], rows), '',
+        f'Decoder calls per batch: {steps}; prefix positions computed per '
+        f'beam row: {parts["positions"]:.0f}, of which {steps} are new '
+        f'({parts["positions"] / max(steps, 1):.1f}x: no KV cache, and the '
+        'output projection runs on every position).', '',
+        'Decoder arithmetic per beam row (GFLOP), this code vs. a KV cache '
+        'with the memory K/V projected once and logits for the new '
+        f'position only ({now["total"] / cached["total"]:.1f}x fewer):',
+        common.format_table(['part', 'now', 'share', 'KV cache'], flops)]
+    return '\n'.join(lines)
+
+
+# --------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    from mmengine.config import DictAction
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--clip', choices=sorted(common.CLIP_SHAPES),
+                   default='vit-b32')
+    p.add_argument('--device', help='cuda or cpu (default: cuda if present)')
+    p.add_argument('--num-images', type=int,
+                   default=common.COCO_TEST_IMAGES)
+    p.add_argument('--beam', type=int, default=3)
+    p.add_argument('--batch-size', type=int, nargs='+', default=[1000],
+                   help='batch sizes to measure (the first is profiled)')
+    p.add_argument('--precision', nargs='+', choices=sorted(PRECISIONS),
+                   default=['fp32'], help='fp32 and/or autocast bf16/fp16')
+    p.add_argument('--compile', action='store_true',
+                   help='also measure each row with the encoder and decoder '
+                   'torch.compile\'d')
+    p.add_argument('--no-reference', action='store_true',
+                   help='skip the batch-64 fp32 eager reference row')
+    p.add_argument('--warmup-batches', type=int, default=1)
+    p.add_argument('--profile', action='store_true',
+                   help='split decoding into parts and list the top ops')
+    p.add_argument('--profile-batches', type=int, default=1)
+    p.add_argument('--vocab-size', type=int, default=common.COCO_VOCAB_SIZE)
+    p.add_argument('--max-len', type=int,
+                   help='decode at most this many tokens (default: the '
+                   'config\'s 20; smaller only for smoke tests)')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+                   help='key=value overrides of the config (model.*)')
+    p.add_argument('--threads', type=int,
+                   help='torch threads (default: torch\'s)')
+    p.add_argument('--workdir', default='work_dirs/benchmarks')
+    p.add_argument('--json', help='also write the results here')
+    return p.parse_args(argv)
+
+
+def settings(args: argparse.Namespace) -> List[DecodeSettings]:
+    runs = [] if args.no_reference else [
+        DecodeSettings('fp32', REFERENCE_BATCH, False, reference=True)]
+    for precision in args.precision:
+        for batch in args.batch_size:
+            runs.append(DecodeSettings(precision, batch, False))
+            if args.compile:
+                runs.append(DecodeSettings(precision, batch, True))
+    return runs
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_args(argv)
+    common.hide_cuda_if_cpu(args.device)
+    import mmpcm  # noqa: F401  (compat patches, registries)
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmpretrain')
+    device = common.resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    shape = common.CLIP_SHAPES[args.clip]
+    print(f'{common.describe_device(device)}; {common.describe_software()}; '
+          f'{common.describe_load()}')
+    model = build_model(args, shape, device)
+    model.head.beam_size = args.beam
+    if args.max_len is not None:
+        if not 1 <= args.max_len <= model.head.max_len:
+            raise SystemExit(f'--max-len must be in [1, '
+                             f'{model.head.max_len}]')
+        model.head.max_len = args.max_len
+    features = common.random_test_features(args.num_images, shape)
+    if device.type == 'cuda':
+        features = {k: v.pin_memory() for k, v in features.items()}
+    results = []
+    for run in settings(args):
+        results.append(run_setting(model, features, run, args, device))
+        print(f'{run.name}, batch {run.batch_size}: '
+              f'{results[-1].per_second:.1f} captions/s')
+    ref = results[0]
+    print()
+    print(f'# Decoding, CLIP {shape.model} shapes, beam {args.beam}, '
+          f'max_len {model.head.max_len}, vocabulary {args.vocab_size:,}; '
+          f'{common.describe_software()}; at the end: '
+          f'{common.describe_load()}')
+    headers = ['run', 'device', 'batch', 'captions/s',
+               f's per {common.COCO_TEST_IMAGES:,} images', 'x reference',
+               'note']
+    rows = [[r.name, r.device, r.batch_size, r.per_second,
+             r.extra['seconds_per_5000'],
+             f'{r.per_second / ref.per_second:.2f}x', r.note]
+            for r in results]
+    print(common.format_table(headers, rows))
+    parts = None
+    if args.profile:
+        precision = args.precision[0]
+        parts = profile(model, features, args, device, precision)
+        print(f'\nDecoding parts, {precision}, eager, batch '
+              f'{args.batch_size[0]}, {args.profile_batches} batch(es), '
+              'device synchronised around each part:')
+        print(profile_report(parts, common.ModelDims.of(model)))
+        print('\nTop ops (torch.profiler, one batch):')
+        print(top_ops(model, features, args, device, precision))
+    common.write_json(args.json, dict(
+        args=vars(args), runs=[r.to_dict() for r in results],
+        profile=parts))
+
+
+if __name__ == '__main__':
+    main()
