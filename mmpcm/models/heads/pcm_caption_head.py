@@ -132,14 +132,18 @@ class PCMCaptionHead(BaseModule):
         Returns:
             torch.Tensor: ``(B, L, V)`` logits.
         """
+        return self.output(self.decode(input_ids, memory, memory_padding))
+
+    def decode(self, input_ids: torch.Tensor, memory: torch.Tensor,
+               memory_padding: torch.Tensor) -> torch.Tensor:
+        """Decoder hidden states, ``(B, L, d)``, before the output layer."""
         length = input_ids.shape[1]
         x = self.word_embed(input_ids) + self.pos_table[:length]  # (B, L, d)
         causal = nn.Transformer.generate_square_subsequent_mask(
             length, device=input_ids.device, dtype=x.dtype)  # (L, L)
-        x = self.decoder(self.embed_dropout(x), memory, tgt_mask=causal,
-                         tgt_is_causal=True,
-                         memory_key_padding_mask=memory_padding)  # (B, L, d)
-        return self.output(x)  # (B, L, V)
+        return self.decoder(self.embed_dropout(x), memory, tgt_mask=causal,
+                            tgt_is_causal=True,
+                            memory_key_padding_mask=memory_padding)  # (B, L, d)
 
     def loss(self, memory: torch.Tensor, memory_padding: torch.Tensor,
              captions: List[str],
@@ -181,8 +185,9 @@ class PCMCaptionHead(BaseModule):
         never = [self.vocab.pad_id, self.vocab.bos_id]
 
         def step(prefix: torch.Tensor) -> torch.Tensor:
-            logits = self(prefix, memory, memory_padding)[:, -1]  # (B', V)
-            logits = logits.float()
+            # Only the last position's logits are needed.
+            hidden = self.decode(prefix, memory, memory_padding)[:, -1]  # (B', d)
+            logits = self.output(hidden).float()  # (B', V)
             logits[:, never] = float('-inf')  # never emit <pad> or <bos>
             return logits.log_softmax(dim=-1)
 
