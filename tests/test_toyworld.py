@@ -76,7 +76,8 @@ def test_clip_folder_loads_like_published_weights(tmp_path):
 
 def test_shrunken_job_end_to_end(tmp_path):
     """The main job on a tiny world: real pipeline, real metric."""
-    from mmpcm.toyworld.experiment import (metric_value,
+    from mmpcm.toyworld.experiment import (concept_retrieval_hits,
+                                           metric_value,
                                            most_frequent_caption_baseline,
                                            test_variant, train_variant)
     from mmpcm.toyworld.world import WorldConfig, build_world
@@ -95,6 +96,8 @@ def test_shrunken_job_end_to_end(tmp_path):
     with open(result.predictions_file) as f:
         assert len(json.load(f)) == 8
     assert 'caption' in most_frequent_caption_baseline(root)
+    hits = concept_retrieval_hits(root)
+    assert all(0.0 <= v <= 1.0 for v in hits.values())
     # A rebuilt world with other settings is refused, not mixed.
     with pytest.raises(ValueError, match='world.json'):
         build_world(root, WorldConfig(num_corpus_scenes=41))

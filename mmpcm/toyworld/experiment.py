@@ -131,3 +131,45 @@ def markdown_table(variants: Sequence[VariantScores]) -> str:
     rows = [f'| {v.name} | ' + ' | '.join(v.mean_std(k) for _, k in COLUMNS)
             + ' |' for v in variants]
     return '\n'.join([head, rule, *rows])
+
+
+def concept_retrieval_hits(world_root: str, top_k: int = 5,
+                           tau: float = 0.01) -> Dict[str, float]:
+    """How often PCM's salient-concept retrieval finds a scene's shapes.
+
+    For each real test render: the top-K concepts of its global CLIP
+    embedding (PCM's retrieval, METHOD.md step 3) and whether any / all of
+    the scene's shapes are among them; also the same for the shape words
+    alone at K = 1, against the chance rate. A CLIP whose word embeddings do
+    not point at the right objects gives PCM wrong textual patches.
+
+    Returns:
+        dict: ``shape_in_topk``, ``all_shapes_in_topk``,
+        ``shape_only_top1`` and ``shape_only_top1_chance``.
+    """
+    from mmpcm.datasets.feature_store import FeatureStore
+    from mmpcm.models.utils.concepts import ConceptVocabulary
+    from mmpcm.toyworld.scenes import SHAPES, parse_caption
+    concepts = ConceptVocabulary.load(osp.join(world_root,
+                                               'concepts.safetensors'))
+    with open(osp.join(world_root, 'test_gt.json'), encoding='utf-8') as f:
+        refs: Dict[str, str] = {}
+        for ann in json.load(f)['annotations']:
+            refs.setdefault(ann['image_id'], ann['caption'])
+    store = FeatureStore(osp.join(world_root, 'features', 'test'))
+    import torch
+    g = torch.from_numpy(store.load_array('global_embeds.npy')).float()
+    shapes = [{o.shape for o in parse_caption(refs[r['image_id']]).objects}
+              for r in store.records]
+    top = (g @ concepts.embeddings.t() / tau).topk(top_k, -1).indices
+    found = [{concepts.words[j] for j in row} for row in top.tolist()]
+    shape_ids = [concepts.words.index(s) for s in SHAPES
+                 if s in concepts.words]
+    best_shape = (g @ concepts.embeddings[shape_ids].t()).argmax(-1)
+    n = len(shapes)
+    return dict(
+        shape_in_topk=sum(bool(s & f) for s, f in zip(shapes, found)) / n,
+        all_shapes_in_topk=sum(s <= f for s, f in zip(shapes, found)) / n,
+        shape_only_top1=sum(concepts.words[shape_ids[b]] in s for b, s in
+                            zip(best_shape.tolist(), shapes)) / n,
+        shape_only_top1_chance=sum(len(s) for s in shapes) / n / len(shape_ids))

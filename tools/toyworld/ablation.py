@@ -14,7 +14,8 @@ import time
 
 import mmpcm  # noqa: F401  (compat patches before mmpretrain.models)
 import torch
-from mmpcm.toyworld.experiment import (COLUMNS, VariantScores, markdown_table,
+from mmpcm.toyworld.experiment import (COLUMNS, VariantScores,
+                                       concept_retrieval_hits, markdown_table,
                                        metric_value, test_variant,
                                        train_variant)
 from mmpcm.toyworld.world import WorldConfig, build_world
@@ -93,8 +94,13 @@ def main() -> None:
     with open(osp.join(args.work_dir, 'ablation.json'), 'w') as f:
         json.dump(dict(world=vars(world), seeds=args.seeds,
                        options=options,
-                       variants=[vars(v) for v in results]), f, indent=1)
+                       variants=[vars(v) for v in results],
+                       concept_retrieval=concept_retrieval_hits(args.world)),
+                  f, indent=1)
     print('\n' + markdown_table(results))
+    hits = concept_retrieval_hits(args.world)
+    print('\nConcept retrieval on the real test renders (PCM step 3): '
+          + ', '.join(f'{k} {v:.2f}' for k, v in hits.items()))
 
 
 if __name__ == '__main__':
