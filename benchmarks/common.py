@@ -283,9 +283,9 @@ class ModelDims:
         Args:
             steps (int): Decoder calls (``max_len`` when no sentence ends).
             cached (bool): False: this code (the whole prefix recomputed
-                every step, memory K/V re-projected every step, output
-                projection on every position). True: a KV cache, memory
-                K/V projected once, output projection on the new position.
+                every step, memory K/V re-projected every step). True: a KV
+                cache, memory K/V projected once. Both project only the new
+                position to the vocabulary.
 
         Returns:
             dict: FLOPs of ``self-attention``, ``cross-attention K/V``,
@@ -301,7 +301,7 @@ class ModelDims:
             'cross-attention K/V': layers * kv_projections * mem * 2 * d * d,
             'cross-attention Q/out': layers * positions * 2 * d * d,
             'FFN': layers * positions * 2 * d * f,
-            'output projection': positions * d * self.vocab,
+            'output projection': steps * d * self.vocab,
         }
         flops = {k: 2.0 * v for k, v in macs.items()}
         flops['total'] = sum(flops.values())

@@ -195,15 +195,15 @@ def profile(model, features: Dict[str, torch.Tensor],
     decoder, total = common.Stopwatch(device), common.Stopwatch(device)
     counts = dict(steps=0, positions=0)
     patched = _wrap_parts(model, watches, decoder)
-    head_forward = head.forward
+    head_decode = head.decode
 
     def counted(input_ids, *a, **kw):
         counts['steps'] += 1
         counts['positions'] += input_ids.shape[1]
-        return head_forward(input_ids, *a, **kw)
+        return head_decode(input_ids, *a, **kw)
 
-    head.forward = counted
-    patched.append((head, 'forward'))
+    head.decode = counted
+    patched.append((head, 'decode'))
     host = batches(features, args.batch_size[0])[:args.profile_batches]
     try:
         with total.section():
@@ -255,8 +255,8 @@ def profile_report(parts: Dict[str, float],
         common.format_table(['part', 'seconds', 'share'], rows), '',
         f'Decoder calls per batch: {steps}; prefix positions computed per '
         f'beam row: {parts["positions"]:.0f}, of which {steps} are new '
-        f'({parts["positions"] / max(steps, 1):.1f}x: no KV cache, and the '
-        'output projection runs on every position).', '',
+        f'({parts["positions"] / max(steps, 1):.1f}x: no KV cache; only the '
+        'new position is projected to the vocabulary).', '',
         'Decoder arithmetic per beam row (GFLOP), this code vs. a KV cache '
         'with the memory K/V projected once and logits for the new '
         f'position only ({now["total"] / cached["total"]:.1f}x fewer):',
