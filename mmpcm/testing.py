@@ -7,6 +7,8 @@ built, only smaller.
 from typing import List, Optional
 
 import torch
+from mmengine.model import BaseModel
+from torch.utils.data import Dataset
 
 from mmpcm.models.utils.concepts import ConceptVocabulary
 
@@ -106,3 +108,32 @@ def write_smoke_data(root: str, seed: int = 0) -> None:
         json.dump(gt, f)
     random_concepts(SMOKE_CONCEPTS, seed=seed).save(
         osp.join(root, 'concepts.safetensors'))
+
+
+
+class TinyRegressionModel(BaseModel):
+    """``y = w.x + b`` trained with MSE: a Runner-level test model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 1)
+
+    def forward(self, inputs, labels=None, mode='tensor'):
+        out = self.linear(inputs).squeeze(-1)
+        if mode == 'loss':
+            return dict(loss=((out - labels)**2).mean())
+        return out
+
+
+class TinyRegressionDataset(Dataset):
+    """``num_samples`` points ``x = (i, 1)``, ``y = i`` for the model above."""
+
+    def __init__(self, num_samples: int) -> None:
+        self.num_samples = num_samples
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, index: int) -> dict:
+        return dict(inputs=torch.tensor([float(index), 1.0]),
+                    labels=torch.tensor(float(index)))

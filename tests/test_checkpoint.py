@@ -7,13 +7,11 @@ import uuid
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
-from torch.utils.data import Dataset
 
 import mmpcm.registry  # noqa: F401  (applies the compat patches)
 from mmengine.hooks import Hook
 from mmengine.logging.history_buffer import HistoryBuffer
-from mmengine.model import BaseModel
+from mmpcm.testing import TinyRegressionDataset, TinyRegressionModel
 from mmengine.runner import Runner, load_checkpoint
 from mmengine.runner.checkpoint import load_from_local as mmengine_local_loader
 from mmpcm.utils.checkpoint import (UntrustedCheckpointError,
@@ -21,32 +19,6 @@ from mmpcm.utils.checkpoint import (UntrustedCheckpointError,
                                     load_trusted_checkpoint)
 
 ITERS_PER_EPOCH = 2
-
-
-class TinyModel(BaseModel):
-    """y = w.x + b, trained with MSE."""
-
-    def __init__(self):
-        super().__init__()
-        self.linear = nn.Linear(2, 1)
-
-    def forward(self, inputs, labels=None, mode='tensor'):
-        out = self.linear(inputs).squeeze(-1)
-        if mode == 'loss':
-            return dict(loss=((out - labels)**2).mean())
-        return out
-
-
-class TinyDataset(Dataset):
-    """Eight samples, two batches of four."""
-
-    def __len__(self):
-        return 4 * ITERS_PER_EPOCH
-
-    def __getitem__(self, index):
-        return dict(
-            inputs=torch.tensor([float(index), 1.0]),
-            labels=torch.tensor(float(index)))
 
 
 class IterRecorder(Hook):
@@ -62,11 +34,11 @@ class IterRecorder(Hook):
 def build_runner(work_dir, max_epochs, **kwargs):
     """A CPU Runner on the tiny model; extra kwargs go to Runner."""
     return Runner(
-        model=TinyModel(),
+        model=TinyRegressionModel(),
         work_dir=str(work_dir),
         experiment_name=f'ckpt_{uuid.uuid4().hex}',
         train_dataloader=dict(
-            dataset=TinyDataset(),
+            dataset=TinyRegressionDataset(4 * ITERS_PER_EPOCH),
             batch_size=4,
             num_workers=0,
             sampler=dict(type='DefaultSampler', shuffle=False),
@@ -134,7 +106,7 @@ def test_trusted_route_loads_the_same(trained):
 
 def test_mmengine_load_checkpoint(trained):
     work_dir, state = trained
-    model = TinyModel()
+    model = TinyRegressionModel()
     load_checkpoint(model, str(work_dir / 'epoch_2.pth'), map_location='cpu')
     for key, value in state.items():
         torch.testing.assert_close(model.state_dict()[key], value)
@@ -227,7 +199,7 @@ def test_malicious_checkpoint_refused(tmp_path, kind, route):
             extra=_payloads(marker)[kind]), ckpt)
     with pytest.raises(UntrustedCheckpointError) as info:
         if route == 'mmengine':
-            load_checkpoint(TinyModel(), str(ckpt), map_location='cpu')
+            load_checkpoint(TinyRegressionModel(), str(ckpt), map_location='cpu')
         else:
             load_checkpoint_file(str(ckpt))
     assert not marker.exists()

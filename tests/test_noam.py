@@ -4,12 +4,10 @@ import uuid
 
 import pytest
 import torch
-import torch.nn as nn
-from torch.utils.data import Dataset
 
 import mmpcm.registry  # noqa: F401  (applies the compat patches)
 from mmengine.hooks import Hook
-from mmengine.model import BaseModel
+from mmpcm.testing import TinyRegressionDataset, TinyRegressionModel
 from mmengine.runner import Runner
 from mmpcm.engine import NoamLR, noam_value
 from mmpcm.registry import PARAM_SCHEDULERS
@@ -24,7 +22,7 @@ def formula(t, model_size=512, warmup=10000, factor=1.0):
 
 def make_optimizer(lr=123.0):
     """SGD over one parameter; its lr must be ignored by NoamLR."""
-    return torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=lr)
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
 
 
 def run_steps(scheduler, optimizer, n):
@@ -92,30 +90,6 @@ def test_registered():
     assert PARAM_SCHEDULERS.get('NoamLR') is NoamLR
 
 
-class TinyModel(BaseModel):
-
-    def __init__(self):
-        super().__init__()
-        self.linear = nn.Linear(2, 1)
-
-    def forward(self, inputs, labels=None, mode='tensor'):
-        out = self.linear(inputs).squeeze(-1)
-        if mode == 'loss':
-            return dict(loss=((out - labels)**2).mean())
-        return out
-
-
-class TinyDataset(Dataset):
-
-    def __len__(self):
-        return 2 * BATCHES_PER_EPOCH
-
-    def __getitem__(self, index):
-        return dict(
-            inputs=torch.tensor([float(index), 1.0]),
-            labels=torch.tensor(float(index)))
-
-
 class LrRecorder(Hook):
     """Records (iter, lr) before each training iteration."""
 
@@ -130,11 +104,11 @@ def train(work_dir, scheduler, max_epochs, **kwargs):
     """Trains the tiny model; returns {iter: lr}."""
     recorder = LrRecorder()
     runner = Runner(
-        model=TinyModel(),
+        model=TinyRegressionModel(),
         work_dir=str(work_dir),
         experiment_name=f'noam_{uuid.uuid4().hex}',
         train_dataloader=dict(
-            dataset=TinyDataset(),
+            dataset=TinyRegressionDataset(2 * BATCHES_PER_EPOCH),
             batch_size=2,
             num_workers=0,
             sampler=dict(type='DefaultSampler', shuffle=False),
