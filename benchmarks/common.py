@@ -683,3 +683,33 @@ def load_config(path: str, extra_bases: Sequence[str] = ()):
 
 def _repo_path(path: str) -> str:
     return path if osp.isabs(path) else osp.join(REPO_ROOT, path)
+
+
+def start_benchmark(device_arg: Optional[str], threads: Optional[int],
+                    with_mmpcm: bool = False) -> 'torch.device':
+    """The shared start of every benchmark script.
+
+    Hides CUDA for ``--device cpu``, resolves the device, sets the torch
+    thread count, optionally imports mmpcm (compat patches, registries,
+    ``mmpretrain`` scope) and prints the machine header line.
+
+    Args:
+        device_arg (str, optional): The ``--device`` argument.
+        threads (int, optional): The ``--threads`` argument.
+        with_mmpcm (bool): Import mmpcm and enter the mmpretrain scope.
+            Defaults to False.
+
+    Returns:
+        torch.device: The device to run on.
+    """
+    hide_cuda_if_cpu(device_arg)
+    if with_mmpcm:
+        import mmpcm  # noqa: F401  (compat patches, registries)
+        from mmengine.registry import init_default_scope
+        init_default_scope('mmpretrain')
+    device = resolve_device(device_arg)
+    if threads:
+        torch.set_num_threads(threads)
+    print(f'{describe_device(device)}; {describe_software()}; '
+          f'{describe_load()}')
+    return device

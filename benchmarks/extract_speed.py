@@ -612,14 +612,9 @@ def _resolve_amp(args, device: torch.device) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
-    common.hide_cuda_if_cpu(args.device)
-    device = common.resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = common.start_benchmark(args.device, args.threads)
     _resolve_amp(args, device)
     os.makedirs(args.workdir, exist_ok=True)
-    print(f'{common.describe_device(device)}; {common.describe_software()}; '
-          f'{common.describe_load()}')
     items = prepare_images(osp.join(args.workdir, f'jpeg{IMAGE_SIZE}'),
                            args.num_images, max(args.workers))
     outcomes = [run_model(key, items, args, device) for key in args.model]

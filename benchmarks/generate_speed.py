@@ -410,13 +410,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
-    common.hide_cuda_if_cpu(args.device)
-    device = common.resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = common.start_benchmark(args.device, args.threads)
     os.makedirs(args.workdir, exist_ok=True)
-    print(f'{common.describe_device(device)}; {common.describe_software()}; '
-          f'{common.describe_load()}')
     start = time.perf_counter()
     pipe = build_pipeline(args.arch, args.workdir, device,
                           args.safety_checker)

@@ -713,16 +713,9 @@ def settings(args: argparse.Namespace, name: str,
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
-    common.hide_cuda_if_cpu(args.device)
-    import mmpcm  # noqa: F401  (compat patches, registries)
-    from mmengine.registry import init_default_scope
-    init_default_scope('mmpretrain')
-    device = common.resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = common.start_benchmark(args.device, args.threads,
+                                    with_mmpcm=True)
     shape = common.CLIP_SHAPES[args.clip]
-    print(f'{common.describe_device(device)}; {common.describe_software()}; '
-          f'{common.describe_load()}')
     data = prepare_data(args, shape)
     runs = [settings(args, name, device) for name in args.recipe]
     index = (None if args.no_reference else
