@@ -73,3 +73,80 @@ def test_batched_beam_keeps_images_apart():
 
     got = beam_search(step, 3, 3, 6, BOS, EOS, torch.device('cpu'))
     assert got.tokens[:, :2].tolist() == [[A, A], [B, B], [C, C]]
+
+
+# ---------------------------------------------------------------- KV cache
+def _decoder(norm_first: bool, final_norm: bool) -> torch.nn.TransformerDecoder:
+    layer = torch.nn.TransformerDecoderLayer(16, 4, 32, dropout=0.1,
+                                             batch_first=True,
+                                             norm_first=norm_first)
+    norm = torch.nn.LayerNorm(16) if final_norm else None
+    return torch.nn.TransformerDecoder(layer, 2, norm=norm).eval()
+
+
+@pytest.mark.parametrize('norm_first,final_norm', [(False, False),
+                                                   (True, True)])
+@pytest.mark.parametrize('beams', [1, 3])
+def test_cached_decoder_steps_equal_the_full_decoder(norm_first, final_norm,
+                                                     beams):
+    """Each cached step gives the full decoder's output at that position."""
+    from mmpcm.models.utils.kv_cache import CachedDecoder
+    torch.manual_seed(0)
+    decoder = _decoder(norm_first, final_norm)
+    memory = torch.randn(2, 5, 16)
+    padding = torch.tensor([[False] * 5, [False, False, True, True, True]])
+    rows = 2 * beams
+    x = torch.randn(rows, 6, 16)  # every row its own inputs
+    full_memory = memory.repeat_interleave(beams, 0)
+    full_padding = padding.repeat_interleave(beams, 0)
+    causal = torch.nn.Transformer.generate_square_subsequent_mask(6)
+    with torch.no_grad():
+        full = decoder(x, full_memory, tgt_mask=causal, tgt_is_causal=True,
+                       memory_key_padding_mask=full_padding)  # (B', 6, 16)
+        cache = CachedDecoder(decoder, memory, padding, beams, max_len=6)
+        steps = torch.cat([cache.step(x[:, t:t + 1]) for t in range(6)], 1)
+    assert torch.allclose(steps, full, atol=1e-5)
+    # Padded memory positions are ignored: changing them changes nothing.
+    noisy = memory.clone()
+    noisy[1, 2:] = 100.0
+    with torch.no_grad():
+        cache = CachedDecoder(decoder, noisy, padding, beams, max_len=6)
+        again = torch.cat([cache.step(x[:, t:t + 1]) for t in range(6)], 1)
+    assert torch.allclose(again, full, atol=1e-5)
+
+
+def test_cached_decoder_reorder_follows_the_picked_rows():
+    from mmpcm.models.utils.kv_cache import CachedDecoder
+    torch.manual_seed(1)
+    decoder = _decoder(False, False)
+    memory = torch.randn(1, 4, 16)
+    padding = torch.zeros(1, 4, dtype=torch.bool)
+    x = torch.randn(3, 3, 16)
+    with torch.no_grad():
+        cache = CachedDecoder(decoder, memory, padding, beams=3, max_len=3)
+        cache.step(x[:, :1])
+        cache.reorder(torch.tensor([2, 2, 0]))  # rows swap their histories
+        got = cache.step(x[:, 1:2])
+        picked = torch.cat([x[[2, 2, 0], :1], x[:, 1:2]], 1)  # (3, 2, 16)
+        causal = torch.nn.Transformer.generate_square_subsequent_mask(2)
+        full = decoder(picked, memory.expand(3, -1, -1), tgt_mask=causal)
+    assert torch.allclose(got[:, 0], full[:, 1], atol=1e-5)
+
+
+@pytest.mark.parametrize('beam_size', [1, 3])
+def test_head_decodes_the_same_with_and_without_kv_cache(beam_size):
+    from mmpcm.models import PCMCaptionHead
+    torch.manual_seed(0)
+    words = ['<pad>', '<bos>', '<eos>', '<unk>'] + [f'w{i}' for i in range(40)]
+    head = PCMCaptionHead(words, model_dim=32, num_layers=2, num_heads=4,
+                          ffn_dim=64, max_len=12).eval()
+    memory = torch.randn(5, 7, 32)
+    padding = torch.zeros(5, 7, dtype=torch.bool)
+    padding[1, 4:] = True
+    padding[3, 2:] = True
+    cached = head.predict(memory, padding, beam_size)
+    head.kv_cache = False
+    full = head.predict(memory, padding, beam_size)
+    assert torch.equal(cached.tokens, full.tokens)
+    assert torch.allclose(cached.scores, full.scores, atol=1e-4)
+    assert cached.tokens.shape[1] > 3  # the random model writes sentences

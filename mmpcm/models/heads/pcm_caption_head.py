@@ -9,6 +9,7 @@ from mmengine.model import BaseModule
 
 from mmpcm.models.utils.errors import CheckpointMismatchError
 from mmpcm.models.utils.beam_search import Decoded, beam_search, greedy_search
+from mmpcm.models.utils.kv_cache import CachedDecoder
 from mmpcm.models.utils.vocab import WordVocabulary, build_vocabulary
 from mmpcm.registry import MODELS
 
@@ -60,6 +61,10 @@ class PCMCaptionHead(BaseModule):
             captions are cut to fit. Defaults to 20.
         beam_size (int): Beam size at inference; 1 decodes greedily.
             Defaults to 3.
+        kv_cache (bool): Decode with cached keys and values (one new
+            position per step, memory projected once); False re-runs the
+            decoder over the whole prefix at every step. Both give the same
+            captions up to floating-point rounding. Defaults to True.
         loss (dict | nn.Module): The loss. Defaults to
             ``dict(type='CLIPWeightedCELoss')``.
         init_cfg (dict, optional): Initialisation config. Defaults to None.
@@ -74,12 +79,14 @@ class PCMCaptionHead(BaseModule):
                  dropout: float = 0.2,
                  max_len: int = 20,
                  beam_size: int = 3,
+                 kv_cache: bool = True,
                  loss: Union[dict, nn.Module] = dict(type='CLIPWeightedCELoss'),
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.vocab = build_vocabulary(vocab)
         self.max_len = max_len
         self.beam_size = beam_size
+        self.kv_cache = kv_cache
         self.word_embed = nn.Embedding(len(self.vocab), model_dim,
                                        padding_idx=self.vocab.pad_id)
         self.register_buffer('pos_table',
@@ -178,24 +185,52 @@ class PCMCaptionHead(BaseModule):
         """
         k = beam_size or self.beam_size
         b = memory.shape[0]
-        if k > 1:
-            memory = memory.repeat_interleave(k, dim=0)  # (B*K, T, d)
-            memory_padding = memory_padding.repeat_interleave(k, dim=0)
+        args = (self.max_len, self.vocab.bos_id, self.vocab.eos_id,
+                memory.device)
+        if self.kv_cache and not self.training:
+            step, reorder = self._cached_step(memory, memory_padding, k)
+        else:
+            step, reorder = self._full_step(memory, memory_padding, k), None
+        if k == 1:
+            return greedy_search(step, b, *args)
+        return beam_search(step, b, k, *args, reorder_fn=reorder)
 
-        never = [self.vocab.pad_id, self.vocab.bos_id]
+    def _log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``(B', d)`` last-position states -> ``(B', V)`` log-probabilities."""
+        logits = self.output(hidden).float()  # (B', V)
+        # never emit <pad> or <bos>
+        logits[:, [self.vocab.pad_id, self.vocab.bos_id]] = float('-inf')
+        return logits.log_softmax(dim=-1)
+
+    def _full_step(self, memory: torch.Tensor, memory_padding: torch.Tensor,
+                   beams: int):
+        """Step function re-running the decoder over the whole prefix."""
+        if beams > 1:
+            memory = memory.repeat_interleave(beams, dim=0)  # (B*K, T, d)
+            memory_padding = memory_padding.repeat_interleave(beams, dim=0)
 
         def step(prefix: torch.Tensor) -> torch.Tensor:
             # Only the last position's logits are needed.
             hidden = self.decode(prefix, memory, memory_padding)[:, -1]  # (B', d)
-            logits = self.output(hidden).float()  # (B', V)
-            logits[:, never] = float('-inf')  # never emit <pad> or <bos>
-            return logits.log_softmax(dim=-1)
+            return self._log_probs(hidden)
 
-        args = (b, self.max_len, self.vocab.bos_id, self.vocab.eos_id,
-                memory.device)
-        if k == 1:
-            return greedy_search(step, *args)
-        return beam_search(step, b, k, *args[1:])
+        return step
+
+    def _cached_step(self, memory: torch.Tensor, memory_padding: torch.Tensor,
+                     beams: int):
+        """Step function and beam reorder hook over a key/value cache."""
+        cache = CachedDecoder(self.decoder, memory, memory_padding, beams,
+                              max_len=self.max_len + 1)
+
+        def step(prefix: torch.Tensor) -> torch.Tensor:
+            t = prefix.shape[1] - 1  # position of the newest token
+            if t != cache.position:
+                raise RuntimeError(f'cached decoding got position {t}, '
+                                   f'expected {cache.position}')
+            x = self.word_embed(prefix[:, -1:]) + self.pos_table[t]  # (B', 1, d)
+            return self._log_probs(cache.step(x)[:, 0])  # (B', V)
+
+        return step, cache.reorder
 
     def decode_text(self, decoded: Decoded) -> List[str]:
         """Turn decoded ids into caption strings."""

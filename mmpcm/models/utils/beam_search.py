@@ -1,5 +1,5 @@
 """Batched greedy and beam-search decoding."""
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import torch
 
@@ -8,6 +8,10 @@ import torch
 # search B' = B*K rows, image-major (rows i*K .. i*K+K-1 belong to image i),
 # so the caller expands its per-image context once with repeat_interleave.
 StepFn = Callable[[torch.Tensor], torch.Tensor]
+# Told, after each beam-search step, the ``(B*K,)`` source row of every
+# surviving prefix, so that a step function with per-row state (a key/value
+# cache) can reorder it.
+ReorderFn = Callable[[torch.Tensor], None]
 
 
 class Decoded(NamedTuple):
@@ -42,11 +46,13 @@ def greedy_search(step_fn: StepFn, batch_size: int, max_len: int, bos_id: int,
 
 
 def beam_search(step_fn: StepFn, batch_size: int, beam_size: int, max_len: int,
-                bos_id: int, eos_id: int, device: torch.device) -> Decoded:
+                bos_id: int, eos_id: int, device: torch.device,
+                reorder_fn: Optional[ReorderFn] = None) -> Decoded:
     """Batched beam search keeping ``beam_size`` prefixes per image.
 
     A finished beam keeps its score and can only be extended by ``<eos>`` at
-    zero cost. The best-scoring beam of each image is returned.
+    zero cost. The best-scoring beam of each image is returned. ``reorder_fn``
+    (optional) is called with the surviving rows' sources after every step.
     """
     b, k = batch_size, beam_size
     prefix = torch.full((b * k, 1), bos_id, dtype=torch.long, device=device)
@@ -66,6 +72,8 @@ def beam_search(step_fn: StepFn, batch_size: int, beam_size: int, max_len: int,
         token = flat % v  # (B, K)
         src = (beam + torch.arange(b, device=device)[:, None] * k).view(-1)
         prefix = torch.cat([prefix[src], token.view(-1, 1)], dim=1)  # (B*K, t+1)
+        if reorder_fn is not None:
+            reorder_fn(src)
         finished = finished.gather(1, beam) | (token == eos_id)
         if bool(finished.all()):
             break
