@@ -14,8 +14,11 @@ scheduler config) and times 512 px text-to-image generation two ways:
   ``--scheduler`` (DPM-Solver++, ``DPMSolverMultistepScheduler``) at
   ``--steps`` 25, adding one setting per row: batch 1, ``--batch-size`` 16,
   channels_last UNet and VAE, and with ``--compile`` a compiled UNet
-  (``torch.compile``). The last row is mmpcm's setting; every row prints
-  its speed-up over the reference.
+  (``torch.compile``, mode ``--compile-mode``). The last two are applied by
+  :func:`~mmpcm.preprocessing.generation.apply_speed_settings`, the code
+  behind the tool's ``--channels-last`` and ``--compile-unet``, with the
+  tool's default compile mode. The last row is mmpcm's setting; every row
+  prints its speed-up over the reference.
 
 Random weights give images of noise, not pictures, but the same work per
 step as the real weights. ``max_attempts=1`` and ``min_pixel_std=0`` keep
@@ -52,6 +55,9 @@ sys.path[:0] = [osp.dirname(osp.dirname(osp.abspath(__file__))),
 
 import common  # noqa: E402
 import torch  # noqa: E402
+
+from mmpcm.preprocessing.generation import (  # noqa: E402
+    DEFAULT_COMPILE_MODE, apply_speed_settings)
 
 # SD v1.5's component configs (stable-diffusion-v1-5/stable-diffusion-v1-5,
 # */config.json), diffusers' and transformers' defaults left out.
@@ -244,23 +250,22 @@ def row_settings(args: argparse.Namespace,
 
 def configure(pipe: Any, settings: GenSettings, scheduler_config: dict,
               args: argparse.Namespace) -> None:
-    """Put ``pipe`` in the state ``settings`` asks for (in place)."""
+    """Put ``pipe`` in the state ``settings`` asks for (in place).
+
+    channels_last and the compiled UNet go through the tool's own
+    ``apply_speed_settings``, which only adds settings: this works because
+    :func:`row_settings` never drops one from a row to the next.
+    """
     import diffusers
     dtype = getattr(torch, settings.dtype)
     if pipe.unet.dtype != dtype:  # diffusers warns on every cast
         pipe.to(dtype=dtype)
     pipe.scheduler = getattr(diffusers, settings.scheduler).from_config(
         scheduler_config)
-    fmt = (torch.channels_last if settings.channels_last else
-           torch.contiguous_format)
-    pipe.unet.to(memory_format=fmt)
-    pipe.vae.to(memory_format=fmt)
-    compiled = getattr(pipe.unet, '_compiled_call_impl', None) is not None
-    if settings.compile and not compiled:
-        pipe.unet.compile(mode=args.compile_mode,
-                          backend=args.compile_backend)
-    elif compiled and not settings.compile:
-        pipe.unet._compiled_call_impl = None
+    apply_speed_settings(pipe, channels_last=settings.channels_last,
+                         compile_unet=settings.compile,
+                         compile_mode=args.compile_mode,
+                         compile_backend=args.compile_backend)
 
 
 # --------------------------------------------------------------------------
@@ -395,8 +400,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    default=True, help='add the channels_last row')
     p.add_argument('--compile', action='store_true',
                    help='add the compiled-UNet row')
-    p.add_argument('--compile-mode', default=None,
-                   help='torch.compile mode (default: torch\'s)')
+    p.add_argument('--compile-mode', default=DEFAULT_COMPILE_MODE,
+                   help='torch.compile mode (default: the generation '
+                   f'tool\'s, {DEFAULT_COMPILE_MODE})')
     p.add_argument('--compile-backend', default='inductor')
     p.add_argument('--safety-checker', action=argparse.BooleanOptionalAction,
                    default=True, help='sd15: include SD v1.5\'s safety '

@@ -337,3 +337,157 @@ def test_command_line(model_dir, captions_file, tmp_path, monkeypatch,
     assert sorted(records) == INDICES
     assert records[13].seed == item_seed(7, 13, 0)
     assert records[13].file == 'images/000000/000000013.jpg'
+
+
+# --------------------------------------------------------------------------
+# speed-only settings: channels_last, compiled UNet
+# --------------------------------------------------------------------------
+def _spy_load_pipeline(monkeypatch) -> list:
+    """Record every pipeline ``generate_images`` loads."""
+    loaded = []
+    real_load = gen.load_pipeline
+
+    def spy(*args, **kwargs):
+        loaded.append(real_load(*args, **kwargs))
+        return loaded[-1]
+
+    monkeypatch.setattr(gen, 'load_pipeline', spy)
+    return loaded
+
+
+def _assert_same_images(ref: dict, got: dict) -> None:
+    """Same items, pixels equal up to one uint8 unit (kernel rounding)."""
+    assert sorted(got) == sorted(ref)
+    for i in ref:
+        diff = np.abs(ref[i].astype(np.int16) - got[i].astype(np.int16))
+        assert diff.max() <= 1, (i, diff.max())
+
+
+def _conv_weights(module: torch.nn.Module) -> list:
+    return [p for p in module.parameters() if p.dim() == 4]
+
+
+def test_channels_last_sets_conv_weights_and_keeps_images(
+        reference, model_dir, captions_file, tmp_path, monkeypatch):
+    plain = gen.load_pipeline(model_dir)
+    assert not plain.unet.conv_in.weight.is_contiguous(
+        memory_format=torch.channels_last)  # (8, 4, 3, 3): the check bites
+    loaded = _spy_load_pipeline(monkeypatch)
+    out = str(tmp_path / 'out')
+    summary = generate_images(captions_file, out,
+                              _config(model_dir, channels_last=True),
+                              progress=False)
+    assert summary.generated == 12
+    (pipe, ) = loaded
+    for module in (pipe.unet, pipe.vae):
+        weights = _conv_weights(module)
+        assert weights and all(
+            w.is_contiguous(memory_format=torch.channels_last)
+            for w in weights)
+    _assert_same_images(_pixels(reference), _pixels(out))
+
+
+def test_compiled_unet_generates_the_same_images(reference, model_dir,
+                                                 captions_file, tmp_path,
+                                                 monkeypatch):
+    graphs = []
+
+    def eager_counting(gm, example_inputs):  # the 'eager' backend, counted
+        graphs.append(gm)
+        return gm.forward
+
+    loaded = _spy_load_pipeline(monkeypatch)
+    out = str(tmp_path / 'out')
+    # One batch of 12: one compilation (a second batch size recompiles).
+    config = _config(model_dir, compile_unet=True, compile_mode=None,
+                     compile_backend=eager_counting, chunk_size=100,
+                     batch_size=12)
+    try:
+        summary = generate_images(captions_file, out, config, progress=False)
+        (pipe, ) = loaded
+        assert summary.generated == 12
+        assert graphs  # the UNet ran through torch.compile
+        assert type(pipe.unet).__name__ == 'UNet2DConditionModel'
+        # applying again neither recompiles nor fails
+        gen.apply_speed_settings(pipe, compile_unet=True, compile_mode=None,
+                                 compile_backend=eager_counting)
+        count = len(graphs)
+        gen.run_pipeline(pipe, CAPTIONS[:12], list(range(12)), config)
+        assert len(graphs) == count
+    finally:
+        torch._dynamo.reset()
+    _assert_same_images(_pixels(reference), _pixels(out))
+
+
+def test_resume_with_other_speed_settings(reference, model_dir,
+                                          captions_file, tmp_path):
+    out = str(tmp_path / 'out')
+    generate_images(captions_file, out, _config(model_dir), RankInfo(0, 2),
+                    progress=False)
+    with open(osp.join(out, 'generation_meta.json')) as f:
+        meta = f.read()
+    for key in ('channels_last', 'compile'):
+        assert key not in meta  # speed settings are not recorded
+    # the other half, channels_last: allowed
+    summary = generate_images(captions_file, out,
+                              _config(model_dir, channels_last=True),
+                              RankInfo(1, 2), progress=False)
+    assert (summary.already_done, summary.generated) == (0, 5)  # 1, 3
+    with open(osp.join(out, 'generation_meta.json')) as f:
+        assert f.read() == meta
+    _assert_same_images(_pixels(reference), _pixels(out))
+    # image settings are still refused, whatever the speed settings
+    with pytest.raises(ValueError, match='num_inference_steps: recorded 2, '
+                       'now 3'):
+        generate_images(captions_file, out,
+                        _config(model_dir, num_inference_steps=3,
+                                channels_last=True), progress=False)
+
+
+def test_speed_settings_need_a_unet(model_dir):
+
+    class TransformerPipeline:  # e.g. a DiT pipeline: no unet
+        transformer = torch.nn.Linear(2, 2)
+
+    pipe = TransformerPipeline()
+    assert gen.apply_speed_settings(pipe) is pipe  # nothing asked: fine
+    for kwargs, asked in ((dict(channels_last=True), 'channels_last'),
+                          (dict(compile_unet=True), 'compile_unet')):
+        with pytest.raises(ValueError) as err:
+            gen.apply_speed_settings(pipe, **kwargs)
+        assert str(err.value).startswith(
+            f'{asked} asked of TransformerPipeline, which has no `unet` '
+            'attribute: expected a UNet-based diffusers pipeline')
+    pipe.unet = None
+    with pytest.raises(ValueError, match='TransformerPipeline, which has '
+                       '`unet` = NoneType'):
+        gen.apply_speed_settings(pipe, channels_last=True)
+    # an unknown compile mode fails before anything is loaded
+    with pytest.raises(ValueError, match="unknown torch.compile mode 'fast'"):
+        _config(model_dir, compile_unet=True, compile_mode='fast')
+
+
+def test_command_line_speed_flags(monkeypatch):
+    spec = importlib.util.spec_from_file_location(
+        'generate_images_tool', osp.join(ROOT, 'tools', 'data',
+                                         'generate_images.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    configs = []
+
+    def fake_generate(captions, out, config, info, progress):
+        configs.append(config)
+        return gen.GenerationSummary()
+
+    monkeypatch.setattr(tool, 'generate_images', fake_generate)
+    for extra in ([], ['--channels-last', '--compile-unet', '--compile-mode',
+                       'default', '--compile-backend', 'eager']):
+        monkeypatch.setattr(sys, 'argv', ['generate_images.py', 'c.txt',
+                                          'out'] + extra)
+        tool.main()
+    plain, fast = configs
+    assert (plain.channels_last, plain.compile_unet, plain.compile_mode,
+            plain.compile_backend) == (False, False,
+                                       gen.DEFAULT_COMPILE_MODE, 'inductor')
+    assert (fast.channels_last, fast.compile_unet, fast.compile_mode,
+            fast.compile_backend) == (True, True, 'default', 'eager')

@@ -11,7 +11,7 @@ number minus one.
 
 Output layout::
 
-    <out>/generation_meta.json              # every setting; checked on rerun
+    <out>/generation_meta.json              # image settings; checked on rerun
     <out>/images/000000/000000000.jpg       # image of caption 0 (line 1)
     <out>/images/000000/000000001.jpg       # folder = index // chunk_size
     <out>/images/000001/000001000.jpg
@@ -39,6 +39,12 @@ Sharding: chunk ``c`` belongs to rank ``c % WORLD_SIZE``, so each chunk's
 image folder and record file have exactly one writer, and a rerun with another
 world size only hands chunks to other ranks (finished items stay finished).
 Each rank uses ``cuda:LOCAL_RANK`` when CUDA is present.
+
+Speed-only settings (:func:`apply_speed_settings`: channels_last memory
+format, a compiled UNet) change the images by kernel-level rounding at most,
+like the batch size and the device: they are not recorded in
+``generation_meta.json`` and not checked on rerun, so a resumed run may use
+other ones.
 """
 import hashlib
 import json
@@ -47,7 +53,8 @@ import os
 import os.path as osp
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, IO, Iterator, List, NamedTuple, Optional, Tuple
+from typing import (Any, Callable, Dict, IO, Iterator, List, NamedTuple,
+                    Optional, Tuple, Union)
 
 import numpy as np
 import torch
@@ -72,6 +79,15 @@ IMAGE_FORMATS = {'jpg': 'JPEG', 'png': 'PNG'}
 DTYPES = ('auto', 'float16', 'bfloat16', 'float32')
 SEED_RULE = ('sha256("mmpcm-gen:{seed}:{index}:{attempt}")[:8] as little-'
              'endian uint64 >> 1; torch.Generator("cpu").manual_seed')
+DEFAULT_COMPILE_MODE = 'max-autotune-no-cudagraphs'
+"""``torch.compile`` mode of ``compile_unet``. Generation runs for hours, so
+autotuning's longer compilation (once per rank, plus one recompilation when
+the first smaller batch makes the batch size dynamic) is a small share of a
+run. CUDA graphs are left out: the UNet's batch size varies (the last batch
+of every chunk, retries), each size would record its own graph and memory
+pool, and at batch 16 of 512 px images the UNet's kernels are long enough
+that launch overhead, what CUDA graphs save, is expected to be small. Not
+measured here: ``benchmarks/generate_speed.py --compile`` times this mode."""
 _CHUNK_FILE_RE = re.compile(r'^chunk_(\d{6,})\.json$')
 _MAX_REPORTED_LINES = 20
 
@@ -81,7 +97,7 @@ __all__ = [
     'PipelineImage', 'item_seed', 'pixel_std', 'resolve_model_source',
     'load_pipeline', 'run_pipeline', 'save_image', 'generate_images',
     'read_generation_meta', 'load_generation_records', 'image_relpath',
-    'DEFAULT_MODEL'
+    'apply_speed_settings', 'DEFAULT_MODEL', 'DEFAULT_COMPILE_MODE'
 ]
 
 
@@ -189,6 +205,19 @@ class GenerationConfig:
         batch_size (int): Prompts per pipeline call. Defaults to 8.
         device (str, optional): Device; defaults to None (``cuda:LOCAL_RANK``
             when CUDA is present, else CPU).
+        channels_last (bool): Put the UNet and VAE in channels_last memory
+            format (speed only, see :func:`apply_speed_settings`).
+            Defaults to False.
+        compile_unet (bool): Compile the UNet with ``torch.compile`` (speed
+            only). Defaults to False.
+        compile_mode (str, optional): ``torch.compile`` mode of
+            ``compile_unet``; None for torch's default. Defaults to
+            :data:`DEFAULT_COMPILE_MODE` ('max-autotune-no-cudagraphs').
+        compile_backend (str | Callable): ``torch.compile`` backend of
+            ``compile_unet``. Defaults to 'inductor'.
+
+    ``batch_size``, ``device`` and the four speed settings are not recorded
+    in ``generation_meta.json``: a rerun may change them.
     """
     model: str = DEFAULT_MODEL
     scheduler: Optional[str] = None
@@ -204,6 +233,10 @@ class GenerationConfig:
     chunk_size: int = 1000
     batch_size: int = 8
     device: Optional[str] = None
+    channels_last: bool = False
+    compile_unet: bool = False
+    compile_mode: Optional[str] = DEFAULT_COMPILE_MODE
+    compile_backend: Union[str, Callable] = 'inductor'
 
     def __post_init__(self) -> None:
         for name in ('num_inference_steps', 'height', 'width', 'max_attempts',
@@ -223,6 +256,8 @@ class GenerationConfig:
         if self.min_pixel_std < 0:
             raise ValueError('min_pixel_std must be >= 0, got '
                              f'{self.min_pixel_std!r}')
+        if self.compile_unet:  # fail before the pipeline is loaded
+            _check_compile_mode(self.compile_mode)
 
 
 class Attempt(NamedTuple):
@@ -377,7 +412,11 @@ def _scheduler_class(name: str) -> type:
 def load_pipeline(model: str,
                   dtype: str = 'float32',
                   device: str = 'cpu',
-                  scheduler: Optional[str] = None) -> Any:
+                  scheduler: Optional[str] = None,
+                  channels_last: bool = False,
+                  compile_unet: bool = False,
+                  compile_mode: Optional[str] = DEFAULT_COMPILE_MODE,
+                  compile_backend: Union[str, Callable] = 'inductor') -> Any:
     """Load a text-to-image pipeline (``DiffusionPipeline.from_pretrained``).
 
     Args:
@@ -389,16 +428,28 @@ def load_pipeline(model: str,
         scheduler (str, optional): Replace the scheduler by this diffusers
             scheduler class, built from the pipeline's scheduler config.
             Defaults to None.
+        channels_last (bool): Put the UNet and VAE in channels_last memory
+            format (:func:`apply_speed_settings`). Defaults to False.
+        compile_unet (bool): Compile the UNet with ``torch.compile``
+            (:func:`apply_speed_settings`). Defaults to False.
+        compile_mode (str, optional): ``torch.compile`` mode; None for
+            torch's default. Defaults to :data:`DEFAULT_COMPILE_MODE`.
+        compile_backend (str | Callable): ``torch.compile`` backend.
+            Defaults to 'inductor'.
 
     Returns:
         diffusers.DiffusionPipeline: The pipeline, on ``device``, with its
-        progress bar off.
+        progress bar off and the speed settings applied.
 
     Raises:
         FileNotFoundError: If the model folder is missing, or a hub id
             cannot be loaded (offline and not cached).
+        ValueError: If ``channels_last`` or ``compile_unet`` is asked of a
+            pipeline without a UNet, or ``compile_mode`` is unknown.
     """
     from diffusers import DiffusionPipeline  # heavy: only generation needs it
+    if compile_unet:  # fail before loading
+        _check_compile_mode(compile_mode)
     source, is_local = resolve_model_source(model)
     scheduler_cls = _scheduler_class(scheduler) if scheduler else None
     try:
@@ -414,7 +465,108 @@ def load_pipeline(model: str,
     if scheduler_cls is not None:
         pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    pipe = pipe.to(device)
+    return apply_speed_settings(pipe, channels_last, compile_unet,
+                                compile_mode, compile_backend)
+
+
+def _check_compile_mode(mode: Optional[str]) -> None:
+    """Raise ValueError unless ``mode`` is None or a torch.compile mode."""
+    if mode is None:
+        return
+    from torch._inductor import list_mode_options
+    known = list(list_mode_options())
+    if mode not in known:
+        raise ValueError(f'unknown torch.compile mode {mode!r}; known: '
+                         f'{", ".join(known)} (or None for torch\'s default)')
+
+
+def _is_compiled(module: torch.nn.Module) -> bool:
+    """Whether ``module`` is compiled in place or a ``torch.compile``
+    wrapper."""
+    from diffusers.utils.torch_utils import is_compiled_module
+    return (getattr(module, '_compiled_call_impl', None) is not None
+            or is_compiled_module(module))
+
+
+def apply_speed_settings(
+        pipe: Any,
+        channels_last: bool = False,
+        compile_unet: bool = False,
+        compile_mode: Optional[str] = DEFAULT_COMPILE_MODE,
+        compile_backend: Union[str, Callable] = 'inductor') -> Any:
+    """Apply the speed-only settings to a UNet pipeline, in place.
+
+    The single implementation behind :func:`load_pipeline`,
+    ``tools/data/generate_images.py --channels-last --compile-unet`` and the
+    rows of ``benchmarks/generate_speed.py``. Both settings keep the
+    arithmetic (another memory layout, fused kernels), so images change by
+    rounding at most; they are not recorded in ``generation_meta.json``.
+    A setting that is False is left as the pipeline has it (nothing is
+    undone), and an already compiled UNet is not compiled again, so
+    applying settings twice is harmless.
+
+    Args:
+        pipe (DiffusionPipeline): A pipeline with a ``unet`` module (e.g.
+            ``StableDiffusionPipeline``); its ``vae``, if any, is included
+            in ``channels_last``.
+        channels_last (bool): ``module.to(memory_format=torch.
+            channels_last)`` on the UNet and the VAE: their 4-D (conv)
+            weights become NHWC. Defaults to False.
+        compile_unet (bool): Compile the UNet in place
+            (``pipe.unet.compile(...)``, i.e. ``torch.compile`` of its
+            call; ``pipe.unet`` stays a ``UNet2DConditionModel``, so
+            ``pipe.to`` and its config work as before). Compilation happens
+            at the first call and again for a new batch size. Defaults to
+            False.
+        compile_mode (str, optional): ``torch.compile`` mode; None for
+            torch's default. Defaults to :data:`DEFAULT_COMPILE_MODE`
+            ('max-autotune-no-cudagraphs').
+        compile_backend (str | Callable): ``torch.compile`` backend
+            (``'eager'`` only traces: for tests). Defaults to 'inductor'.
+
+    Returns:
+        DiffusionPipeline: ``pipe``.
+
+    Raises:
+        ValueError: If a setting is asked of a pipeline whose ``unet`` is
+            missing or not a ``torch.nn.Module``, or ``compile_mode`` is
+            unknown.
+    """
+    if not (channels_last or compile_unet):
+        return pipe
+    unet = getattr(pipe, 'unet', None)
+    if not isinstance(unet, torch.nn.Module):
+        asked = ' and '.join(n for n, on in (('channels_last', channels_last),
+                                             ('compile_unet', compile_unet))
+                             if on)
+        found = ('no `unet` attribute' if not hasattr(pipe, 'unet') else
+                 f'`unet` = {type(unet).__name__}')
+        raise ValueError(
+            f'{asked} asked of {type(pipe).__name__}, which has {found}: '
+            'expected a UNet-based diffusers pipeline (such as '
+            'StableDiffusionPipeline) whose `unet` is a torch.nn.Module')
+    if compile_unet:
+        _check_compile_mode(compile_mode)
+    if channels_last:
+        unet.to(memory_format=torch.channels_last)
+        vae = getattr(pipe, 'vae', None)
+        if isinstance(vae, torch.nn.Module):
+            vae.to(memory_format=torch.channels_last)
+    if compile_unet and not _is_compiled(unet):
+        unet.compile(mode=compile_mode, backend=compile_backend)
+    return pipe
+
+
+def _describe_speed(config: GenerationConfig) -> str:
+    """The speed settings of ``config`` for the log."""
+    parts = ['channels_last'] if config.channels_last else []
+    if config.compile_unet:
+        backend = getattr(config.compile_backend, '__name__',
+                          config.compile_backend)
+        parts.append(f'compiled UNet (mode {config.compile_mode}, backend '
+                     f'{backend})')
+    return ', '.join(parts) or 'none'
 
 
 class PipelineImage(NamedTuple):
@@ -754,6 +906,8 @@ def generate_images(captions_file: PathLike,
         pipeline (Any, optional): An already built text-to-image pipeline
             with diffusers' call interface, used instead of loading
             ``config.model`` (which then only names it in the metadata).
+            The speed settings of ``config`` are applied to it in place
+            (:func:`apply_speed_settings`; nothing when they are off).
             Defaults to None.
 
     Returns:
@@ -763,7 +917,9 @@ def generate_images(captions_file: PathLike,
         FileNotFoundError: If the model folder or caption file is missing
             (before anything is written).
         ValueError: If ``out_dir`` holds images generated with other
-            settings or another caption file.
+            settings or another caption file (speed settings, batch size
+            and device may differ), or a speed setting is asked of a
+            pipeline without a UNet.
     """
     out_dir = os.fspath(out_dir)
     model = (config.model if pipeline is not None else
@@ -782,14 +938,21 @@ def generate_images(captions_file: PathLike,
     summary = GenerationSummary(assigned=len(items),
                                 already_done=len(items) - len(pending),
                                 skipped_lines=captions.skipped)
-    pipe = pipeline if pipeline is not None else load_pipeline(
-        model, dtype, device, config.scheduler)
+    speed = dict(channels_last=config.channels_last,
+                 compile_unet=config.compile_unet,
+                 compile_mode=config.compile_mode,
+                 compile_backend=config.compile_backend)
+    if pipeline is not None:
+        pipe = apply_speed_settings(pipeline, **speed)
+    else:
+        pipe = load_pipeline(model, dtype, device, config.scheduler, **speed)
     os.makedirs(out_dir, exist_ok=True)
     _write_or_check_meta(out_dir, {**settings, **_pipeline_settings(pipe)},
                          os.fspath(captions_file))
     logger.info(f'rank {info.rank}/{info.world_size} on {device}: '
                 f'{len(items)} captions, {summary.already_done} already done, '
-                f'{len(pending)} to generate')
+                f'{len(pending)} to generate; speed settings: '
+                f'{_describe_speed(config)}')
     _run(pipe, pending, out_dir, config, summary,
          tqdm(total=len(pending), unit='img', disable=not progress,
               desc=f'generate [rank {info.rank}/{info.world_size}]'))

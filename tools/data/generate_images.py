@@ -10,12 +10,15 @@ Several GPUs / nodes (each rank takes the chunks ``c % WORLD_SIZE == RANK``)::
     torchrun --nproc_per_node 8 tools/data/generate_images.py CAPTIONS OUT
 
 Rerunning resumes; output layout and seeding are described in
-``mmpcm/preprocessing/generation.py``.
+``mmpcm/preprocessing/generation.py``. ``--channels-last`` and
+``--compile-unet`` only change speed (images by rounding at most): they are
+not recorded, and a resumed run may add or drop them.
 """
 import argparse
 import logging
 
-from mmpcm.preprocessing.generation import (DEFAULT_MODEL, DTYPES,
+from mmpcm.preprocessing.generation import (DEFAULT_COMPILE_MODE,
+                                            DEFAULT_MODEL, DTYPES,
                                             IMAGE_FORMATS, GenerationConfig,
                                             generate_images)
 from mmpcm.preprocessing.sharding import get_rank_info
@@ -63,6 +66,25 @@ def parse_args() -> argparse.Namespace:
                         help='default: cuda:LOCAL_RANK if CUDA, else cpu')
     parser.add_argument('--no-progress', action='store_true',
                         help='no progress bar')
+    speed = parser.add_argument_group(
+        'speed only', 'change speed, not the images (rounding at most); not '
+        'recorded in generation_meta.json, so a resumed run may change them')
+    speed.add_argument('--channels-last', action='store_true',
+                       help='put the UNet and VAE in channels_last memory '
+                       'format')
+    speed.add_argument('--compile-unet', action='store_true',
+                       help='compile the UNet with torch.compile (compiles '
+                       'at the first batch and once more at the first '
+                       'batch of another size)')
+    speed.add_argument('--compile-mode', default=DEFAULT_COMPILE_MODE,
+                       help='torch.compile mode for --compile-unet, e.g. '
+                       'default, reduce-overhead, max-autotune (default: '
+                       f'{DEFAULT_COMPILE_MODE}: autotuned kernels, no CUDA '
+                       'graphs, as batch sizes vary at chunk ends and on '
+                       'retries)')
+    speed.add_argument('--compile-backend', default='inductor',
+                       help='torch.compile backend for --compile-unet '
+                       "(default: inductor; 'eager' only traces, for tests)")
     return parser.parse_args()
 
 
@@ -77,7 +99,9 @@ def main() -> None:
         seed=args.seed, max_attempts=args.max_attempts,
         min_pixel_std=args.min_std, image_format=args.format,
         chunk_size=args.chunk_size, batch_size=args.batch_size,
-        device=args.device)
+        device=args.device, channels_last=args.channels_last,
+        compile_unet=args.compile_unet, compile_mode=args.compile_mode,
+        compile_backend=args.compile_backend)
     info = get_rank_info()
     summary = generate_images(args.captions, args.out, config, info,
                               progress=not args.no_progress)
