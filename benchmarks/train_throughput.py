@@ -15,10 +15,11 @@ workers, a hand-written forward/backward/step. Every row's speed-up is its
 pairs/s over the reference's.
 
 Then ``--profile-iters`` more iterations of each recipe are split into
-data wait, caption tokenization, neck + encoder, decoder, loss, backward and
-optimizer step (the device synchronised around each part). Before the
-training runs, each data loader is timed alone (``--loader-batches``), and
-so is the caption tokenization the head does inside every step.
+data wait, caption tokenization in the step (none since the loader
+tokenizes: ``PCMCaptionIdsHook``), neck + encoder, decoder, loss, backward
+and optimizer step (the device synchronised around each part). Before the
+training runs, each data loader is timed alone (``--loader-batches``,
+tokenizing as in training), and so is the caption tokenization itself.
 
 Example (GPU, full scale; docs/benchmarks.md has the recorded figures)::
 
@@ -554,11 +555,17 @@ def loader_only(args: argparse.Namespace, runs: Sequence[RunSettings],
         rows.append(['reference: one .npz per sample, np.load',
                      args.ref_batch_size, args.ref_workers,
                      time_loader(loader, args.loader_batches)])
+    from mmpcm.models.utils.vocab import CaptionTokenizer, WordVocabulary
+    tokenizer = CaptionTokenizer(WordVocabulary.load(data.vocab_file),
+                                 max_len=20)
     for run in runs:
         cfg = build_runner_cfg(args, run, shape, data, 1)
         loader = Runner.build_dataloader(cfg.train_dataloader, seed=0)
+        # As PCMCaptionIdsHook sets it up for training: ids in the loader.
+        loader.dataset.set_caption_tokenizer(tokenizer)
         rows.append([f'{run.recipe.name}: packed store, SynthImgCapDataset '
-                     '+ pcm_collate', run.batch_size, run.num_workers,
+                     '+ pcm_collate, captions tokenized', run.batch_size,
+                     run.num_workers,
                      time_loader(loader, args.loader_batches)])
         del loader
     return rows
@@ -569,8 +576,9 @@ def tokenize_cost(vocab_file: str, captions: Sequence[str],
                   repeats: int = 5) -> List[list]:
     """Table rows: ms of ``WordVocabulary.encode_batch`` per batch.
 
-    This is the host-side work the caption head does inside every training
-    step, before the decoder can run.
+    This is the host work that the caption head did inside every training
+    step before ``PCMCaptionIdsHook`` moved it into the loader workers (and
+    still does for string captions).
     """
     from mmpcm.models.utils.vocab import WordVocabulary
     vocab = WordVocabulary.load(vocab_file)

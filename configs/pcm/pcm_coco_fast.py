@@ -4,18 +4,21 @@
 # Needs CUDA (AmpOptimWrapper). Speed: docs/benchmarks.md.
 # PENDING: CIDEr of this recipe vs. the paper recipe (pcm_coco.py) is not
 # checked yet; use pcm_coco.py to reproduce the paper's numbers.
-# torch.compile: NOT mmengine's compile=True here. It compiles the whole
-# train step, and the caption head tokenizes Python strings inside it, so
-# dynamo recompiles for every new batch of captions. Compiling the neck,
-# encoder, decoder and loss in place is what
-# benchmarks/train_throughput.py --compile measures (docs/benchmarks.md).
+# Captions arrive as id rows tokenized in the loader workers
+# (PCMCaptionIdsHook, default_runtime.py); trim_padding=False keeps them at
+# max_len positions, so every step has the same shapes and no host sync
+# (same loss; ready for CUDA graphs or torch.compile). torch.compile of the
+# whole train step (--cfg-options compile=True) then traces the forward and
+# loss without data-dependent graph breaks (checked on CPU with dynamo's
+# eager backend); whether it pays on a GPU is in docs/benchmarks.md.
 _base_ = [
     '../_base_/models/pcm_vit-b32.py',
     '../_base_/datasets/synth_coco_vit-b32.py',
     '../_base_/schedules/noam_fast.py',
     '../_base_/default_runtime.py',
 ]
-model = dict(head=dict(vocab=dict(data_root={{_base_.train_data_root}})))
+model = dict(head=dict(vocab=dict(data_root={{_base_.train_data_root}}),
+                       trim_padding=False))
 # Batch 1024 (the schedule above assumes it); 8 of the 16 cores of a GPU
 # machine load (whether that reaches 20,000 pairs/s: docs/benchmarks.md).
 train_dataloader = dict(batch_size=1024, num_workers=8, prefetch_factor=4)

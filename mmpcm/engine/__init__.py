@@ -1,7 +1,8 @@
-from .hooks import PCMLoadReleaseHook, PCMPredictionDumpHook
+from .hooks import (PCMCaptionIdsHook, PCMLoadReleaseHook,
+                    PCMPredictionDumpHook)
 from .schedulers import NoamLR, NoamParamScheduler, noam_value
 
 __all__ = [
-    'NoamLR', 'NoamParamScheduler', 'PCMLoadReleaseHook',
+    'NoamLR', 'NoamParamScheduler', 'PCMCaptionIdsHook', 'PCMLoadReleaseHook',
     'PCMPredictionDumpHook', 'noam_value'
 ]

@@ -134,8 +134,18 @@ class PCMCaptioner(BaseModel):
 
     def loss(self, inputs: Dict[str, torch.Tensor],
              data_samples: List[DataSample]) -> dict:
-        """CLIP-weighted caption loss of a batch."""
+        """CLIP-weighted caption loss of a batch.
+
+        Captions come tokenized from the data loader (``inputs`` holds
+        ``caption_ids``, ``(B, max_len + 1)``, and ``clip_score``, ``(B,)``;
+        see :class:`~mmpcm.engine.PCMCaptionIdsHook`), or as the data
+        samples' ``gt_caption`` text and ``clip_score``.
+        """
         enc = self.encode(self.extract_feat(inputs))
+        if 'caption_ids' in inputs:
+            return self.head.loss(enc.memory, enc.padding_mask,
+                                  inputs['caption_ids'],
+                                  inputs.get('clip_score'))
         captions = [s.gt_caption for s in data_samples]
         scores = None
         if all('clip_score' in s for s in data_samples):

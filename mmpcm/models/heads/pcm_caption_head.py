@@ -10,7 +10,8 @@ from mmengine.model import BaseModule
 from mmpcm.models.utils.errors import CheckpointMismatchError
 from mmpcm.models.utils.beam_search import Decoded, beam_search, greedy_search
 from mmpcm.models.utils.kv_cache import CachedDecoder
-from mmpcm.models.utils.vocab import WordVocabulary, build_vocabulary
+from mmpcm.models.utils.vocab import (CaptionTokenizer, EncodedCaptions,
+                                      WordVocabulary, build_vocabulary)
 from mmpcm.registry import MODELS
 
 
@@ -65,6 +66,12 @@ class PCMCaptionHead(BaseModule):
             position per step, memory projected once); False re-runs the
             decoder over the whole prefix at every step. Both give the same
             captions up to floating-point rounding. Defaults to True.
+        trim_padding (bool): When training captions come as id rows
+            (tokenized in the data loader), cut the padding columns no
+            caption of the batch uses, as string captions are padded. False
+            keeps every batch at ``max_len`` positions (static shapes, for
+            compiled or graph-captured training steps; the loss is the
+            same). Defaults to True.
         loss (dict | nn.Module): The loss. Defaults to
             ``dict(type='CLIPWeightedCELoss')``.
         init_cfg (dict, optional): Initialisation config. Defaults to None.
@@ -80,6 +87,7 @@ class PCMCaptionHead(BaseModule):
                  max_len: int = 20,
                  beam_size: int = 3,
                  kv_cache: bool = True,
+                 trim_padding: bool = True,
                  loss: Union[dict, nn.Module] = dict(type='CLIPWeightedCELoss'),
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -87,6 +95,7 @@ class PCMCaptionHead(BaseModule):
         self.max_len = max_len
         self.beam_size = beam_size
         self.kv_cache = kv_cache
+        self.trim_padding = trim_padding
         self.word_embed = nn.Embedding(len(self.vocab), model_dim,
                                        padding_idx=self.vocab.pad_id)
         self.register_buffer('pos_table',
@@ -152,23 +161,42 @@ class PCMCaptionHead(BaseModule):
                             tgt_is_causal=True,
                             memory_key_padding_mask=memory_padding)  # (B, L, d)
 
+    @property
+    def tokenizer(self) -> CaptionTokenizer:
+        """What data loaders use to hand this head id rows, not strings."""
+        return CaptionTokenizer(self.vocab, self.max_len)
+
     def loss(self, memory: torch.Tensor, memory_padding: torch.Tensor,
-             captions: List[str],
+             captions: Union[List[str], torch.Tensor],
              clip_scores: Optional[torch.Tensor] = None) -> dict:
         """Teacher-forced loss of the ground-truth captions.
 
         Args:
             memory (torch.Tensor): ``(B, T, d)`` encoder output.
             memory_padding (torch.Tensor): ``(B, T)`` padding mask.
-            captions (list[str]): One caption per image.
+            captions (list[str] | torch.Tensor): One caption per image, as
+                text, or as the ``(B, max_len + 1)`` id rows of
+                :attr:`tokenizer` (tokenized in the data loader).
             clip_scores (torch.Tensor, optional): ``(B,)`` CLIP cosines.
 
         Returns:
             dict: ``{'loss': scalar}``.
         """
-        enc = self.vocab.encode_batch(captions, self.max_len, memory.device)
+        enc = self._encode_captions(captions, memory.device)
         logits = self(enc.input_ids, memory, memory_padding)  # (B, L, V)
         return {'loss': self.loss_module(logits, enc.target_ids, clip_scores)}
+
+    def _encode_captions(self, captions: Union[List[str], torch.Tensor],
+                         device: torch.device) -> EncodedCaptions:
+        if not isinstance(captions, torch.Tensor):
+            return self.vocab.encode_batch(captions, self.max_len, device)
+        if captions.dim() != 2 or captions.shape[1] != self.max_len + 1:
+            raise ValueError(
+                f'Caption id rows must be (batch, max_len + 1) = (B, '
+                f'{self.max_len + 1}), got {tuple(captions.shape)}: they were '
+                'tokenized for another max_len.')
+        return EncodedCaptions.from_rows(captions.long(), self.vocab.pad_id,
+                                         trim=self.trim_padding)
 
     @torch.no_grad()
     def predict(self, memory: torch.Tensor, memory_padding: torch.Tensor,

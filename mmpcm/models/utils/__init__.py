@@ -1,9 +1,11 @@
 from .beam_search import Decoded, beam_search, greedy_search
 from .concepts import ConceptVocabulary
 from .errors import CheckpointMismatchError
-from .vocab import WordVocabulary, build_vocabulary, tokenize_caption
+from .vocab import (CaptionTokenizer, EncodedCaptions, WordVocabulary,
+                    build_vocabulary, tokenize_caption)
 
 __all__ = [
+    'CaptionTokenizer', 'EncodedCaptions',
     'CheckpointMismatchError', 'ConceptVocabulary', 'Decoded', 'WordVocabulary', 'beam_search',
     'build_vocabulary', 'greedy_search', 'tokenize_caption'
 ]

@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Union
 
+import numpy as np
 import torch
 
 _TOKEN_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -42,6 +43,32 @@ class EncodedCaptions:
     """
     input_ids: torch.Tensor
     target_ids: torch.Tensor
+
+    @classmethod
+    def from_rows(cls, rows: torch.Tensor, pad_id: int,
+                  trim: bool = True) -> 'EncodedCaptions':
+        """Split caption rows into decoder inputs and targets.
+
+        Args:
+            rows (torch.Tensor): ``(B, max_len + 1)`` ids as
+                :meth:`WordVocabulary.encode_row` writes them: ``<bos>``,
+                words, ``<eos>``, then ``pad_id``.
+            pad_id (int): The padding id.
+            trim (bool): Cut the padding columns that no caption of the
+                batch uses (the length then varies between batches and is
+                read back from the device). False keeps every batch at
+                ``max_len`` positions: static shapes, for compiled or
+                graph-captured steps. The loss is the same either way.
+                Defaults to True.
+
+        Returns:
+            EncodedCaptions: ``(B, L)`` inputs and targets.
+        """
+        if trim:
+            # <bos> + n words + <eos>: the longest has n + 2 ids, L = n + 1.
+            length = int((rows != pad_id).sum(dim=1).max()) - 1
+            rows = rows[:, :length + 1]  # (B, L + 1)
+        return cls(rows[:, :-1], rows[:, 1:])  # 2 x (B, L)
 
 
 class WordVocabulary:
@@ -168,17 +195,50 @@ class WordVocabulary:
             EncodedCaptions: ``(B, L)`` inputs and targets, ``L`` the longest
             encoded caption plus one.
         """
-        seqs = [self.encode(c)[:max_len - 1] for c in captions]
-        length = max(len(s) for s in seqs) + 1
-        inputs = torch.full((len(seqs), length), self.pad_id, dtype=torch.long)
-        targets = torch.full((len(seqs), length), self.pad_id, dtype=torch.long)
-        for row, seq in enumerate(seqs):
-            ids = torch.tensor(seq, dtype=torch.long)
-            inputs[row, 0] = self.bos_id
-            inputs[row, 1:len(seq) + 1] = ids
-            targets[row, :len(seq)] = ids
-            targets[row, len(seq)] = self.eos_id
-        return EncodedCaptions(inputs.to(device), targets.to(device))
+        rows = np.stack([self.encode_row(c, max_len) for c in captions])
+        return EncodedCaptions.from_rows(
+            torch.from_numpy(rows).to(device), self.pad_id)  # (B, L)
+
+    def encode_row(self, caption: str, max_len: int) -> np.ndarray:
+        """A caption as one fixed-length row of ids, for data loaders.
+
+        The caption is cut to ``max_len - 1`` words, as in
+        :meth:`encode_batch`, which reads the same rows.
+
+        Args:
+            caption (str): Caption text.
+            max_len (int): Number of predicted tokens, ``<eos>`` included.
+
+        Returns:
+            np.ndarray: ``(max_len + 1,)`` int64: ``<bos>``, the word ids,
+            ``<eos>``, then ``<pad>``.
+        """
+        words = self.encode(caption)[:max_len - 1]
+        row = np.full(max_len + 1, self.pad_id, dtype=np.int64)
+        row[0] = self.bos_id
+        row[1:len(words) + 1] = words
+        row[len(words) + 1] = self.eos_id
+        return row
+
+
+@dataclass(frozen=True)
+class CaptionTokenizer:
+    """Encodes training captions the way a caption head reads them.
+
+    Data loaders that call it (``SynthImgCapDataset.set_caption_tokenizer``)
+    move tokenization out of the training step; the head then takes the
+    ``(B, max_len + 1)`` rows instead of strings.
+
+    Attributes:
+        vocab (WordVocabulary): The head's vocabulary.
+        max_len (int): The head's ``max_len``.
+    """
+    vocab: WordVocabulary
+    max_len: int
+
+    def __call__(self, caption: str) -> np.ndarray:
+        """``(max_len + 1,)`` int64 ids of ``caption``."""
+        return self.vocab.encode_row(caption, self.max_len)
 
 
 def build_vocabulary(spec: Union['WordVocabulary', Sequence[str], str, dict]

@@ -1,0 +1,138 @@
+"""Captions tokenized in the data loader (PCMCaptionIdsHook) train exactly
+as captions tokenized in the step."""
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from mmpcm.apis import prepare_cfg
+from mmpcm.datasets import SynthImgCapDataset, pcm_collate
+from mmpcm.models import PCMCaptionHead, WordVocabulary
+from mmpcm.models.utils import EncodedCaptions
+from mmpcm.testing import SMOKE_CAPTIONS, write_smoke_data
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIG = osp.join(ROOT, 'configs', 'pcm', 'pcm_smoke.py')
+
+
+@pytest.fixture(scope='module')
+def smoke_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('caption_ids') / 'data' / 'smoke'
+    write_smoke_data(str(root))
+    return root
+
+
+def _head(max_len=12, **kw):
+    torch.manual_seed(0)
+    vocab = WordVocabulary.from_captions(SMOKE_CAPTIONS[:6], min_count=1)
+    return PCMCaptionHead(vocab, model_dim=16, num_layers=1, num_heads=2,
+                          ffn_dim=32, max_len=max_len, **kw)
+
+
+def test_rows_hold_bos_words_eos_then_padding():
+    head = _head(max_len=5)
+    vocab = head.vocab
+    row = head.tokenizer('A red ball, on the green grass!')  # 7 words, cut
+    assert row.dtype == np.int64 and row.shape == (6,)
+    words = [vocab.words[i] for i in row[1:5]]
+    assert row[0] == vocab.bos_id and words == ['a', 'red', 'ball', 'on']
+    assert row[5] == vocab.eos_id
+    short = head.tokenizer('a zebra')  # unknown word, then padding
+    assert short.tolist() == [vocab.bos_id, vocab._index['a'], vocab.unk_id,
+                              vocab.eos_id, vocab.pad_id, vocab.pad_id]
+    enc = EncodedCaptions.from_rows(torch.from_numpy(np.stack([row, short])),
+                                    vocab.pad_id)
+    ref = vocab.encode_batch(['A red ball, on the green grass!', 'a zebra'],
+                             max_len=5)
+    assert torch.equal(enc.input_ids, ref.input_ids)
+    assert torch.equal(enc.target_ids, ref.target_ids)
+
+
+@pytest.mark.parametrize('trim', [True, False])
+def test_head_loss_from_rows_equals_loss_from_text(trim):
+    head = _head(trim_padding=trim).eval()
+    captions = SMOKE_CAPTIONS[:4]
+    memory, padding = torch.randn(4, 5, 16), torch.zeros(4, 5, dtype=torch.bool)
+    scores = torch.tensor([0.2, 0.3, 0.25, 0.31])
+    rows = torch.from_numpy(np.stack([head.tokenizer(c) for c in captions]))
+    from_text = head.loss(memory, padding, captions, scores)['loss']
+    from_rows = head.loss(memory, padding, rows, scores)['loss']
+    if trim:  # the same arithmetic: bit for bit
+        assert torch.equal(from_text, from_rows)
+    else:  # more (ignored) padding positions: rounding only
+        assert torch.allclose(from_text, from_rows, atol=1e-6)
+    enc = head._encode_captions(rows, torch.device('cpu'))
+    assert enc.input_ids.shape[1] == (10 if trim else 12)  # longest: 9 words
+
+
+def test_rows_of_another_max_len_are_refused():
+    head = _head(max_len=12)
+    rows = torch.from_numpy(np.stack([_head(max_len=8).tokenizer('a dog')]))
+    with pytest.raises(ValueError, match=r'\(B, 13\), got \(1, 9\)'):
+        head.loss(torch.randn(1, 3, 16), torch.zeros(1, 3, dtype=torch.bool),
+                  rows)
+
+
+def test_dataset_emits_ids_and_scores_once_given_a_tokenizer(smoke_root):
+    dataset = SynthImgCapDataset(str(smoke_root / 'train'))
+    assert 'caption_ids' not in dataset[0]['inputs']
+    head = _head()
+    dataset.set_caption_tokenizer(head.tokenizer)
+    batch = pcm_collate([dataset[i] for i in range(3)])
+    inputs = batch['inputs']
+    assert inputs['caption_ids'].shape == (3, 13)
+    assert inputs['caption_ids'].dtype == torch.int64
+    assert inputs['clip_score'].tolist() == pytest.approx([0.3] * 3)
+    texts = [head.vocab.decode(r[1:]) for r in inputs['caption_ids'].tolist()]
+    assert texts == [s.gt_caption for s in batch['data_samples']]
+    captionless = SynthImgCapDataset(str(smoke_root / 'test'),
+                                     with_caption=False, test_mode=True)
+    with pytest.raises(ValueError, match='with_caption=True'):
+        captionless.set_caption_tokenizer(head.tokenizer)
+
+
+def _train(smoke_root, work_dir, hooks, train=True, **head):
+    cfg = Config.fromfile(CONFIG)
+    cfg.work_dir = str(work_dir)
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    cfg.train_cfg.max_epochs = 2
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=100)
+    cfg.custom_hooks = hooks
+    data_root = str(smoke_root)
+    cfg.merge_from_dict({
+        'model.head.vocab.data_root': data_root + '/train',
+        'model.neck.concepts': data_root + '/concepts.safetensors',
+        'train_dataloader.dataset.data_root': data_root + '/train',
+        **{f'model.head.{k}': v for k, v in head.items()}})
+    runner = Runner.from_cfg(prepare_cfg(cfg))
+    if train:
+        runner.train()
+    return runner
+
+
+def test_training_with_loader_ids_is_bitwise_the_text_path(smoke_root,
+                                                           tmp_path):
+    """Same seed, with and without the hook: identical weights after
+    training (same ids, same shapes, so the same dropout draws)."""
+    torch.set_num_threads(1)
+    with_ids = _train(smoke_root, tmp_path / 'ids',
+                      [dict(type='PCMCaptionIdsHook')])
+    dataset = with_ids.train_dataloader.dataset
+    assert dataset.caption_tokenizer is not None
+    assert 'caption_ids' in dataset[0]['inputs']
+    as_text = _train(smoke_root, tmp_path / 'text', [])
+    assert as_text.train_dataloader.dataset.caption_tokenizer is None
+    a, b = with_ids.model.state_dict(), as_text.model.state_dict()
+    assert a.keys() == b.keys() and with_ids.iter == as_text.iter == 4
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    # The comparison can fail: training moved the weights, and untrimmed
+    # rows (other shapes, so other dropout draws) end elsewhere.
+    start = _train(smoke_root, tmp_path / 'init', [], train=False)
+    key = 'head.output.weight'
+    assert not torch.equal(start.model.state_dict()[key], a[key])
+    static = _train(smoke_root, tmp_path / 'static',
+                    [dict(type='PCMCaptionIdsHook')], trim_padding=False)
+    assert not torch.equal(static.model.state_dict()[key], a[key])
