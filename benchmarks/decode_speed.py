@@ -10,13 +10,15 @@ sentence ends early: every batch decodes the full ``max_len`` = 20 steps
 of images per batch that is close to the longest caption, so the figures
 are a mild upper bound).
 
-Rows: a reference (fp32, eager, batch 64 = the configs' test batch), then
-every ``--precision`` x (eager, and compiled with ``--compile``) at
-``--batch-size``. ``--profile`` splits decoding into its parts, the device
-synchronised around each: neck + encoder, the decoder's transformer layers
-(recomputed over the whole prefix every step: no KV cache), its output
-projection (applied to every prefix position, only the last is used), the
-search itself (log-softmax, top-k, gathers) and ids-to-text.
+Rows: a reference (fp32, eager, batch 64 = the configs' test batch, and no
+KV cache: the decoder re-run over the whole prefix at every step, as before
+``PCMCaptionHead(kv_cache=True)``), then every ``--precision`` x (eager, and
+compiled with ``--compile``) x ``--kv-cache`` at ``--batch-size``.
+``--profile`` splits decoding into its parts, the device synchronised around
+each: neck + encoder, the decoder's self-attention, cross-attention and
+feed-forward (with or without the cache: the first ``--kv-cache`` setting),
+its output projection (the new position only), the search itself
+(log-softmax, top-k, gathers) and ids-to-text.
 
 Example (GPU)::
 
@@ -52,14 +54,16 @@ class DecodeSettings:
     precision: str
     batch_size: int
     compile: bool
+    kv_cache: bool = True
     reference: bool = False
 
     @property
     def name(self) -> str:
         if self.reference:
-            return 'reference (fp32, eager)'
+            return 'reference (fp32, eager, no KV cache)'
         mode = 'compiled' if self.compile else 'eager'
-        return f'{self.precision}, {mode}'
+        cache = 'KV cache' if self.kv_cache else 'no KV cache'
+        return f'{self.precision}, {mode}, {cache}'
 
 
 # --------------------------------------------------------------------------
@@ -137,6 +141,7 @@ def run_setting(model, features: Dict[str, torch.Tensor],
                 device: torch.device) -> common.ThroughputResult:
     """Warm up on ``--warmup-batches`` batches, then time all images."""
     host = batches(features, run.batch_size)
+    model.head.kv_cache = run.kv_cache
     with compiled(model, run.compile):
         caption_all(model, host[:args.warmup_batches], device, run.precision)
         common.synchronize(device)
@@ -162,14 +167,19 @@ PARTS = ('neck + encoder', 'decoder self-attention',
 
 
 def _wrap_parts(model, watches: Dict[str, common.Stopwatch],
-                decoder: common.Stopwatch) -> List[tuple]:
-    """Instance-patch the timed methods; returns ``(object, name)`` pairs."""
+                decoder: common.Stopwatch, kv_cache: bool) -> List[tuple]:
+    """Instance-patch the timed methods; returns ``(object, name)`` pairs.
+
+    With the KV cache the decoder's parts are timed on ``CachedDecoder``
+    instead (:func:`_cached_watches`), which calls the layers' linear
+    modules itself: timing those too would count them twice.
+    """
     head = model.head
     patched = [(model, 'encode', watches['neck + encoder']),
                (head.decoder, 'forward', decoder),
                (head.output, 'forward', watches['output projection']),
                (head, 'decode_text', watches['ids to text'])]
-    for layer in head.decoder.layers:
+    for layer in ([] if kv_cache else head.decoder.layers):
         patched += [(layer.self_attn, 'forward',
                      watches['decoder self-attention']),
                     (layer.multihead_attn, 'forward',
@@ -181,34 +191,68 @@ def _wrap_parts(model, watches: Dict[str, common.Stopwatch],
     return [(obj, name) for obj, name, _ in patched]
 
 
+@contextlib.contextmanager
+def _timed_class_methods(cls, watches: Dict[str, common.Stopwatch]):
+    """Time ``cls``'s methods named in ``watches``; restored afterwards."""
+    originals = {name: cls.__dict__[name] for name in watches}
+    for name, watch in watches.items():
+        common.wrap_timed(cls, name, watch)
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(cls, name, original)
+
+
+def _cached_watches(watches: Dict[str, common.Stopwatch],
+                    decoder: common.Stopwatch) -> Dict[str, common.Stopwatch]:
+    """CachedDecoder's methods and the parts they count towards."""
+    return {'__init__': decoder,  # memory K/V projected once per batch
+            'step': decoder,
+            '_self_attention': watches['decoder self-attention'],
+            '_cross_attention': watches['decoder cross-attention'],
+            '_feed_forward': watches['decoder FFN']}
+
+
 def profile(model, features: Dict[str, torch.Tensor],
             args: argparse.Namespace, device: torch.device,
-            precision: str) -> Dict[str, float]:
+            precision: str, kv_cache: bool) -> Dict[str, float]:
     """Seconds per part for ``--profile-batches`` batches (synchronised).
 
     Returns:
         dict: Seconds by part, plus ``total``, ``steps`` (decoder calls per
         batch) and ``positions`` (prefix positions computed per beam row).
     """
+    from mmpcm.models.utils.kv_cache import CachedDecoder
     head = model.head
+    head.kv_cache = kv_cache
     watches = {name: common.Stopwatch(device) for name in PARTS}
     decoder, total = common.Stopwatch(device), common.Stopwatch(device)
     counts = dict(steps=0, positions=0)
-    patched = _wrap_parts(model, watches, decoder)
-    head_decode = head.decode
+    patched = _wrap_parts(model, watches, decoder, kv_cache)
+    head_decode, cached_step = head.decode, CachedDecoder.step
 
     def counted(input_ids, *a, **kw):
         counts['steps'] += 1
         counts['positions'] += input_ids.shape[1]
         return head_decode(input_ids, *a, **kw)
 
+    def counted_step(self, x):
+        counts['steps'] += 1
+        counts['positions'] += 1
+        return cached_step(self, x)
+
     head.decode = counted
     patched.append((head, 'decode'))
     host = batches(features, args.batch_size[0])[:args.profile_batches]
+    CachedDecoder.step = counted_step
     try:
-        with total.section():
+        with _timed_class_methods(CachedDecoder,
+                                  _cached_watches(watches, decoder)), \
+                total.section():
             caption_all(model, host, device, precision)
     finally:
+        CachedDecoder.step = cached_step
         for obj, name in patched:
             obj.__dict__.pop(name, None)
     seconds = {k: w.seconds for k, w in watches.items()}
@@ -219,6 +263,7 @@ def profile(model, features: Dict[str, torch.Tensor],
     seconds['total'] = total.seconds
     seconds['steps'] = counts['steps'] / len(host)
     seconds['positions'] = counts['positions'] / len(host)
+    seconds['kv_cache'] = kv_cache
     return seconds
 
 
@@ -251,16 +296,18 @@ def profile_report(parts: Dict[str, float],
     cached = dims.decode_flops_per_row(steps, cached=True)
     flops = [[k, now[k] / 1e9, f'{100 * now[k] / now["total"]:.0f}%',
               cached[k] / 1e9] for k in now]
+    mode = ('KV cache' if parts['kv_cache'] else
+            'no KV cache: the whole prefix every step')
     lines = [
         common.format_table(['part', 'seconds', 'share'], rows), '',
-        f'Decoder calls per batch: {steps}; prefix positions computed per '
-        f'beam row: {parts["positions"]:.0f}, of which {steps} are new '
-        f'({parts["positions"] / max(steps, 1):.1f}x: no KV cache; only the '
-        'new position is projected to the vocabulary).', '',
-        'Decoder arithmetic per beam row (GFLOP), this code vs. a KV cache '
-        'with the memory K/V projected once and logits for the new '
-        f'position only ({now["total"] / cached["total"]:.1f}x fewer):',
-        common.format_table(['part', 'now', 'share', 'KV cache'], flops)]
+        f'Decoder calls per batch: {steps}; positions computed per beam '
+        f'row: {parts["positions"]:.0f} ({mode}; only the new position is '
+        'projected to the vocabulary).', '',
+        'Decoder arithmetic per beam row (GFLOP), without vs. with the KV '
+        'cache (memory K/V projected once, one new position per step; '
+        f'{now["total"] / cached["total"]:.1f}x fewer):',
+        common.format_table(['part', 'no cache', 'share', 'KV cache'],
+                            flops)]
     return '\n'.join(lines)
 
 
@@ -283,8 +330,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--compile', action='store_true',
                    help='also measure each row with the encoder and decoder '
                    'torch.compile\'d')
+    p.add_argument('--kv-cache', nargs='+', choices=['on', 'off'],
+                   default=['on'], help='decode with and/or without the key/'
+                   'value cache (the first is profiled)')
     p.add_argument('--no-reference', action='store_true',
-                   help='skip the batch-64 fp32 eager reference row')
+                   help='skip the batch-64 fp32 eager no-cache reference row')
     p.add_argument('--warmup-batches', type=int, default=1)
     p.add_argument('--profile', action='store_true',
                    help='split decoding into parts and list the top ops')
@@ -304,12 +354,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def settings(args: argparse.Namespace) -> List[DecodeSettings]:
     runs = [] if args.no_reference else [
-        DecodeSettings('fp32', REFERENCE_BATCH, False, reference=True)]
+        DecodeSettings('fp32', REFERENCE_BATCH, False, kv_cache=False,
+                       reference=True)]
     for precision in args.precision:
         for batch in args.batch_size:
-            runs.append(DecodeSettings(precision, batch, False))
-            if args.compile:
-                runs.append(DecodeSettings(precision, batch, True))
+            for cache in args.kv_cache:
+                runs.append(DecodeSettings(precision, batch, False,
+                                           kv_cache=cache == 'on'))
+                if args.compile:
+                    runs.append(DecodeSettings(precision, batch, True,
+                                               kv_cache=cache == 'on'))
     return runs
 
 
@@ -350,8 +404,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parts = None
     if args.profile:
         precision = args.precision[0]
-        parts = profile(model, features, args, device, precision)
-        print(f'\nDecoding parts, {precision}, eager, batch '
+        parts = profile(model, features, args, device, precision,
+                        kv_cache=args.kv_cache[0] == 'on')
+        print(f'\nDecoding parts, {precision}, eager, kv_cache '
+              f'{args.kv_cache[0]}, batch '
               f'{args.batch_size[0]}, {args.profile_batches} batch(es), '
               'device synchronised around each part:')
         print(profile_report(parts, common.ModelDims.of(model)))

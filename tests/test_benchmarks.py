@@ -77,17 +77,27 @@ def test_decode_speed_smoke(tmp_path, capsys):
     bench.main([
         '--num-images', '6', '--batch-size', '3', '--beam', '2',
         '--max-len', '3', '--vocab-size', '64', '--profile',
+        '--kv-cache', 'on', 'off',
         '--workdir', str(tmp_path), '--json', str(out_json),
         '--cfg-options', *SMALL_MODEL])
     text = capsys.readouterr().out
-    assert '| reference (fp32, eager)' in text and '| fp32, eager' in text
+    assert '| reference (fp32, eager, no KV cache)' in text
+    assert '| fp32, eager, KV cache' in text
+    assert '| fp32, eager, no KV cache' in text
     result = json.loads(out_json.read_text())
-    assert [r['items'] for r in result['runs']] == [6, 6]
+    assert [r['items'] for r in result['runs']] == [6, 6, 6]
     assert all(r['per_second'] > 0 for r in result['runs'])
-    parts = result['profile']
-    assert parts['steps'] <= 3 and parts['decoder cross-attention'] > 0
+    parts = result['profile']  # profiled with the cache: one position a step
+    assert parts['kv_cache'] and parts['positions'] == parts['steps'] <= 3
+    assert parts['decoder cross-attention'] > 0
+    assert parts['decoder self-attention'] > 0 and parts['decoder FFN'] > 0
+    assert all(parts[k] >= 0 for k in bench.PARTS)  # nothing counted twice
     assert parts['total'] == pytest.approx(
         sum(parts[k] for k in bench.PARTS), rel=1e-6)
+    # The class methods timed for the profile are restored afterwards.
+    from mmpcm.models.utils.kv_cache import CachedDecoder
+    assert CachedDecoder.step.__qualname__ == 'CachedDecoder.step'
+    assert CachedDecoder.__init__.__qualname__ == 'CachedDecoder.__init__'
 
 
 def test_word_list_and_captions():

@@ -179,7 +179,6 @@ class CachedDecoder:
         out = _merge_heads(out).reshape(rows, 1, d)  # (B', 1, d)
         return attn.out_proj(out)
 
-    @staticmethod
-    def _feed_forward(layer: nn.TransformerDecoderLayer,
+    def _feed_forward(self, layer: nn.TransformerDecoderLayer,
                       x: torch.Tensor) -> torch.Tensor:
         return layer.linear2(layer.activation(layer.linear1(x)))  # (B', 1, d)
