@@ -101,3 +101,30 @@ def test_shrunken_job_end_to_end(tmp_path):
     # A rebuilt world with other settings is refused, not mixed.
     with pytest.raises(ValueError, match='world.json'):
         build_world(root, WorldConfig(num_corpus_scenes=41))
+
+
+def test_a_finished_variant_is_not_trained_again(tmp_path, monkeypatch):
+    """train_variant takes the final checkpoint once mmengine has named it
+    in last_checkpoint; an earlier one means the run must train."""
+    from mmengine.runner import Runner
+
+    from mmpcm.toyworld import experiment
+    config = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                      'configs', 'pcm', 'pcm_toyworld.py')
+    work = tmp_path / 'seed0'
+    work.mkdir()
+    final = work / 'epoch_10.pth'
+    final.write_bytes(b'done')
+    (work / 'last_checkpoint').write_text(str(final))
+
+    def no_training(cfg):
+        raise AssertionError('trained again')
+
+    monkeypatch.setattr(Runner, 'from_cfg', staticmethod(no_training))
+    got = experiment.train_variant(config, str(tmp_path / 'world'),
+                                   str(work), seed=0)
+    assert got == str(final)
+    (work / 'last_checkpoint').write_text(str(work / 'epoch_9.pth'))
+    with pytest.raises(AssertionError, match='trained again'):
+        experiment.train_variant(config, str(tmp_path / 'world'), str(work),
+                                 seed=0)

@@ -52,14 +52,31 @@ def load_variant_cfg(config: str, world_root: str, work_dir: str, seed: int,
 
 def train_variant(config: str, world_root: str, work_dir: str, seed: int,
                   options: Optional[dict] = None) -> str:
-    """Train one variant; returns its final checkpoint."""
+    """Train one variant; returns its final checkpoint.
+
+    A run whose final checkpoint is already complete is not trained again:
+    mmengine names a checkpoint in ``last_checkpoint`` only after writing
+    it, so a checkpoint cut off mid-write is never taken as done.
+    """
     from mmpcm.apis import naming_checkpoint, prepare_cfg
     cfg = prepare_cfg(load_variant_cfg(config, world_root, work_dir, seed,
                                        options))
+    final = osp.join(work_dir, f'epoch_{cfg.train_cfg.max_epochs}.pth')
+    if _last_checkpoint(work_dir) == osp.abspath(final):
+        return final
     runner = Runner.from_cfg(cfg)
     with naming_checkpoint(runner):
         runner.train()
-    return osp.join(work_dir, f'epoch_{cfg.train_cfg.max_epochs}.pth')
+    return final
+
+
+def _last_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint mmengine last finished writing in ``work_dir``."""
+    marker = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(marker):
+        return None
+    with open(marker, encoding='utf-8') as f:
+        return osp.abspath(f.read().strip())
 
 
 def test_variant(config: str, world_root: str, work_dir: str,
