@@ -277,7 +277,8 @@ def build_runner_cfg(args: argparse.Namespace, run: RunSettings,
     cfg.launcher = 'none'
     _set_precision(cfg, run.amp)
     if run.compile == 'train_step':
-        cfg.compile = True
+        cfg.compile = (dict(mode=args.compile_mode) if args.compile_mode
+                       else True)
     return prepare_cfg(cfg)
 
 
@@ -363,7 +364,9 @@ def run_recipe(args: argparse.Namespace, run: RunSettings,
     cfg = build_runner_cfg(args, run, shape, data, total)
     runner = Runner.from_cfg(cfg)
     if run.compile == 'modules':
-        common.compile_modules(_unwrap(runner.model), COMPILE_TARGETS)
+        options = dict(mode=args.compile_mode) if args.compile_mode else {}
+        common.compile_modules(_unwrap(runner.model), COMPILE_TARGETS,
+                               **options)
     timer = build_timer_hook(args.warmup_iters, args.iters,
                              args.profile_iters, device,
                              instrument=run.compile != 'train_step')
@@ -685,8 +688,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    choices=['modules', 'train_step'],
                    help='torch.compile: "modules" (default) compiles the '
                    'neck, encoder, decoder and loss in place; "train_step" '
-                   'is mmengine\'s compile=True (recompiles on new caption '
-                   'strings)')
+                   'is mmengine\'s compile=True on the whole train step '
+                   '(with --cfg-options model.head.trim_padding=False for '
+                   'fixed shapes)')
+    p.add_argument('--compile-mode', default=None,
+                   help='torch.compile mode, e.g. reduce-overhead (CUDA '
+                   'graphs) or max-autotune (default: torch\'s)')
     p.add_argument('--no-reference', action='store_true',
                    help='skip the reference loop (no ratio column)')
     p.add_argument('--vocab-size', type=int, default=common.COCO_VOCAB_SIZE)
