@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Every GPU benchmark of docs/benchmarks.md in one go, each step under its
+# own time limit, so that a machine held for a limited time returns what it
+# measured. Results: OUT_DIR/<step>.json (the figures) and <step>.log.
+#
+# Usage: bash benchmarks/run_all.sh OUT_DIR [STEP ...]
+#   steps, in the order given (default: train decode extract generate):
+#     train     paper + fast recipe + the reference loop, 542,401 pairs
+#     decode    5,000 images, beam 3, fp32/bf16, KV cache on/off, profiled
+#     extract   ViT-B/32 + ViT-L/14 from 512 px JPEGs, PIL workers and
+#               decoding on the device
+#     generate  SD v1.5 at 512 px: diffusers' default call vs mmpcm's
+#               settings (no compiled row: compilation takes minutes)
+#     compile   torch.compile rows: fast recipe whole train step, paper
+#               recipe with CUDA graphs, compiled decoding and UNet
+# Time limits per step (seconds) come from LIMIT_<STEP>, e.g.
+# LIMIT_TRAIN=240. Python: $PYTHON (default python3). The scripts put this
+# tree first on sys.path, so mmpcm need not be installed, only its
+# dependencies.
+set -uo pipefail
+if [ $# -lt 1 ]; then
+    sed -n '2,19p' "$0"
+    exit 2
+fi
+OUT="$1"
+shift
+STEPS=("$@")
+[ ${#STEPS[@]} -eq 0 ] && STEPS=(train decode extract generate)
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PY="${PYTHON:-python3}"
+WORK="${WORKDIR:-$ROOT/work_dirs/benchmarks}"
+mkdir -p "$OUT" "$WORK"
+export PYTHONUNBUFFERED=1
+
+run() {  # run NAME LIMIT SCRIPT ARGS...
+    local name="$1" limit="$2" script="$3"
+    shift 3
+    echo "== $name (limit ${limit}s): $script $*" | tee -a "$OUT/steps.log"
+    local start=$SECONDS
+    timeout --kill-after=10 "$limit" "$PY" "$ROOT/benchmarks/$script" \
+        --workdir "$WORK" --json "$OUT/$name.json" "$@" \
+        >"$OUT/$name.log" 2>&1
+    local rc=$?
+    echo "== $name: exit $rc after $((SECONDS - start))s" \
+        | tee -a "$OUT/steps.log"
+}
+
+for step in "${STEPS[@]}"; do
+    case "$step" in
+    train)
+        run train "${LIMIT_TRAIN:-300}" train_throughput.py \
+            --recipe paper fast --link-shards --ref-num-pairs 10000 ;;
+    decode)
+        run decode "${LIMIT_DECODE:-180}" decode_speed.py \
+            --batch-size 1000 --precision fp32 bf16 --kv-cache on off \
+            --profile ;;
+    extract)
+        run extract "${LIMIT_EXTRACT:-240}" extract_speed.py \
+            --num-images 8192 --batch-size 256 --workers 8 15 --gpu-decode ;;
+    generate)
+        run generate "${LIMIT_GENERATE:-300}" generate_speed.py ;;
+    compile)
+        run compile_train_fast "${LIMIT_COMPILE:-300}" train_throughput.py \
+            --recipe fast --compile train_step --no-reference --link-shards \
+            --iters 100
+        run compile_train_paper "${LIMIT_COMPILE:-300}" train_throughput.py \
+            --recipe paper --compile train_step --compile-mode reduce-overhead \
+            --no-reference --link-shards --iters 300 \
+            --cfg-options model.head.trim_padding=False
+        run compile_decode "${LIMIT_COMPILE:-300}" decode_speed.py \
+            --batch-size 1000 --precision bf16 --compile --no-reference
+        run compile_generate "${LIMIT_COMPILE:-300}" generate_speed.py \
+            --compile ;;
+    *)
+        echo "unknown step: $step (train, decode, extract, generate, compile)" >&2
+        exit 2 ;;
+    esac
+done
