@@ -20,12 +20,14 @@ Rows per ``--model``, so the bottleneck is visible:
 * end to end: ``extract_features`` into a temporary store, with the largest
   worker count (steady state: after the first batch; and the whole call,
   worker start-up and store merge included);
-* with ``--gpu-decode``: the workers only read the files' bytes, the JPEGs
-  are decoded on the device (``torchvision.io.decode_jpeg(device=...)``,
-  nvJPEG on CUDA), resized and cropped there (bicubic, antialiased, as
-  open_clip's transform), encoded and written to a store. This is not what
-  ``extract_features`` does (it decodes with PIL on the host); the pixel
-  difference to the PIL path is printed with it.
+* with ``--gpu-decode``: ``extract_features`` with ``decode='device'``
+  (the tool's ``--decode device``): the workers only read the files' bytes,
+  the JPEGs are decoded on the device (``torchvision.io.decode_jpeg(
+  device=...)``, nvJPEG on CUDA), resized and cropped there (bicubic,
+  antialiased, as open_clip's transform:
+  :func:`~mmpcm.preprocessing.extraction.device_preprocess`, the tool's own
+  function), encoded and written to a store; and the files-only loader. The
+  pixel difference to the PIL path is printed with it.
 
 Example (one GPU; the issue's target is >= 2,000 images/s for ViT-B/32)::
 
@@ -323,13 +325,29 @@ def model_only(extractor, args, device: torch.device
 
 
 def end_to_end(items: Sequence, spec, extractor, args, workers: int,
-               device: torch.device) -> common.ThroughputResult:
-    """``extract_features`` of every item into a temporary store."""
+               device: torch.device,
+               decode: str = 'cpu') -> common.ThroughputResult:
+    """``extract_features`` of every item into a temporary store.
+
+    Args:
+        items (Sequence[ExtractionItem]): The JPEGs.
+        spec (CLIPSpec): The model (for the store's settings).
+        extractor (CLIPFeatureExtractor): The model, built once.
+        args (argparse.Namespace): The command line.
+        workers (int): DataLoader workers.
+        device (torch.device): Where CLIP runs.
+        decode (str): ``ExtractionConfig.decode``: ``'cpu'`` (PIL in the
+            workers) or ``'device'``. Defaults to 'cpu'.
+
+    Returns:
+        ThroughputResult: The row.
+    """
     from mmpcm.preprocessing.extraction import (ExtractionConfig,
                                                 extract_features)
     from mmpcm.preprocessing.sharding import RankInfo
     config = ExtractionConfig(batch_size=args.batch_size, num_workers=workers,
-                              device=str(device), amp=args.amp is not None)
+                              device=str(device), amp=args.amp is not None,
+                              decode=decode)
     out = tempfile.mkdtemp(prefix='extract_', dir=args.workdir)
     log = CallLog(extractor, 'encode_images', device)
     try:
@@ -343,12 +361,18 @@ def end_to_end(items: Sequence, spec, extractor, args, workers: int,
         log.restore()
         shutil.rmtree(out, ignore_errors=True)
     assert summary.extracted == len(items), summary
+    if decode == 'cpu':
+        name = f'end to end: extract_features, {workers} workers'
+        note = 'store written'
+    else:
+        decoder = 'nvJPEG' if device.type == 'cuda' else 'torchvision'
+        name = (f'end to end: {decoder} decode on {device.type} '
+                f'(extract_features --decode device), {workers} workers')
+        note = 'decode + resize on the device, store written'
     return common.ThroughputResult(
-        f'end to end: extract_features, {workers} workers',
-        common.describe_device(device), args.batch_size,
+        name, common.describe_device(device), args.batch_size,
         max(len(log.calls) - 1, 0), seconds, len(items),
-        f'store written; steady state after the first batch; '
-        f'{_amp_name(args)}',
+        f'{note}; steady state after the first batch; {_amp_name(args)}',
         extra=dict(steady_per_second=log.steady_rate(),
                    whole_call_per_second=len(items) / seconds,
                    model_share=log.busy_seconds() / seconds))
@@ -357,118 +381,61 @@ def end_to_end(items: Sequence, spec, extractor, args, workers: int,
 # --------------------------------------------------------------------------
 # decoding on the device
 # --------------------------------------------------------------------------
-class FileBytes(torch.utils.data.Dataset):
-    """The raw bytes of each item's file (1-D uint8 tensor), not decoded."""
+def device_size(extractor) -> int:
+    """CLIP's input side, if the device path copies this model's transform.
 
-    def __init__(self, items: Sequence) -> None:
-        self.paths = [it.path for it in items]
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        # Not torchvision.io.read_file: its tensors cannot be sent from a
-        # worker (sharing their storage fails with EBADF).
-        return torch.from_numpy(np.fromfile(self.paths[i], dtype=np.uint8))
-
-
-def _as_list(batch: List[torch.Tensor]) -> List[torch.Tensor]:
-    return batch
+    Raises:
+        SystemExit: If it does not (see
+            :func:`~mmpcm.preprocessing.extraction.device_transform_size`).
+    """
+    from mmpcm.preprocessing.extraction import device_transform_size
+    try:
+        return device_transform_size(extractor.transform)
+    except ValueError as err:
+        raise SystemExit(f'--gpu-decode: {err}') from None
 
 
-def device_preprocess(data: List[torch.Tensor], size: int,
-                      device: torch.device) -> torch.Tensor:
-    """Decode JPEG bytes on ``device``, resize and center-crop to ``size``.
-
-    As open_clip's eval transform: shortest side to ``size`` (bicubic,
-    antialiased), center crop, rounded to uint8.
+def pixel_difference(items: Sequence, extractor, device: torch.device,
+                     count: int = 32) -> float:
+    """Mean |device path - PIL path| (0-255) over the first ``count`` images.
 
     Args:
-        data (list[Tensor]): Encoded JPEG files (1-D uint8, host).
-        size (int): CLIP's input side.
-        device (torch.device): Where to decode (nvJPEG on CUDA).
+        items (Sequence[ExtractionItem]): The JPEGs.
+        extractor (CLIPFeatureExtractor): Its PIL transform is the
+            reference.
+        device (torch.device): Where to decode and resize.
+        count (int): Images compared. Defaults to 32.
 
     Returns:
-        Tensor: ``(B, 3, size, size)`` uint8 on ``device``.
+        float: The mean absolute difference of the uint8 inputs.
     """
-    from torchvision.io import ImageReadMode, decode_jpeg
-    from torchvision.transforms.v2 import InterpolationMode
-    from torchvision.transforms.v2 import functional as F
-    images = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-    groups = ([torch.stack(images)] if len({i.shape for i in images}) == 1
-              else [i[None] for i in images])
-    out = []
-    for group in groups:
-        x = F.resize(group.float(), [size], InterpolationMode.BICUBIC,
-                     antialias=True)
-        out.append(F.center_crop(x, [size, size]))
-    return torch.cat(out).round_().clamp_(0, 255).to(torch.uint8)
-
-
-def _check_transform(extractor) -> None:
-    """The device path copies open_clip's default eval transform only."""
-    cfg = getattr(extractor.model.visual, 'preprocess_cfg', None) or {}
-    if cfg.get('interpolation', 'bicubic') != 'bicubic' or cfg.get(
-            'resize_mode', 'shortest') != 'shortest':
-        raise SystemExit(f'--gpu-decode copies open_clip\'s bicubic '
-                         f'shortest-side transform; this model has {cfg}')
-
-
-def pixel_difference(items: Sequence, extractor,
-                     device: torch.device) -> float:
-    """Mean |device path - PIL path| (0-255) over the first few images."""
-    from mmpcm.preprocessing.extraction import _load_image
-    few = list(items[:8])
+    from mmpcm.preprocessing.extraction import _load_image, device_preprocess
+    few = list(items[:count])
     pil = torch.stack([_load_image(it.path, extractor.transform)[0]
-                       for it in few])
-    dev = device_preprocess([FileBytes(few)[i] for i in range(len(few))],
-                            extractor.backbone.image_size, device)
+                       for it in few])  # (B, 3, S, S)
+    data = [torch.from_numpy(np.fromfile(it.path, dtype=np.uint8))
+            for it in few]  # B x (num_bytes, )
+    dev = device_preprocess(data, device_size(extractor),
+                            device)  # (B, 3, S, S)
     return (dev.cpu().float() - pil.float()).abs().mean().item()
 
 
-def read_only(items: Sequence, args, workers: int) -> common.ThroughputResult:
-    """The bytes-reading DataLoader of ``--gpu-decode`` alone."""
-    loader = _loader(FileBytes(items), _as_list, args.batch_size, workers,
-                     False)
-    iters, n, seconds = time_batches(iter(loader), args.warmup_batches, len)
+def read_only(items: Sequence, transform: Callable, args,
+              workers: int) -> common.ThroughputResult:
+    """The DataLoader of ``--decode device`` alone: workers read the files
+    and check their JPEG headers, nothing is decoded."""
+    from mmpcm.preprocessing.extraction import _collate, _ImageDataset
+    loader = _loader(_ImageDataset(items, range(len(items)), transform,
+                                   decode='device'),
+                     _collate, args.batch_size, workers, False)
+    iters, n, seconds = time_batches(
+        iter(loader), args.warmup_batches,
+        lambda b: len(b['encoded_positions']) + len(b['positions']))
     return common.ThroughputResult(
         f'read files only, {workers} workers',
         common.describe_device(torch.device('cpu')), args.batch_size, iters,
-        seconds, n, 'file bytes (DataLoader, no decode)')
-
-
-def device_end_to_end(items: Sequence, extractor, args, workers: int,
-                      device: torch.device) -> common.ThroughputResult:
-    """Bytes -> device decode + resize -> CLIP -> float16 feature store."""
-    from mmpcm.datasets.feature_store import FeatureStoreWriter
-    size = extractor.backbone.image_size
-    loader = _loader(FileBytes(items), _as_list, args.batch_size, workers,
-                     False)
-    out = tempfile.mkdtemp(prefix='extract_dev_', dir=args.workdir)
-    writer = FeatureStoreWriter(out, extractor.clip_info, 4096)
-    done = [0]
-
-    def step(batch: List[torch.Tensor]) -> None:
-        images = device_preprocess(batch, size, device)
-        patches, globals_ = extractor.encode_images(images)
-        records = [dict(image_id=items[done[0] + i].image_id,
-                        image=items[done[0] + i].relpath)
-                   for i in range(len(batch))]
-        writer.add(patches, globals_, records)
-        done[0] += len(batch)
-
-    try:
-        iters, n, seconds = time_batches(iter(loader), args.warmup_batches,
-                                         len, step)
-        writer.close()
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
-    name = 'nvJPEG' if device.type == 'cuda' else 'torchvision'
-    return common.ThroughputResult(
-        f'end to end: {name} decode on {device.type}, {workers} workers',
-        common.describe_device(device), args.batch_size, iters, seconds, n,
-        f'not mmpcm\'s path; decode + resize on the device, store written; '
-        f'{_amp_name(args)}')
+        seconds, n, 'file bytes + JPEG header check (the --decode device '
+        'DataLoader, no decode)')
 
 
 # --------------------------------------------------------------------------
@@ -495,11 +462,12 @@ def run_model(key: str, items: Sequence, args,
     outcome.rows.append(end_to_end(items, spec, extractor, args,
                                    max(args.workers), device))
     if args.gpu_decode:
-        _check_transform(extractor)
         outcome.pixel_diff = pixel_difference(items, extractor, device)
-        outcome.rows.append(read_only(items, args, max(args.workers)))
-        outcome.rows.append(device_end_to_end(items, extractor, args,
-                                              max(args.workers), device))
+        outcome.rows.append(read_only(items, extractor.transform, args,
+                                      max(args.workers)))
+        outcome.rows.append(end_to_end(items, spec, extractor, args,
+                                       max(args.workers), device,
+                                       decode='device'))
     for row in outcome.rows:
         rate = row.extra.get('steady_per_second', row.per_second)
         print(f'  {row.name}: {rate:,.1f} images/s')
@@ -581,8 +549,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help='autocast dtype on CUDA (default fp16, mmpcm\'s; '
                    'none on CPU)')
     p.add_argument('--gpu-decode', action='store_true',
-                   help='also decode the JPEGs on the device '
-                   '(torchvision.io.decode_jpeg; nvJPEG on CUDA)')
+                   help='also extract with the JPEGs decoded on the device '
+                   '(extract_features --decode device: '
+                   'torchvision.io.decode_jpeg, nvJPEG on CUDA)')
     p.add_argument('--warmup-batches', type=int, default=2,
                    help='untimed batches of each row')
     p.add_argument('--model-iters', type=int, default=20,

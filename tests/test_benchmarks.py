@@ -124,14 +124,18 @@ def test_extract_speed_smoke(tmp_path, capsys):
     text = capsys.readouterr().out
     for row in ('| vit-b32 | decode only, 0 workers', '| vit-b32 | model only',
                 'end to end: extract_features, 1 workers',
-                'end to end: torchvision decode on cpu', 'bottleneck',
-                'target >= 2,000 images/s'):
+                'end to end: torchvision decode on cpu (extract_features '
+                '--decode device), 1 workers', 'read files only, 1 workers',
+                'bottleneck', 'target >= 2,000 images/s'):
         assert row in text
     result = json.loads(out_json.read_text())
     rows = result['models'][0]['rows']
     assert all(r['per_second'] > 0 for r in rows)
     e2e = next(r for r in rows if r['name'].startswith('end to end: ext'))
     assert e2e['items'] == 6 and e2e['extra']['steady_per_second'] > 0
+    # --gpu-decode runs the tool's --decode device path into a store.
+    dev = next(r for r in rows if '--decode device' in r['name'])
+    assert dev['items'] == 6 and dev['extra']['steady_per_second'] > 0
     # The device path reproduces the PIL transform up to rounding.
     assert result['models'][0]['pixel_diff'] < 1.0
     with Image.open(tmp_path / 'jpeg512' / 'img_0000005.jpg') as img:

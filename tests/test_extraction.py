@@ -5,6 +5,7 @@ import json
 import os
 import os.path as osp
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import open_clip
@@ -20,8 +21,12 @@ from mmpcm.datasets.collate import pcm_collate
 from mmpcm.datasets.feature_store import FeatureStore
 from mmpcm.datasets.synth_imgcap import SynthImgCapDataset
 from mmpcm.models.utils import WordVocabulary
+from mmpcm.preprocessing import extraction
 from mmpcm.preprocessing.extraction import (CLIPFeatureExtractor, CLIPSpec,
                                             ExtractionConfig,
+                                            clip_image_transform,
+                                            device_preprocess,
+                                            device_transform_size,
                                             extract_features,
                                             items_from_folder,
                                             items_from_generated,
@@ -370,3 +375,217 @@ def test_missing_weights_and_duplicate_ids(data, tmp_path):
     (tmp_path / 'list.txt').write_text('x/a.jpg\ny/a.png\n')
     with pytest.raises(ValueError, match="image id 'a'.*used by both"):
         items_from_list(tmp_path / 'list.txt')
+
+
+# --------------------------------------------------------------------------
+# decoding on the device (torchvision's CPU decoder stands in for nvJPEG)
+# --------------------------------------------------------------------------
+# Tolerances of decode='device' against the PIL path, for the tiny random
+# CLIP. The uint8 inputs differ by at most 2 levels (mean about 0.16: another
+# bicubic resampler, rounding once instead of after each pass); through the
+# tiny CLIP that moved the stored features by at most 7e-4 (unit-norm global
+# embeddings, fp16) and 0.035 (patch tokens, mean |value| 0.8) when
+# measured. The tolerances leave 3-7x headroom above that, and stay 8x and
+# 30x below the smallest difference between the features of two different
+# test images (0.042 and 3.2), so a swapped or garbage image cannot pass.
+GLOBAL_ATOL = 5e-3
+PATCH_ATOL = 0.1
+
+
+def _assert_features_close(root: str, ref_root: str) -> None:
+    ids, patches, globals_ = _arrays(root)
+    ref_ids, ref_patches, ref_globals = _arrays(ref_root)
+    assert ids == ref_ids
+    np.testing.assert_allclose(globals_.astype(np.float32),
+                               ref_globals.astype(np.float32),
+                               atol=GLOBAL_ATOL, rtol=0)
+    np.testing.assert_allclose(patches.astype(np.float32),
+                               ref_patches.astype(np.float32),
+                               atol=PATCH_ATOL, rtol=0)
+
+
+def _source(root: str) -> dict:
+    with open(osp.join(root, 'extraction_source.json')) as f:
+        return json.load(f)
+
+
+def test_tool_decode_device_matches_the_pil_path(reference, data, tmp_path):
+    """--decode device (on the CPU here) stores what the PIL path stores, up
+    to rounding, and records the mode."""
+    out = str(tmp_path / 'store')
+    argv = ['extract_features.py', out, '--generated', data['generated'],
+            '--captions', data['captions'], '--model-cfg',
+            data['clip'].model_cfg, '--pretrained', data['clip'].weights,
+            '--batch-size', '4', '--workers', '2', '--shard-size', '3',
+            '--decode', 'device', '--no-progress']
+    old = sys.argv
+    sys.argv = argv
+    try:
+        _load_tool().main()
+    finally:
+        sys.argv = old
+    _assert_features_close(out, reference)
+    store, ref = FeatureStore(out), FeatureStore(reference)
+    assert [(r['image_id'], r['caption'], r['image']) for r in store.records
+            ] == [(r['image_id'], r['caption'], r['image'])
+                  for r in ref.records]
+    np.testing.assert_array_equal(store.load_array('text_embeds.npy'),
+                                  ref.load_array('text_embeds.npy'))
+    np.testing.assert_allclose(
+        [r['clip_score'] for r in store.records],
+        [r['clip_score'] for r in ref.records], atol=2 * GLOBAL_ATOL)
+    assert (_source(out)['decode'], _source(reference)['decode']) == (
+        'device', 'cpu')
+    with open(osp.join(out, 'extraction_info.json')) as f:
+        assert json.load(f)['source']['decode'] == 'device'
+
+
+def _noisy_jpegs(folder: str, sizes: list) -> None:
+    """Colour fields with noise, one JPEG per size (quality 95)."""
+    os.makedirs(folder)
+    rng = np.random.default_rng(0)
+    for i, (w, h) in enumerate(sizes):
+        base = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        smooth = np.asarray(Image.fromarray(base).resize((w, h),
+                                                         Image.BICUBIC))
+        noisy = smooth + rng.normal(0, 8, (h, w, 3))  # (H, W, 3)
+        Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(
+            osp.join(folder, f'{i:02d}.jpg'), quality=95)
+
+
+def test_device_preprocess_resizes_and_crops_like_pil(data, tmp_path):
+    """Larger and non-square JPEGs (the tiny CLIP's input is 32 px): the
+    shared device function against open_clip's PIL transform, then the
+    stored features of both modes."""
+    folder = str(tmp_path / 'images')
+    _noisy_jpegs(folder, [(48, 40), (40, 48), (64, 64), (53, 37), (32, 32),
+                          (96, 80), (48, 40)])  # two of a shape: one resize
+    items = items_from_folder(folder)
+    extractor = CLIPFeatureExtractor(_spec(data))
+    size = device_transform_size(extractor.transform)
+    assert size == 32
+    pil = torch.stack([extraction._load_image(it.path, extractor.transform)[0]
+                       for it in items])  # (B, 3, S, S)
+    files = [torch.from_numpy(np.fromfile(it.path, dtype=np.uint8))
+             for it in items]  # B x (num_bytes, )
+    dev = device_preprocess(files, size, 'cpu')  # (B, 3, S, S)
+    assert dev.dtype == torch.uint8 and dev.shape == pil.shape
+    diff = (dev.float() - pil.float()).abs()
+    assert diff.mean() < 0.3 and diff.max() <= 3
+    # one at a time gives the same as in a batch of mixed shapes
+    torch.testing.assert_close(device_preprocess(files[3:4], size, 'cpu'),
+                               dev[3:4], atol=0, rtol=0)
+
+    stores = {}
+    for mode in ('cpu', 'device'):
+        stores[mode] = str(tmp_path / mode)
+        extract_features(items, stores[mode], _spec(data),
+                         _config(decode=mode), progress=False)
+    _assert_features_close(stores['device'], stores['cpu'])
+
+
+def test_device_decode_refuses_other_transforms():
+    squash = SimpleNamespace(visual=SimpleNamespace(
+        preprocess_cfg=dict(size=32, resize_mode='squash'), image_size=32))
+    with pytest.raises(ValueError, match="decode='device' reproduces"):
+        device_transform_size(clip_image_transform(squash))
+    with pytest.raises(ValueError, match='decode must be one of'):
+        ExtractionConfig(decode='gpu')
+
+
+def _write_odd_jpegs(folder: str, data) -> None:
+    """Next to _write_images' files: a grayscale and a CMYK JPEG, and a
+    complete JPEG with a broken Huffman table (its header reads fine)."""
+    item = items_from_generated(data['generated'])[5]
+    with Image.open(item.path) as img:
+        img.convert('L').save(osp.join(folder, 'gray.jpg'))
+        img.convert('CMYK').save(osp.join(folder, 'cmyk.jpg'))
+    with open(item.path, 'rb') as f:
+        jpeg = bytearray(f.read())
+    dht = jpeg.find(b'\xff\xc4')  # define-Huffman-table marker
+    jpeg[dht + 5:dht + 25] = b'\xff' * 20
+    with open(osp.join(folder, 'bad_huffman.jpg'), 'wb') as f:
+        f.write(bytes(jpeg))
+
+
+def test_device_decode_png_cmyk_and_corrupt_files(data, tmp_path, caplog,
+                                                  monkeypatch):
+    """Fallback per item: files the device decoder is not given (PNG, CMYK,
+    truncated, not an image) and JPEGs it rejects go through PIL, so they
+    are stored, or listed in failed.txt with the reason, as with
+    decode='cpu'."""
+    folder = str(tmp_path / 'images')
+    _write_images(folder, data)
+    _write_odd_jpegs(folder, data)
+    items = items_from_folder(folder)
+    sent = {osp.relpath(it.path, folder)
+            for it in items if extraction._device_jpeg_bytes(it.path)
+            is not None}
+    assert sent == {'b.jpg', 'sub/c.jpg', 'gray.jpg', 'bad_huffman.jpg'}
+    assert extraction._device_jpeg_bytes(str(tmp_path / 'gone.jpg')) is None
+
+    # The device decoder also rejects b.jpg (PIL reads it): one by one, then
+    # PIL in the main process. bad_huffman.jpg fails both ways.
+    with open(osp.join(folder, 'b.jpg'), 'rb') as f:
+        b_bytes = f.read()
+    real = extraction.device_preprocess
+
+    def rejects_b(files, size, device):
+        if any(bytes(t.numpy()) == b_bytes for t in files):
+            raise RuntimeError('simulated rejection')
+        return real(files, size, device)
+
+    monkeypatch.setattr(extraction, 'device_preprocess', rejects_b)
+    summaries, stores = {}, {}
+    for mode in ('cpu', 'device'):
+        stores[mode] = str(tmp_path / mode)
+        summaries[mode] = extract_features(
+            items, stores[mode], _spec(data),
+            _config(num_workers=2, decode=mode), progress=False)
+    assert summaries['device'].extracted == summaries['cpu'].extracted == 5
+    assert summaries['device'].failed == summaries['cpu'].failed
+    assert sorted(f.image_id for f in summaries['device'].failed) == [
+        'bad_huffman', 'not_an_image', 'truncated']
+    with open(osp.join(stores['cpu'], 'failed.txt')) as f:
+        failed_cpu = f.read()
+    with open(osp.join(stores['device'], 'failed.txt')) as f:
+        assert f.read() == failed_cpu  # same images, same PIL reasons
+    _assert_features_close(stores['device'], stores['cpu'])
+    ids, patches, _ = _arrays(stores['device'])
+    _, ref_patches, _ = _arrays(stores['cpu'])
+    for name in ('a', 'b', 'cmyk'):  # decoded by PIL in both runs
+        i = ids.index(name)
+        np.testing.assert_array_equal(patches[i], ref_patches[i])
+    log = caplog.text
+    assert 'decoding them one by one' in log
+    assert f"{osp.join(folder, 'b.jpg')}: the decoder on cpu rejected it " \
+        '(simulated rejection); decoded with PIL instead' in log
+    assert 'bad_huffman.jpg: the decoder' not in log  # failed, not decoded
+
+
+def test_resume_in_the_other_decode_mode_is_refused(data, tmp_path):
+    out = str(tmp_path / 'store')
+    items = items_from_generated(data['generated'])
+    extract_features(items[:4], out, _spec(data), _config(merge=False),
+                     progress=False)
+    source = osp.join(out, 'extraction_source.json')
+    with pytest.raises(ValueError) as err:
+        extract_features(items[:4], out, _spec(data),
+                         _config(merge=False, decode='device'),
+                         progress=False)
+    message = str(err.value)
+    assert message.startswith(f'{source}: "decode" is \'cpu\'')
+    assert "this run has decode='device'" in message
+    assert '--decode cpu' in message
+    # A folder from before the option (no "decode") was decoded by PIL.
+    recorded = _source(out)
+    del recorded['decode']
+    with open(source, 'w') as f:
+        json.dump(recorded, f)
+    with pytest.raises(ValueError, match='"decode" is \'cpu\''):
+        extract_features(items[:4], out, _spec(data),
+                         _config(merge=False, decode='device'),
+                         progress=False)
+    summary = extract_features(items[:4], out, _spec(data),
+                               _config(merge=False), progress=False)
+    assert (summary.already_done, summary.extracted) == (4, 0)

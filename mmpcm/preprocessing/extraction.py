@@ -24,11 +24,39 @@ for the model (resize shortest side, center crop), kept as uint8 [0, 255]:
 the backbone normalises with CLIP's mean/std itself. An unreadable image
 (missing, truncated, not an image) is skipped and listed in ``failed.txt``.
 
+Decoding on the device (``ExtractionConfig.decode='device'``, the tool's
+``--decode device``): PIL decoding and resizing cost about 5 ms of a host
+core per 512 px JPEG, far more than the CLIP forward on a GPU. In this mode
+the workers only read each file's bytes, and the main process decodes a
+batch of JPEGs on the extraction device (``torchvision.io.decode_jpeg``,
+nvJPEG on CUDA) and resizes / center-crops it there
+(:func:`device_preprocess`, a copy of open_clip's bicubic transform). Per
+item, everything else falls back to the PIL path, so it is decoded, or fails
+with the same ``failed.txt`` reason, exactly as with ``decode='cpu'``:
+
+* in the worker, a file is only sent to the device if it is a complete
+  RGB or grayscale JPEG (PIL reads its header: format JPEG/MPO, mode RGB or
+  L; the file ends with the JPEG end-of-image marker). PNGs and other
+  formats, CMYK JPEGs, truncated and unreadable files take the PIL path in
+  the worker;
+* a JPEG the device decoder rejects (the batch call fails, then each image
+  is retried alone) is decoded with PIL in the main process.
+
+The two modes' pixels differ at rounding level, so the features do too:
+another bicubic resampler (a mean absolute difference of 0.14 on the 0-255
+scale, at most 4, over 256 of ``benchmarks/extract_speed.py``'s synthetic
+512 px JPEGs resized to 224 px and decoded on the CPU, where torchvision and
+PIL share libjpeg-turbo's decoder) and, on CUDA, another JPEG decoder
+(nvJPEG; ``extract_speed.py --gpu-decode`` prints the total difference). The
+mode is recorded (``decode`` in ``extraction_source.json``, hence in
+``done.json`` and ``extraction_info.json``) and a run in the other mode into
+the same output folder is refused: one store never mixes the two.
+
 Sharding and merge: the item list is split into contiguous blocks, rank
 ``k`` of ``W`` taking ``[n*k/W, n*(k+1)/W)``; each rank writes its own
 complete feature store, so ranks never share a file::
 
-    <out>/extraction_source.json          # the input list; checked on rerun
+    <out>/extraction_source.json          # input list, decode mode; checked
     <out>/rank_00000-of-00002/meta.json   # rank 0's store (resumable)
     <out>/rank_00000-of-00002/shard_00000/...
     <out>/rank_00000-of-00002/failed.txt  # image_id <TAB> path <TAB> reason
@@ -50,6 +78,7 @@ The rank folder names carry ``W``; parts of different world sizes are
 refused, and so is another input list in the same ``<out>``.
 """
 import hashlib
+import io
 import json
 import logging
 import os
@@ -60,15 +89,17 @@ from dataclasses import dataclass, field
 from typing import (Any, Callable, Dict, Iterable, List, NamedTuple, Optional,
                     Sequence, Tuple, Union)
 
+import numpy as np
 import open_clip
 import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.tokenizer import HFTokenizer, SimpleTokenizer
-from open_clip.transform import (MaybeToTensor, Normalize, PreprocessCfg,
-                                 ToTensor, image_transform_v2)
+from open_clip.transform import (MaybeConvertMode, MaybeToTensor, Normalize,
+                                 PreprocessCfg, ToTensor, image_transform_v2)
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import Compose, PILToTensor
+from torchvision.transforms import (CenterCrop, Compose, InterpolationMode,
+                                    PILToTensor, Resize)
 from tqdm import tqdm
 
 from mmpcm.datasets.feature_store import (META_FILE, RECORDS_FILE,
@@ -92,11 +123,16 @@ FAILED_FILE = 'failed.txt'
 DONE_FILE = 'done.json'
 _PART_RE = re.compile(r'^rank_(\d{5})-of-(\d{5})$')
 _LOCAL_WEIGHT_SUFFIXES = ('.pt', '.pth', '.bin', '.safetensors', '.npz')
+DECODE_MODES = ('cpu', 'device')
+_JPEG_EOI = b'\xff\xd9'  # the end-of-image marker, a complete JPEG's last
+_DEVICE_FORMATS = ('JPEG', 'MPO')  # MPO: camera JPEGs, frame 0 decoded
+_DEVICE_MODES = ('RGB', 'L')
 
 __all__ = [
     'ExtractionItem', 'items_from_generated', 'items_from_folder',
     'items_from_list', 'CLIPSpec', 'ExtractionConfig', 'FailedImage',
     'ExtractionSummary', 'CLIPFeatureExtractor', 'clip_image_transform',
+    'device_preprocess', 'device_transform_size', 'DECODE_MODES',
     'extract_features', 'merge_feature_parts', 'part_dir'
 ]
 
@@ -339,6 +375,93 @@ def clip_image_transform(clip_model: torch.nn.Module) -> Callable:
     return Compose(steps + [PILToTensor()])
 
 
+def device_transform_size(transform: Callable) -> int:
+    """The crop side of ``transform``, if :func:`device_preprocess` copies it.
+
+    :func:`device_preprocess` reproduces open_clip's default eval transform
+    of a square model: bicubic resize of the shortest side to ``S``, center
+    crop ``S`` x ``S``. Other transforms (``resize_mode`` 'longest' or
+    'squash', bilinear, non-square) are refused.
+
+    Args:
+        transform (Callable): The PIL transform, as
+            :func:`clip_image_transform` builds it.
+
+    Returns:
+        int: ``S``, the side of the model's input.
+
+    Raises:
+        ValueError: If ``transform`` is not such a resize + center crop.
+    """
+    steps = [
+        t for t in getattr(transform, 'transforms', [transform])
+        if not isinstance(t, (MaybeConvertMode, PILToTensor))
+    ]
+    if len(steps) == 2 and isinstance(steps[0], Resize) and isinstance(
+            steps[1], CenterCrop):
+        resize, crop = steps
+        size = resize.size
+        if isinstance(size, (list, tuple)) and len(size) == 1:
+            size = size[0]
+        if (isinstance(size, int) and tuple(crop.size) == (size, size)
+                and resize.interpolation == InterpolationMode.BICUBIC
+                and resize.max_size is None):
+            return size
+    raise ValueError(
+        "decode='device' reproduces open_clip's eval transform of square "
+        'models only (bicubic resize of the shortest side, center crop); '
+        f'this model\'s transform is {transform}; extract with decode=\'cpu\'')
+
+
+def device_preprocess(data: Sequence[torch.Tensor], size: int,
+                      device: Union[str, torch.device]) -> torch.Tensor:
+    """Decode JPEG files on ``device``, resize and center-crop them there.
+
+    A copy of open_clip's eval transform (:func:`device_transform_size`)
+    for tensors: the shortest side to ``size`` with antialiased bicubic
+    resampling (PIL's kernel), the center ``size`` x ``size`` crop, rounded
+    to uint8. The pixels differ from PIL's at rounding level: another
+    bicubic implementation (float, no intermediate uint8 rounding) and, on
+    CUDA, another JPEG decoder (nvJPEG). Images of one shape are resized
+    together. The tool's ``--decode device`` and
+    ``benchmarks/extract_speed.py --gpu-decode`` both decode with this.
+
+    Args:
+        data (Sequence[Tensor]): Encoded JPEG files, each a 1-D uint8 CPU
+            tensor of the file's bytes.
+        size (int): The crop side, CLIP's input size.
+        device (str | torch.device): Where to decode and resize (nvJPEG on
+            CUDA, libjpeg-turbo on the CPU).
+
+    Returns:
+        Tensor: ``(B, 3, size, size)`` uint8 on ``device``, in the order of
+        ``data``.
+
+    Raises:
+        RuntimeError: If the decoder rejects a file; then the whole call
+            fails (nvJPEG decodes the batch at once), and the caller may
+            retry the files one by one.
+    """
+    from torchvision.io import ImageReadMode, decode_jpeg
+    from torchvision.transforms.v2 import functional as F
+    device = torch.device(device)
+    images = decode_jpeg(list(data), mode=ImageReadMode.RGB,
+                         device=device)  # B x (3, H_i, W_i) uint8
+    by_shape: Dict[Tuple[int, ...], List[int]] = {}
+    for i, image in enumerate(images):
+        by_shape.setdefault(tuple(image.shape), []).append(i)
+    out = torch.empty((len(images), 3, size, size), dtype=torch.uint8,
+                      device=device)  # (B, 3, S, S)
+    for indices in by_shape.values():
+        group = torch.stack([images[i] for i in indices])  # (G, 3, H, W)
+        x = F.resize(group.float(), [size], InterpolationMode.BICUBIC,
+                     antialias=True)  # (G, 3, H', W'), min(H', W') == S
+        x = F.center_crop(x, [size, size])  # (G, 3, S, S)
+        out.index_copy_(0, torch.tensor(indices, device=device),
+                        x.round_().clamp_(0, 255).to(torch.uint8))
+    return out
+
+
 def _build_tokenizer(spec: CLIPSpec, model_cfg: Optional[Dict[str, Any]],
                      context_length: int) -> Callable:
     if model_cfg is None:
@@ -443,31 +566,73 @@ def _load_image(path: str, transform: Callable
     return transform(rgb), None
 
 
+def _device_jpeg_bytes(path: str) -> Optional[np.ndarray]:
+    """The file's bytes if the device decoder is to take it, else None.
+
+    Only complete RGB or grayscale JPEGs qualify: PIL reads the header
+    (tens of microseconds, no decoding) and the file must end with the
+    end-of-image marker. Everything else, unreadable files included, takes
+    the PIL path, where it decodes or fails exactly as with
+    ``decode='cpu'``.
+    """
+    try:
+        data = np.fromfile(path, dtype=np.uint8)  # (num_bytes, )
+        with Image.open(io.BytesIO(data)) as img:  # reads the header only
+            fmt, mode = img.format, img.mode
+    except Exception:  # noqa: BLE001  (the PIL path reports it)
+        return None
+    if (fmt not in _DEVICE_FORMATS or mode not in _DEVICE_MODES
+            or data[-2:].tobytes() != _JPEG_EOI):
+        return None
+    return data
+
+
 class _ImageDataset(Dataset):
-    """The items at ``positions``, decoded (in DataLoader workers)."""
+    """The items at ``positions``, decoded (in DataLoader workers).
+
+    With ``decode='device'``, JPEGs the device decoder can take are only
+    read (``data``: the file's bytes); the rest are decoded with PIL.
+    """
 
     def __init__(self, items: Sequence[ExtractionItem],
-                 positions: Sequence[int], transform: Callable) -> None:
+                 positions: Sequence[int], transform: Callable,
+                 decode: str = 'cpu') -> None:
         self.items, self.positions = items, list(positions)
-        self.transform = transform
+        self.transform, self.decode = transform, decode
 
     def __len__(self) -> int:
         return len(self.positions)
 
     def __getitem__(self, i: int) -> Dict[str, Any]:
         pos = self.positions[i]
-        image, error = _load_image(self.items[pos].path, self.transform)
-        return dict(pos=pos, image=image, error=error)
+        path = self.items[pos].path
+        if self.decode == 'device':
+            # NumPy, not torchvision.io.read_file: read_file's tensors cannot
+            # be sent from a worker (sharing their storage fails, EBADF).
+            data = _device_jpeg_bytes(path)
+            if data is not None:
+                return dict(pos=pos, image=None, error=None,
+                            data=torch.from_numpy(data))
+        image, error = _load_image(path, self.transform)
+        return dict(pos=pos, image=image, error=error, data=None)
 
 
 def _collate(batch: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """Stack the decoded images; keep the failures aside."""
+    """Stack the decoded images, pack the undecoded files' bytes into one
+    tensor (one shared-memory block per batch, not one per file); keep the
+    failures aside."""
     good = [b for b in batch if b['image'] is not None]
+    encoded = [b for b in batch if b.get('data') is not None]
     images = torch.stack([b['image'] for b in good]) if good else None
     return dict(
         positions=[b['pos'] for b in good],
         images=images,  # (B, 3, S, S) uint8
-        failed=[(b['pos'], b['error']) for b in batch if b['image'] is None])
+        encoded_positions=[b['pos'] for b in encoded],
+        encoded=torch.cat([b['data'] for b in encoded])
+        if encoded else None,  # (total bytes, ): the files back to back
+        encoded_sizes=[len(b['data']) for b in encoded],
+        failed=[(b['pos'], b['error']) for b in batch
+                if b['image'] is None and b.get('data') is None])
 
 
 # --------------------------------------------------------------------------
@@ -487,6 +652,12 @@ class ExtractionConfig:
         amp (bool): float16 autocast on CUDA. Defaults to True.
         merge (bool): Merge the rank parts when the run is a single process.
             Defaults to True.
+        decode (str): ``'cpu'``: PIL decodes and resizes in the workers;
+            ``'device'``: JPEGs are decoded and resized on ``device``
+            (:func:`device_preprocess`; other files and rejected JPEGs
+            still go through PIL). Features of the two modes differ at
+            rounding level; a store is refused to the other mode. Defaults
+            to 'cpu'.
     """
     batch_size: int = 64
     num_workers: int = 4
@@ -494,6 +665,12 @@ class ExtractionConfig:
     device: Optional[str] = None
     amp: bool = True
     merge: bool = True
+    decode: str = 'cpu'
+
+    def __post_init__(self) -> None:
+        if self.decode not in DECODE_MODES:
+            raise ValueError(f'decode must be one of {DECODE_MODES}, got '
+                             f'{self.decode!r}')
 
 
 @dataclass
@@ -534,7 +711,7 @@ def _items_digest(items: Sequence[ExtractionItem]) -> str:
 
 
 def _write_or_check_source(out_dir: str, source: Dict[str, Any]) -> None:
-    """Record the input list, or refuse a different one."""
+    """Record the input list and decode mode, or refuse different ones."""
     path = osp.join(out_dir, SOURCE_FILE)
     if not osp.isfile(path):
         atomic_write_json(path, source)
@@ -549,6 +726,15 @@ def _write_or_check_source(out_dir: str, source: Dict[str, Any]) -> None:
             f'{recorded.get("root")!r}; now {source["num_items"]} from '
             f'{source["root"]!r}). Ranks split the list by position, so a '
             'changed list would mix items; use a new output folder.')
+    # Folders started before the decode option have no key: PIL decoded.
+    recorded_decode = recorded.get('decode', 'cpu')
+    if recorded_decode != source['decode']:
+        raise ValueError(
+            f'{path}: "decode" is {recorded_decode!r} (the images already '
+            f'stored were decoded that way), but this run has decode='
+            f'{source["decode"]!r}. Features of the two modes differ at '
+            'rounding level and one store must not mix them: resume with '
+            f'--decode {recorded_decode} or use a new output folder.')
 
 
 def _read_failed(path: str) -> Dict[str, FailedImage]:
@@ -587,6 +773,8 @@ class _RankRun:
         self.failed_path = osp.join(part, FAILED_FILE)
         self.failed = _read_failed(self.failed_path)
         self.captioned = items[0].caption is not None if items else False
+        self.device_size = (device_transform_size(extractor.transform)
+                            if config.decode == 'device' else None)
 
     def stored_ids(self) -> set:
         if not self.writer.num_items:
@@ -596,19 +784,83 @@ class _RankRun:
     def run(self, positions: List[int], summary: ExtractionSummary,
             bar: tqdm) -> None:
         loader = DataLoader(
-            _ImageDataset(self.items, positions, self.extractor.transform),
+            _ImageDataset(self.items, positions, self.extractor.transform,
+                          self.config.decode),
             batch_size=self.config.batch_size,
             num_workers=self.config.num_workers, collate_fn=_collate,
             pin_memory=self.extractor.device.type == 'cuda')
         with bar:
             for batch in loader:
-                self._note_failures(batch['failed'])
-                if batch['images'] is not None:
-                    self._add(batch['positions'], batch['images'], summary)
-                bar.update(len(batch['positions']) + len(batch['failed']))
+                positions, images, failed = self._batch_images(batch)
+                self._note_failures(failed)
+                if positions:
+                    self._add(positions, images, summary)
+                bar.update(len(batch['positions']) + len(batch['failed']) +
+                           len(batch['encoded_positions']))
                 bar.set_postfix(failed=len(self.failed))
         self.writer.close()
         _write_failed(self.failed_path, self.failed.values())
+
+    def _batch_images(self, batch: Dict[str, Any]
+                      ) -> Tuple[List[int], Optional[torch.Tensor],
+                                 List[Tuple[int, str]]]:
+        """The batch's images in input order, the encoded ones decoded on
+        the device, and its failures in input order: ``(positions,
+        (B, 3, S, S) uint8, [(position, reason)])``."""
+        positions, images = batch['positions'], batch['images']
+        if not batch['encoded_positions']:
+            return positions, images, batch['failed']
+        data = torch.split(batch['encoded'],
+                           batch['encoded_sizes'])  # B x (num_bytes, )
+        dev_positions, dev_images, failed = self._decode_on_device(
+            batch['encoded_positions'], data)
+        failed = sorted(batch['failed'] + failed)
+        if images is None:
+            return dev_positions, dev_images, failed
+        if dev_images is None:
+            return positions, images, failed
+        device = self.extractor.device
+        merged = torch.cat([images.to(device, non_blocking=True),
+                            dev_images])  # (B, 3, S, S)
+        merged_positions = positions + dev_positions
+        order = sorted(range(len(merged_positions)),
+                       key=merged_positions.__getitem__)
+        return ([merged_positions[i] for i in order],
+                merged[torch.tensor(order, device=device)], failed)
+
+    def _decode_on_device(self, positions: List[int],
+                          data: Sequence[torch.Tensor]
+                          ) -> Tuple[List[int], Optional[torch.Tensor],
+                                     List[Tuple[int, str]]]:
+        """Decode + resize on the device; per image on a failure, then
+        PIL for the images the device decoder rejects: ``(positions kept,
+        (B, 3, S, S) uint8, [(position, PIL's reason)])``."""
+        device = self.extractor.device
+        try:
+            return positions, device_preprocess(data, self.device_size,
+                                                device), []
+        except (RuntimeError, ValueError) as err:
+            logger.warning(f'decoding {len(data)} JPEGs on {device} failed '
+                           f'({_first_line(err)}); decoding them one by one')
+        kept, images, failed = [], [], []
+        for pos, one in zip(positions, data):
+            try:
+                images.append(device_preprocess(
+                    [one], self.device_size, device))  # (1, 3, S, S)
+                kept.append(pos)
+                continue
+            except (RuntimeError, ValueError) as err:
+                rejected = _first_line(err)
+            path = self.items[pos].path
+            image, error = _load_image(path, self.extractor.transform)
+            if image is None:
+                failed.append((pos, error))
+                continue
+            logger.warning(f'{path}: the decoder on {device} rejected it '
+                           f'({rejected}); decoded with PIL instead')
+            images.append(image[None].to(device))  # (1, 3, S, S)
+            kept.append(pos)
+        return kept, torch.cat(images) if images else None, failed
 
     def _note_failures(self, failed: List[Tuple[int, str]]) -> None:
         for pos, error in failed:
@@ -647,11 +899,16 @@ class _RankRun:
         return record
 
 
-def _source_info(items: Sequence[ExtractionItem],
-                 source: str) -> Dict[str, Any]:
+def _first_line(err: BaseException) -> str:
+    """An exception's message for a log line: its first line."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def _source_info(items: Sequence[ExtractionItem], source: str,
+                 decode: str) -> Dict[str, Any]:
     return dict(root=source, num_items=len(items),
                 captioned=bool(items) and items[0].caption is not None,
-                items_sha256=_items_digest(items))
+                items_sha256=_items_digest(items), decode=decode)
 
 
 def extract_features(items: Sequence[ExtractionItem],
@@ -672,7 +929,7 @@ def extract_features(items: Sequence[ExtractionItem],
             same list): all captioned or none.
         out_dir (str | PathLike): Output folder (layout in the module doc).
         spec (CLIPSpec): The CLIP model.
-        config (ExtractionConfig): Batching, workers, device.
+        config (ExtractionConfig): Batching, workers, device, decode mode.
             Defaults to ``ExtractionConfig()``.
         source (str): Where the items come from, for the record.
             Defaults to ''.
@@ -686,19 +943,26 @@ def extract_features(items: Sequence[ExtractionItem],
     Raises:
         FileNotFoundError: If the CLIP weights or model config are missing.
         ValueError: On duplicate image ids, mixed captioned/uncaptioned
-            items, another input list or other CLIP settings in
-            ``out_dir``.
+            items, another input list, decode mode or other CLIP settings
+            in ``out_dir``, or ``decode='device'`` with a model whose
+            transform :func:`device_preprocess` does not copy.
     """
     out_dir = os.fspath(out_dir)
     _check_items(items)
     info = rank_info or get_rank_info()
     device = device_for_rank(info, config.device)
     extractor = CLIPFeatureExtractor(spec, device, config.amp)
+    if config.decode == 'device':
+        device_transform_size(extractor.transform)  # refuse before writing
+        if device.type == 'cpu':
+            logger.warning("decode='device' on the CPU decodes in the main "
+                           'process, not in the workers: slower than '
+                           "decode='cpu' there; it is meant for CUDA")
     if _is_merged(out_dir):
         return _check_merged(out_dir, items, extractor.clip_info)
     _check_world_size(out_dir, info)
     os.makedirs(out_dir, exist_ok=True)
-    source_info = _source_info(items, source)
+    source_info = _source_info(items, source, config.decode)
     _write_or_check_source(out_dir, source_info)
     part = part_dir(out_dir, info)
     run = _RankRun(items, part, extractor, config)
@@ -710,7 +974,7 @@ def extract_features(items: Sequence[ExtractionItem],
                                 part_dir=part)
     logger.info(f'rank {info.rank}/{info.world_size} on {device}: '
                 f'{len(block)} images, {summary.already_done} already done, '
-                f'{len(todo)} to encode')
+                f'{len(todo)} to encode; decode={config.decode}')
     run.run(todo, summary, tqdm(
         total=len(todo), unit='img', disable=not progress,
         desc=f'extract [rank {info.rank}/{info.world_size}]'))
