@@ -27,8 +27,9 @@ VARIANTS = (
     ('+ CXE loss', 'pcm_toyworld_ablation-cxe.py'),
     ('full PCM-Net', 'pcm_toyworld.py'),
 )
-# Run only when named with --variants: the fast recipe (batch 512, warm-up
-# fixed in samples), against 'pcm_toyworld.py'.
+# Run only when named with --variants: the fast recipe's scaling rule (batch
+# 4x, square-root lr scaling, warm-up fixed in samples, 2x the epochs),
+# against 'pcm_toyworld.py'.
 EXTRA_VARIANTS = (
     ('full PCM-Net, fast recipe', 'pcm_toyworld_fast.py'),
 )
