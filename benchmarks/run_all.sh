@@ -14,12 +14,13 @@
 #     compile   torch.compile rows: fast recipe whole train step, paper
 #               recipe with CUDA graphs, compiled decoding and UNet
 # Time limits per step (seconds) come from LIMIT_<STEP>, e.g.
-# LIMIT_TRAIN=240. Python: $PYTHON (default python3). The scripts put this
-# tree first on sys.path, so mmpcm need not be installed, only its
-# dependencies.
+# LIMIT_TRAIN=240. DRY_RUN=1 prints each step's script and arguments (one
+# line each, tab-separated) instead of running it. Python: $PYTHON (default
+# python3). The scripts put this tree first on sys.path, so mmpcm need not
+# be installed, only its dependencies.
 set -uo pipefail
 if [ $# -lt 1 ]; then
-    sed -n '2,19p' "$0"
+    sed -n '2,20p' "$0"
     exit 2
 fi
 OUT="$1"
@@ -35,6 +36,10 @@ export PYTHONUNBUFFERED=1
 run() {  # run NAME LIMIT SCRIPT ARGS...
     local name="$1" limit="$2" script="$3"
     shift 3
+    if [ -n "${DRY_RUN:-}" ]; then
+        (IFS=$'\t'; echo "$name"$'\t'"$script"$'\t'"--workdir"$'\t'"$WORK"$'\t'"--json"$'\t'"$OUT/$name.json"$'\t'"$*")
+        return
+    fi
     echo "== $name (limit ${limit}s): $script $*" | tee -a "$OUT/steps.log"
     local start=$SECONDS
     timeout --kill-after=10 "$limit" "$PY" "$ROOT/benchmarks/$script" \

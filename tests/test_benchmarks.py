@@ -197,3 +197,29 @@ def test_scheduler_swap_is_dpm_solver_pp():
     assert swapped.config.solver_order == 2
     assert swapped.config.beta_schedule == 'scaled_linear'
     assert swapped.config.steps_offset == 1
+
+
+def test_run_all_passes_every_script_flags_it_accepts(tmp_path):
+    """Each step of benchmarks/run_all.sh, dry-run, parses with its script's
+    own argument parser (a typo would otherwise surface on the GPU)."""
+    import subprocess
+    proc = subprocess.run(
+        ['bash', osp.join(ROOT, 'benchmarks', 'run_all.sh'), str(tmp_path),
+         'train', 'decode', 'extract', 'generate', 'compile'],
+        env={'DRY_RUN': '1', 'PATH': '/usr/bin:/bin'}, capture_output=True,
+        text=True, check=True)
+    lines = proc.stdout.splitlines()
+    names = [line.split('\t')[0] for line in lines]
+    assert names == ['train', 'decode', 'extract', 'generate',
+                     'compile_train_fast', 'compile_train_paper',
+                     'compile_decode', 'compile_generate']
+    for line in lines:
+        name, script, *argv = line.split('\t')
+        argv = [a for a in argv if a]
+        args = _load(osp.splitext(script)[0]).parse_args(argv)
+        assert args.json == str(tmp_path / f'{name}.json')
+    bad = subprocess.run(
+        ['bash', osp.join(ROOT, 'benchmarks', 'run_all.sh'), str(tmp_path),
+         'tain'], env={'DRY_RUN': '1', 'PATH': '/usr/bin:/bin'},
+        capture_output=True, text=True)
+    assert bad.returncode == 2 and 'unknown step: tain' in bad.stderr
