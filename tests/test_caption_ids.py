@@ -136,3 +136,37 @@ def test_training_with_loader_ids_is_bitwise_the_text_path(smoke_root,
     static = _train(smoke_root, tmp_path / 'static',
                     [dict(type='PCMCaptionIdsHook')], trim_padding=False)
     assert not torch.equal(static.model.state_dict()[key], a[key])
+
+
+def test_iteration_based_loop_with_workers_gets_ids(smoke_root, tmp_path,
+                                                    monkeypatch):
+    """IterBasedTrainLoop forks its workers before before_train: the hook
+    restarts them, so the step never tokenizes text."""
+    calls = []
+    encode_batch = WordVocabulary.encode_batch
+
+    def counted(self, *args, **kwargs):
+        calls.append(len(args[0]))
+        return encode_batch(self, *args, **kwargs)
+
+    monkeypatch.setattr(WordVocabulary, 'encode_batch', counted)
+    cfg = Config.fromfile(CONFIG)
+    cfg.work_dir = str(tmp_path / 'iter')
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=3)
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=100)
+    cfg.log_processor = dict(by_epoch=False)
+    cfg.custom_hooks = [dict(type='PCMCaptionIdsHook')]
+    data_root = str(smoke_root)
+    cfg.merge_from_dict({
+        'model.head.vocab.data_root': data_root + '/train',
+        'model.neck.concepts': data_root + '/concepts.safetensors',
+        'train_dataloader.dataset.data_root': data_root + '/train',
+        'train_dataloader.num_workers': 2,
+        'train_dataloader.persistent_workers': True,
+        'train_dataloader.sampler': dict(type='InfiniteSampler',
+                                         shuffle=True)})
+    runner = Runner.from_cfg(prepare_cfg(cfg))
+    runner.train()
+    assert runner.iter == 3
+    assert calls == []  # every batch arrived as ids

@@ -18,6 +18,32 @@ def _caption_datasets(dataset) -> List:
     return [d for child in inner for d in _caption_datasets(child)]
 
 
+def _restart_started_workers(loop) -> bool:
+    """Restart loader workers forked before the tokenizer was set.
+
+    mmengine's ``IterBasedTrainLoop`` creates its data iterator, and so its
+    worker processes, when the loop is built, before ``before_train``:
+    those workers hold the dataset without the tokenizer. Nothing has been
+    consumed yet, so a new iterator over the same loader (same sampler,
+    same seed) gives the batches the old one would have. Epoch-based loops
+    start their workers in each epoch, after this hook: nothing to do.
+
+    Returns:
+        bool: Whether workers were restarted.
+    """
+    started = getattr(loop, 'dataloader_iterator', None)
+    loader = getattr(loop, 'dataloader', None)
+    if started is None or getattr(loader, 'num_workers', 0) == 0:
+        return False
+    old = getattr(started, '_iterator', None)
+    if hasattr(old, '_shutdown_workers'):
+        old._shutdown_workers()
+    if getattr(loader, '_iterator', None) is old:  # persistent_workers
+        loader._iterator = None
+    loop.dataloader_iterator = type(started)(loader)
+    return True
+
+
 @HOOKS.register_module()
 class PCMCaptionIdsHook(Hook):
     """Hand the caption head's tokenizer to the training dataset.
@@ -31,8 +57,10 @@ class PCMCaptionIdsHook(Hook):
     ``head.tokenizer``, no ``set_caption_tokenizer``), nothing changes and
     captions stay text.
 
-    It runs before the loader's workers start (``before_train``), on every
-    rank, and again on resume.
+    It runs in ``before_train``, on every rank, and again on resume. Epoch-
+    based loops start their loader workers after it; an iteration-based
+    loop has started them already, so they are restarted (nothing has been
+    consumed: the batches are the same).
     """
     priority = 'NORMAL'
 
@@ -48,6 +76,9 @@ class PCMCaptionIdsHook(Hook):
             return
         for dataset in datasets:
             dataset.set_caption_tokenizer(tokenizer)
+        if _restart_started_workers(runner.train_loop):
+            runner.logger.info('PCMCaptionIdsHook: restarted the training '
+                               'loader\'s workers, started before the hook.')
         runner.logger.info(
             f'Training captions are tokenized in the data loader '
             f'({len(tokenizer.vocab)} words, max_len {tokenizer.max_len}).')
