@@ -94,11 +94,13 @@ def test_dataset_emits_ids_and_scores_once_given_a_tokenizer(smoke_root):
         captionless.set_caption_tokenizer(head.tokenizer)
 
 
-def _train(smoke_root, work_dir, hooks, train=True, **head):
+def _runner(smoke_root, work_dir, hooks, options=None, train_cfg=None):
+    """A Runner of the smoke config on ``smoke_root`` (2 epochs unless
+    ``train_cfg`` replaces the loop), no validation."""
     cfg = Config.fromfile(CONFIG)
     cfg.work_dir = str(work_dir)
     cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
-    cfg.train_cfg.max_epochs = 2
+    cfg.train_cfg = train_cfg or dict(by_epoch=True, max_epochs=2)
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=100)
     cfg.custom_hooks = hooks
     data_root = str(smoke_root)
@@ -106,8 +108,13 @@ def _train(smoke_root, work_dir, hooks, train=True, **head):
         'model.head.vocab.data_root': data_root + '/train',
         'model.neck.concepts': data_root + '/concepts.safetensors',
         'train_dataloader.dataset.data_root': data_root + '/train',
-        **{f'model.head.{k}': v for k, v in head.items()}})
-    runner = Runner.from_cfg(prepare_cfg(cfg))
+        **(options or {})})
+    return Runner.from_cfg(prepare_cfg(cfg))
+
+
+def _train(smoke_root, work_dir, hooks, train=True, **head):
+    runner = _runner(smoke_root, work_dir, hooks,
+                     {f'model.head.{k}': v for k, v in head.items()})
     if train:
         runner.train()
     return runner
@@ -150,23 +157,14 @@ def test_iteration_based_loop_with_workers_gets_ids(smoke_root, tmp_path,
         return encode_batch(self, *args, **kwargs)
 
     monkeypatch.setattr(WordVocabulary, 'encode_batch', counted)
-    cfg = Config.fromfile(CONFIG)
-    cfg.work_dir = str(tmp_path / 'iter')
-    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
-    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=3)
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=100)
-    cfg.log_processor = dict(by_epoch=False)
-    cfg.custom_hooks = [dict(type='PCMCaptionIdsHook')]
-    data_root = str(smoke_root)
-    cfg.merge_from_dict({
-        'model.head.vocab.data_root': data_root + '/train',
-        'model.neck.concepts': data_root + '/concepts.safetensors',
-        'train_dataloader.dataset.data_root': data_root + '/train',
-        'train_dataloader.num_workers': 2,
-        'train_dataloader.persistent_workers': True,
-        'train_dataloader.sampler': dict(type='InfiniteSampler',
-                                         shuffle=True)})
-    runner = Runner.from_cfg(prepare_cfg(cfg))
+    runner = _runner(smoke_root, tmp_path / 'iter',
+                     [dict(type='PCMCaptionIdsHook')], {
+                         'log_processor.by_epoch': False,
+                         'train_dataloader.num_workers': 2,
+                         'train_dataloader.persistent_workers': True,
+                         'train_dataloader.sampler': dict(
+                             type='InfiniteSampler', shuffle=True)},
+                     train_cfg=dict(type='IterBasedTrainLoop', max_iters=3))
     runner.train()
     assert runner.iter == 3
     assert calls == []  # every batch arrived as ids

@@ -98,8 +98,12 @@ class CachedDecoder:
         # reads a bool mask.
         self.mem_mask = (~memory_padding)[:, None, None, :]  # (B, 1, 1, T)
         self.caches: List[LayerCache] = []
+        # Each layer's cross-attention query projection (weight, bias).
+        self.cross_q: List[tuple] = []
         for layer in self.layers:
-            (_, w_k, w_v), (_, b_k, b_v) = _in_projections(layer.multihead_attn)
+            (w_q, w_k, w_v), (b_q, b_k, b_v) = _in_projections(
+                layer.multihead_attn)
+            self.cross_q.append((w_q, b_q))
             empty = memory.new_zeros(rows, self.num_heads, max_len, dh)
             self.caches.append(LayerCache(
                 self_k=empty,
@@ -166,7 +170,7 @@ class CachedDecoder:
     def _cross_attention(self, i: int, layer: nn.TransformerDecoderLayer,
                          x: torch.Tensor) -> torch.Tensor:
         attn = layer.multihead_attn
-        (w_q, _, _), (b_q, _, _) = _in_projections(attn)
+        w_q, b_q = self.cross_q[i]
         rows, _, d = x.shape
         b = rows // self.beams
         # The K beams of an image query its memory as K positions.
