@@ -102,18 +102,23 @@ def _load_tool():
 def reference(data, tmp_path_factory) -> str:
     """The tool's single-process extraction of the generated images."""
     out = str(tmp_path_factory.mktemp('ref') / 'store')
+    _run_tool_on_generated(data, out)
+    return out
+
+
+def _run_tool_on_generated(data, out: str, *extra: str) -> None:
+    """``tools/data/extract_features.py`` over the generated images."""
     argv = ['extract_features.py', out, '--generated', data['generated'],
             '--captions', data['captions'], '--model-cfg',
             data['clip'].model_cfg, '--pretrained', data['clip'].weights,
             '--batch-size', '4', '--workers', '2', '--shard-size', '3',
-            '--no-progress']
+            *extra, '--no-progress']
     old = sys.argv
     sys.argv = argv
     try:
         _load_tool().main()
     finally:
         sys.argv = old
-    return out
 
 
 def _arrays(root: str) -> tuple:
@@ -413,17 +418,7 @@ def test_tool_decode_device_matches_the_pil_path(reference, data, tmp_path):
     """--decode device (on the CPU here) stores what the PIL path stores, up
     to rounding, and records the mode."""
     out = str(tmp_path / 'store')
-    argv = ['extract_features.py', out, '--generated', data['generated'],
-            '--captions', data['captions'], '--model-cfg',
-            data['clip'].model_cfg, '--pretrained', data['clip'].weights,
-            '--batch-size', '4', '--workers', '2', '--shard-size', '3',
-            '--decode', 'device', '--no-progress']
-    old = sys.argv
-    sys.argv = argv
-    try:
-        _load_tool().main()
-    finally:
-        sys.argv = old
+    _run_tool_on_generated(data, out, '--decode', 'device')
     _assert_features_close(out, reference)
     store, ref = FeatureStore(out), FeatureStore(reference)
     assert [(r['image_id'], r['caption'], r['image']) for r in store.records
