@@ -199,6 +199,18 @@ def test_features_equal_open_clip_on_its_own_preprocessing(data):
     torch.testing.assert_close(texts, ref, atol=1e-5, rtol=1e-4)
 
 
+def test_every_tensor_of_the_extractor_lives_on_its_device(data):
+    """The backbone wrapper's pixel mean/std follow the model to the
+    extractor's device (they once stayed on the CPU and broke CUDA)."""
+    extractor = CLIPFeatureExtractor(_spec(data), device='meta')
+    tensors = {**dict(extractor.backbone.named_parameters()),
+               **dict(extractor.backbone.named_buffers())}
+    assert {'mean', 'std'} <= set(tensors)
+    wrong = {k: str(v.device) for k, v in tensors.items()
+             if v.device.type != 'meta'}
+    assert not wrong, wrong
+
+
 # --------------------------------------------------------------------------
 # resume, sharding, merge
 # --------------------------------------------------------------------------

@@ -500,9 +500,10 @@ class CLIPFeatureExtractor:
         model = build_open_clip(spec.model_name, spec.pretrained, model_cfg)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        # The wrapper's own buffers (pixel mean and std) start on the CPU.
         self.backbone = OpenCLIPVisionBackbone(
             model_name=spec.model_name, model_cfg=model_cfg, clip=model,
-            patch_pool=spec.patch_pool)
+            patch_pool=spec.patch_pool).to(self.device)
         self.amp = amp and self.device.type == 'cuda'
         self.context_length = model.context_length
         self.tokenizer = _build_tokenizer(spec, model_cfg, self.context_length)
