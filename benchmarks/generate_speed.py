@@ -357,6 +357,14 @@ def run_row(pipe: Any, settings: GenSettings, scheduler_config: dict,
 # --------------------------------------------------------------------------
 # report
 # --------------------------------------------------------------------------
+def fastest(rows: Sequence[common.ThroughputResult]
+            ) -> common.ThroughputResult:
+    """mmpcm's setting: the fastest row after the reference. An option
+    that measures slower on a device (channels_last on an H100, float16,
+    eager) is not part of it there."""
+    return max(rows[1:] or rows, key=lambda r: r.per_second)
+
+
 def report(rows: Sequence[common.ThroughputResult], size: int) -> str:
     """The results table and the speed-up of mmpcm's setting."""
     ref = rows[0]
@@ -367,7 +375,7 @@ def report(rows: Sequence[common.ThroughputResult], size: int) -> str:
               r.batch_size, r.per_second, 1 / r.per_second,
               f'{r.per_second / ref.per_second:.2f}x',
               common.COCO_PAIRS / r.per_second / 3600, r.note] for r in rows]
-    best = rows[-1]
+    best = fastest(rows)
     return '\n'.join([
         common.format_table(headers, table), '',
         f'mmpcm settings ({best.name}) / reference: '
@@ -440,7 +448,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     common.write_json(args.json, dict(
         args=vars(args), image_size=size, params=params,
         rows=[r.to_dict() for r in rows],
-        speedup=rows[-1].per_second / rows[0].per_second))
+        speedup=fastest(rows).per_second / rows[0].per_second,
+        mmpcm_setting=fastest(rows).name))
 
 
 if __name__ == '__main__':

@@ -1,11 +1,13 @@
 """Captions tokenized in the data loader (PCMCaptionIdsHook) train exactly
-as captions tokenized in the step."""
+as captions tokenized in the step, and give the compiled step fixed
+shapes."""
 import os.path as osp
 
 import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
 from mmpcm.apis import prepare_cfg
@@ -168,3 +170,50 @@ def test_iteration_based_loop_with_workers_gets_ids(smoke_root, tmp_path,
     runner.train()
     assert runner.iter == 3
     assert calls == []  # every batch arrived as ids
+
+
+_GRAPHS = []
+
+
+def _counting_backend(gm, example_inputs):
+    """A dynamo backend that runs graphs eagerly and counts them."""
+    _GRAPHS.append(gm)
+    return gm.forward
+
+
+class _GraphCount(Hook):
+    def __init__(self):
+        self.after_iter = []
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        self.after_iter.append(len(_GRAPHS))
+
+
+def test_compiled_train_step_stops_compiling(smoke_root, tmp_path):
+    """mmengine's ``compile`` with fixed shapes (ids from the loader,
+    ``trim_padding=False``): after a few warm-up steps no graph is compiled
+    any more. mmengine's data preprocessor copied every data sample each
+    step and dynamo's guards on the copies recompiled the step each time
+    (with it this test sees 8, 9, 10, 11 graphs after steps 5 to 8)."""
+    if 'mmpcm_counting' not in torch._dynamo.list_backends(exclude_tags=()):
+        torch._dynamo.register_backend(_counting_backend, 'mmpcm_counting')
+    torch._dynamo.reset()
+    _GRAPHS.clear()
+    count = _GraphCount()
+    runner = _runner(smoke_root, tmp_path / 'compiled',
+                     [dict(type='PCMCaptionIdsHook')], {
+                         'compile': dict(backend='mmpcm_counting'),
+                         'model.head.trim_padding': False,
+                         'train_dataloader.drop_last': True,
+                         'log_processor.by_epoch': False,
+                         'train_dataloader.sampler': dict(
+                             type='InfiniteSampler', shuffle=True)},
+                     train_cfg=dict(type='IterBasedTrainLoop', max_iters=10))
+    runner.register_hook(count)
+    try:
+        runner.train()
+    finally:
+        torch._dynamo.reset()
+    assert count.after_iter[0] > 0  # the step was compiled
+    assert count.after_iter[4:] == [count.after_iter[4]] * 6, count.after_iter

@@ -5,7 +5,7 @@ clip_model = 'ViT-B-32'
 model = dict(
     type='PCMCaptioner',
     # Host-to-device copies of the (pinned) batch overlap the GPU's work.
-    data_preprocessor=dict(type='BaseDataPreprocessor', non_blocking=True),
+    data_preprocessor=dict(type='PCMDataPreprocessor', non_blocking=True),
     backbone=dict(type='OpenCLIPVisionBackbone', model_name=clip_model,
                   pretrained='openai', patch_pool=1),
     neck=dict(

@@ -41,8 +41,9 @@ class PCMCaptioner(BaseModel):
         neck (dict | nn.Module): :class:`PCMNeck`.
         encoder (dict | nn.Module): :class:`VisualSemanticEncoder`.
         head (dict | nn.Module): :class:`PCMCaptionHead`.
-        data_preprocessor (dict, optional): Defaults to None
-            (``BaseDataPreprocessor``: moves the batch to the device).
+        data_preprocessor (dict | nn.Module, optional): Defaults to None
+            (:class:`PCMDataPreprocessor`: moves the batch's inputs to the
+            device).
         init_cfg (dict, optional): Initialisation config. Defaults to None.
     """
 
@@ -51,9 +52,12 @@ class PCMCaptioner(BaseModel):
                  neck: Union[dict, nn.Module],
                  encoder: Union[dict, nn.Module],
                  head: Union[dict, nn.Module],
-                 data_preprocessor: Optional[dict] = None,
+                 data_preprocessor: Optional[Union[dict, nn.Module]] = None,
                  init_cfg: Optional[dict] = None) -> None:
-        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        super().__init__(
+            data_preprocessor=_build(data_preprocessor or
+                                     dict(type='PCMDataPreprocessor')),
+            init_cfg=init_cfg)
         self.backbone = _build(backbone)
         self.neck = _build(neck)
         self.encoder = _build(encoder)
