@@ -455,22 +455,22 @@ def run_model(key: str, items: Sequence, args,
     print(f'{key}: {shape.model} built (random weights) in '
           f'{time.perf_counter() - start:.1f} s')
     outcome = ModelOutcome(key)
-    for workers in args.workers:
-        outcome.rows.append(decode_only(items, extractor.transform, args,
-                                        workers, device))
-    outcome.rows.append(model_only(extractor, args, device))
-    outcome.rows.append(end_to_end(items, spec, extractor, args,
-                                   max(args.workers), device))
-    if args.gpu_decode:
-        outcome.pixel_diff = pixel_difference(items, extractor, device)
-        outcome.rows.append(read_only(items, extractor.transform, args,
-                                      max(args.workers)))
-        outcome.rows.append(end_to_end(items, spec, extractor, args,
-                                       max(args.workers), device,
-                                       decode='device'))
-    for row in outcome.rows:
+
+    def add(row: common.ThroughputResult) -> None:
+        # printed as measured: a run stopped later keeps its figures
+        outcome.rows.append(row)
         rate = row.extra.get('steady_per_second', row.per_second)
         print(f'  {row.name}: {rate:,.1f} images/s')
+
+    for workers in args.workers:
+        add(decode_only(items, extractor.transform, args, workers, device))
+    add(model_only(extractor, args, device))
+    add(end_to_end(items, spec, extractor, args, max(args.workers), device))
+    if args.gpu_decode:
+        outcome.pixel_diff = pixel_difference(items, extractor, device)
+        add(read_only(items, extractor.transform, args, max(args.workers)))
+        add(end_to_end(items, spec, extractor, args, max(args.workers),
+                       device, decode='device'))
     return outcome
 
 

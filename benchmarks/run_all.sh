@@ -67,10 +67,10 @@ for step in "${STEPS[@]}"; do
     compile)
         run compile_train_fast "${LIMIT_COMPILE:-300}" train_throughput.py \
             --recipe fast --compile train_step --no-reference --link-shards \
-            --iters 100
+            --iters 100 --loader-batches 0
         run compile_train_paper "${LIMIT_COMPILE:-300}" train_throughput.py \
             --recipe paper --compile train_step --compile-mode reduce-overhead \
-            --no-reference --link-shards --iters 300 \
+            --no-reference --link-shards --iters 300 --loader-batches 0 \
             --cfg-options model.head.trim_padding=False
         run compile_decode "${LIMIT_COMPILE:-300}" decode_speed.py \
             --batch-size 1000 --precision bf16 --compile --no-reference

@@ -80,7 +80,7 @@ RECIPES = {
     'fast': Recipe('fast', {
         'vit-b32': ('configs/pcm/pcm_coco_fast.py', ()),
         'vit-l14': ('configs/pcm/pcm_coco_vit-l14.py', (FAST_SCHEDULE, )),
-    }, 1024, 8, True),
+    }, 1024, 12, True),  # pcm_coco_fast.py's loader workers
 }
 
 

@@ -37,4 +37,4 @@ val_cfg = dict()
 test_cfg = dict()
 auto_scale_lr = dict(base_batch_size=1024)
 # The experiment config sets the matching loader: train_dataloader =
-# dict(batch_size=1024, num_workers=8, prefetch_factor=4) (pcm_coco_fast.py).
+# dict(batch_size=1024, num_workers=12, prefetch_factor=4) (pcm_coco_fast.py).
