@@ -445,11 +445,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
           f'random weights); {common.describe_software()}; at the end: '
           f'{common.describe_load()}')
     print(report(rows, size))
+    best = fastest(rows)
     common.write_json(args.json, dict(
         args=vars(args), image_size=size, params=params,
         rows=[r.to_dict() for r in rows],
-        speedup=fastest(rows).per_second / rows[0].per_second,
-        mmpcm_setting=fastest(rows).name))
+        speedup=best.per_second / rows[0].per_second,
+        mmpcm_setting=best.name))
 
 
 if __name__ == '__main__':
