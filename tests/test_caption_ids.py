@@ -190,14 +190,35 @@ class _GraphCount(Hook):
         self.after_iter.append(len(_GRAPHS))
 
 
-def test_compiled_train_step_stops_compiling(smoke_root, tmp_path):
+# The fast recipe's optimizer wrapper (configs/_base_/schedules/noam_fast.py)
+# with bf16 autocast on the CPU.
+_AMP_WRAPPER = dict(type='AmpOptimWrapper', dtype='bfloat16',
+                    loss_scale=dict(enabled=False),
+                    optimizer=dict(type='Adam', lr=5e-4),
+                    clip_grad=dict(type='value', clip_value=0.1))
+
+
+@pytest.mark.parametrize('amp', [False, True], ids=['fp32', 'amp_bf16'])
+def test_compiled_train_step_stops_compiling(smoke_root, tmp_path, amp,
+                                             monkeypatch):
     """mmengine's ``compile`` with fixed shapes (ids from the loader,
     ``trim_padding=False``): after a few warm-up steps no graph is compiled
     any more. mmengine's data preprocessor copied every data sample each
     step and dynamo's guards on the copies recompiled the step each time
-    (with it this test sees 8, 9, 10, 11 graphs after steps 5 to 8)."""
+    (with it this test sees 8, 9, 10, 11 graphs after steps 5 to 8). The
+    AMP case is the fast recipe's wrapper (its CUDA check lifted: autocast
+    runs on the CPU), whose ``autocast`` parsed version strings in the step
+    (``make_mmengine_autocast_compilable``)."""
     if 'mmpcm_counting' not in torch._dynamo.list_backends(exclude_tags=()):
         torch._dynamo.register_backend(_counting_backend, 'mmpcm_counting')
+    options = {}
+    if amp:
+        from mmengine.optim.optimizer import amp_optimizer_wrapper
+        from mmpcm.apis import run_config
+        monkeypatch.setattr(amp_optimizer_wrapper, 'is_cuda_available',
+                            lambda: True)
+        monkeypatch.setattr(run_config, 'check_amp_device', lambda cfg: None)
+        options['optim_wrapper'] = _AMP_WRAPPER
     torch._dynamo.reset()
     _GRAPHS.clear()
     count = _GraphCount()
@@ -208,7 +229,8 @@ def test_compiled_train_step_stops_compiling(smoke_root, tmp_path):
                          'train_dataloader.drop_last': True,
                          'log_processor.by_epoch': False,
                          'train_dataloader.sampler': dict(
-                             type='InfiniteSampler', shuffle=True)},
+                             type='InfiniteSampler', shuffle=True),
+                         **options},
                      train_cfg=dict(type='IterBasedTrainLoop', max_iters=10))
     runner.register_hook(count)
     try:

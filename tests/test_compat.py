@@ -67,3 +67,35 @@ def test_gloo_config_without_cuda():
     else:
         assert cfg.env_cfg.dist_cfg.backend == 'gloo'
         assert cfg.model_wrapper_cfg.device_ids is None
+
+
+def test_mmengine_autocast_parses_no_version_when_compiled(monkeypatch):
+    """The compiled fast recipe died in mmengine's ``autocast``: dynamo
+    (torch 2.11) failed tracing ``packaging``'s version parser, which
+    ``digit_version`` ran on each call. After ``import mmpcm`` the
+    constants are parsed once; a parser that raises shows none runs per
+    call, and ``fullgraph=True`` shows the context traces without a break.
+    """
+    import torch
+    from mmengine.runner import amp
+    from mmengine.utils import version_utils
+
+    import mmpcm  # noqa: F401
+
+    def no_parse(version):
+        raise AssertionError(f'version {version!r} parsed inside autocast')
+
+    monkeypatch.setattr(version_utils, 'parse', no_parse)
+
+    def step(x):
+        with amp.autocast(device_type='cpu', dtype=torch.bfloat16):
+            return x @ x
+
+    torch._dynamo.reset()
+    out = torch.compile(step, backend='eager', fullgraph=True)(
+        torch.ones(4, 4))
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out.float(), torch.full((4, 4), 4.))
+    # Other versions are still parsed, by the real digit_version.
+    with pytest.raises(AssertionError, match='2.0.0'):
+        amp.digit_version('2.0.0')

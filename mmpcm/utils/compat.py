@@ -53,6 +53,38 @@ def use_allowlisted_checkpoint_loader() -> None:
     register_local_checkpoint_loader()
 
 
+def make_mmengine_autocast_compilable() -> None:
+    """Keep mmengine's AMP context traceable by ``torch.compile``.
+
+    mmengine's ``autocast``, which ``AmpOptimWrapper.optim_context`` enters in
+    every train step, compares torch's version with ``digit_version`` on each
+    call, and ``digit_version`` parses the strings with ``packaging``. With
+    mmengine's ``compile=True`` that parse runs inside the compiled train step,
+    and torch 2.11's dynamo fails on ``packaging``'s ``Version`` with
+    ``InternalTorchDynamoError: AttributeError:
+    'UserDefinedExceptionObjectVariable' object has no attribute
+    'call_setattr'``, so the compiled fast recipe died on its first step. The
+    strings compared are constants: they are parsed once here, and the
+    ``digit_version`` that ``mmengine.runner.amp`` calls looks them up
+    (others are still parsed).
+    """
+    from mmengine.runner import amp
+    from mmengine.utils import digit_version
+    from mmengine.utils.dl_utils import TORCH_VERSION
+    if getattr(amp.digit_version, '_mmpcm_constant', False):
+        return
+    parsed = {version: digit_version(version)
+              for version in (TORCH_VERSION, '1.5.0', '1.10.0')}
+
+    def constant_digit_version(version_str: str, length: int = 4) -> tuple:
+        if length == 4 and version_str in parsed:
+            return parsed[version_str]
+        return digit_version(version_str, length)
+
+    constant_digit_version._mmpcm_constant = True
+    amp.digit_version = constant_digit_version
+
+
 def apply_compat_patches() -> None:
     """Apply every compatibility fix once (idempotent)."""
     global _APPLIED
@@ -66,4 +98,5 @@ def apply_compat_patches() -> None:
     use_allowlisted_checkpoint_loader()
     from mmpcm.utils.dist import patch_cpu_distributed
     patch_cpu_distributed()
+    make_mmengine_autocast_compilable()
     _APPLIED = True
