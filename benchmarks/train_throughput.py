@@ -676,6 +676,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--ref-batch-size', type=int, default=PAPER_BATCH,
                    help='the release trains at 32; smaller only for smoke '
                    'tests')
+    p.add_argument('--loader-only', action='store_true',
+                   help='time the data loaders (and tokenization) alone: no '
+                   'training run, no reference loop')
     p.add_argument('--loader-batches', type=int, default=50,
                    help='batches to time each data loader alone (0: skip)')
     p.add_argument('--threads', type=int,
@@ -711,6 +714,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.warmup_iters < 1 or args.iters < 1:
         p.error('--warmup-iters and --iters must be at least 1')
+    if args.loader_only and args.loader_batches < 1:
+        p.error('--loader-only times the loaders: --loader-batches must be '
+                'at least 1')
     return args
 
 
@@ -743,7 +749,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         [args.ref_batch_size, RECIPES['fast'].batch_size] +
         [r.batch_size for r in runs])
     ref = None
-    if index is not None:
+    if args.loader_only:
+        runs = []
+    elif index is not None:
         ref = run_reference(args, shape, data, index, device)
         print(f'reference: {ref.per_second:.1f} pairs/s')
     outcomes = []
@@ -751,14 +759,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         outcomes.append(run_recipe(args, run, shape, data, device))
         print(f'{outcomes[-1].result.name}: '
               f'{outcomes[-1].result.per_second:.1f} pairs/s')
-    if ref is None:  # ratio to the paper row, or to itself
+    if ref is None and outcomes:  # ratio to the paper row, or to itself
         ref = outcomes[0].result
     print()
     print(f'# Training throughput, CLIP {shape.model} shapes '
           f'({shape.num_patches}x{shape.patch_dim} + {shape.embed_dim}), '
           f'vocabulary {args.vocab_size:,}; {common.describe_software()}; '
           f'at the end: {common.describe_load()}')
-    print(report(ref, outcomes, args))
+    if outcomes:
+        print(report(ref, outcomes, args))
     if loaders:
         print(f'\nData loaders alone (no model), {args.loader_batches} '
               'batches after 2:')
@@ -771,7 +780,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
          f'share of a {FAST_TARGET_PAIRS_PER_S:,} pairs/s step'], tokenize))
     common.write_json(args.json, dict(
         args=vars(args),
-        reference=None if args.no_reference else ref.to_dict(),
+        reference=None if ref is None or args.no_reference else ref.to_dict(),
         loaders=loaders,
         tokenize=tokenize,
         runs=[dict(o.result.to_dict(), tokenize_share=o.tokenize_share,

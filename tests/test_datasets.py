@@ -51,6 +51,11 @@ def store(tmp_path) -> FeatureStore:
         image_ids=[f'img{i}' for i in range(10)], with_text_embeds=True)
 
 
+def _has_preadv() -> bool:
+    from mmpcm.datasets import feature_store
+    return feature_store._HAS_PREADV
+
+
 def _dataset(root, **kwargs) -> SynthImgCapDataset:
     return SynthImgCapDataset(data_root=str(root), **kwargs)
 
@@ -352,8 +357,9 @@ def test_build_from_config(store):
 def test_store_pickle_drops_memory_maps(store):
     store.get(0)
     assert store._maps
+    assert store._fds or not _has_preadv()
     clone = pickle.loads(pickle.dumps(store))
-    assert clone._maps == {}
+    assert clone._maps == {} and clone._fds == {}
     np.testing.assert_array_equal(clone.get(9).patch_tokens,
                                   store.get(9).patch_tokens)
 
@@ -383,6 +389,65 @@ def test_dataloader_round_trip(store, num_workers):
         np.testing.assert_array_equal(globals_[i].numpy(), item.global_embed)
     captions = [s.gt_caption for b in batches for s in b['data_samples']]
     assert captions == CAPTIONS
+
+
+def test_rows_read_with_preadv_match_the_memory_map(store, monkeypatch):
+    from mmpcm.datasets import feature_store
+    if not feature_store._HAS_PREADV:
+        pytest.skip('os.preadv is missing on this platform')
+    files = dict(patch_tokens='patch_tokens.npy',
+                 global_embed='global_embeds.npy',
+                 text_embed='text_embeds.npy')
+    read = [store.get(i) for i in range(10)]
+    assert store._fds  # the rows came through preadv
+    for i, item in enumerate(read):
+        shard, row = store.locate(i)
+        for name, filename in files.items():
+            np.testing.assert_array_equal(
+                getattr(item, name), store._map(shard, filename)[row])
+    monkeypatch.setattr(feature_store, '_HAS_PREADV', False)
+    mapped = FeatureStore(store.root)
+    for i, item in enumerate(read):  # the fallback reads the same rows
+        other = mapped.get(i)
+        for name in files:
+            np.testing.assert_array_equal(getattr(item, name),
+                                          getattr(other, name))
+    assert not mapped._fds
+    store.close()
+    assert store._fds == {} and store._maps == {}
+    np.testing.assert_array_equal(store.get(3).patch_tokens,
+                                  read[3].patch_tokens)
+
+
+def test_file_truncated_after_opening_fails_naming_it(store):
+    from mmpcm.datasets import feature_store
+    if not feature_store._HAS_PREADV:
+        pytest.skip('os.preadv is missing on this platform')
+    store.get(0)
+    path = os.path.join(store.root, 'shard_00000', 'patch_tokens.npy')
+    with open(path, 'r+b') as f:
+        f.truncate(os.path.getsize(path) - 1)
+    with pytest.raises(OSError, match=f'{path}: read .* of row 3'):
+        store.get(3)
+
+
+def test_collated_batch_is_in_shared_memory_only_in_workers(store):
+    dataset = _dataset(store.root)
+
+    def collate(batch):
+        out = pcm_collate(batch)
+        out['inputs']['shared'] = torch.tensor(
+            out['inputs']['patch_tokens'].is_shared())
+        return out
+
+    in_main = collate([dataset[i] for i in range(4)])
+    assert not in_main['inputs']['shared']
+    loader = DataLoader(dataset, batch_size=4, num_workers=1,
+                        collate_fn=collate)
+    batches = list(loader)
+    assert all(b['inputs']['shared'] for b in batches)
+    torch.testing.assert_close(batches[0]['inputs']['patch_tokens'],
+                               in_main['inputs']['patch_tokens'])
 
 
 # --------------------------------------------------------------------------

@@ -38,6 +38,8 @@ GLOBAL_FILE = 'global_embeds.npy'
 TEXT_FILE = 'text_embeds.npy'
 RECORDS_FILE = 'records.jsonl'
 SHARD_PREFIX = 'shard_'
+_HAS_PREADV = hasattr(os, 'preadv')
+"""Linux, BSD and macOS >= 11; elsewhere rows are copied from memory maps."""
 _TMP_SHARD_RE = re.compile(r'^\.shard_\d+\.tmp-\d+$')
 _NORM_TOL = 2e-2  # float16 rounding of a unit vector stays well inside this
 
@@ -346,9 +348,12 @@ class FeatureStore:
 
     Opening reads meta.json and checks every listed shard's arrays (shape and
     dtype from the .npy headers, through a throw-away memory map). Records are
-    read on first use. Arrays are memory-mapped lazily, per process: a store
-    copied into a forked or spawned DataLoader worker maps its own files, and
-    pickling drops the maps.
+    read on first use. An item's rows are read with ``os.preadv`` straight
+    into a new array (one system call per array, no page faults in this
+    process; memory-map copies where ``os.preadv`` is missing). Files are
+    opened and memory-mapped lazily, per process: a store copied into a
+    forked or spawned DataLoader worker maps its own files, and pickling
+    drops the maps and file descriptors.
 
     Args:
         root (str | PathLike): The store directory.
@@ -367,6 +372,7 @@ class FeatureStore:
         self._offsets = np.cumsum([0] + counts)  # (num_shards + 1, )
         self._records: Optional[List[dict]] = None
         self._maps: Dict[Tuple[int, str], np.memmap] = {}
+        self._fds: Dict[Tuple[int, str], int] = {}
         self._pid = os.getpid()
         self._validate_shards()
 
@@ -501,6 +507,48 @@ class FeatureStore:
                 self._expected_shape(shard, filename), self.meta_path)
         return self._maps[key]
 
+    def _read_row(self, shard: int, filename: str, row: int) -> np.ndarray:
+        """Copy one row of a shard array into a new array.
+
+        ``os.preadv`` reads the row from the page cache (or disk) into the
+        new array in one call; a memory-map copy instead would fault each
+        page of the row into this process's mapping first, which was
+        measured several times slower per item on a virtualised GPU host
+        (docs/benchmarks.md, finding 3).
+        """
+        array = self._map(shard, filename)  # (count, ...) header checked
+        out = np.empty(array.shape[1:], dtype=array.dtype)  # (...)
+        if not _HAS_PREADV:
+            out[...] = array[row]
+            return out
+        key = (shard, filename)
+        fd = self._fds.get(key)
+        if fd is None:
+            fd = self._fds[key] = os.open(self.shard_path(shard, filename),
+                                          os.O_RDONLY)
+        nbytes = os.preadv(fd, [out], array.offset + row * out.nbytes)
+        if nbytes != out.nbytes:
+            raise OSError(
+                f'{self.shard_path(shard, filename)}: read {nbytes} of '
+                f'{out.nbytes} bytes of row {row}; the file is shorter than '
+                f'its .npy header says (truncated after the store was '
+                f'opened?)')
+        return out
+
+    def close(self) -> None:
+        """Close the files this store opened (reads reopen them)."""
+        fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            os.close(fd)
+        self._maps = {}
+
+    def __del__(self) -> None:
+        for fd in getattr(self, '_fds', {}).values():
+            try:
+                os.close(fd)
+            except OSError:  # already closed by the interpreter's shutdown
+                pass
+
     def get(self, idx: int, with_record: bool = True) -> FeatureItem:
         """Read item ``idx``.
 
@@ -516,10 +564,10 @@ class FeatureStore:
         shard, row = self.locate(idx)
         text = None
         if self.has_text_embeds:
-            text = np.array(self._map(shard, TEXT_FILE)[row])  # (D, )
+            text = self._read_row(shard, TEXT_FILE, row)  # (D, )
         return FeatureItem(
-            patch_tokens=np.array(self._map(shard, PATCH_FILE)[row]),
-            global_embed=np.array(self._map(shard, GLOBAL_FILE)[row]),
+            patch_tokens=self._read_row(shard, PATCH_FILE, row),  # (N, Dv)
+            global_embed=self._read_row(shard, GLOBAL_FILE, row),  # (D, )
             record=dict(self.records[idx]) if with_record else {},
             text_embed=text)
 
@@ -550,6 +598,7 @@ class FeatureStore:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state['_maps'] = {}  # memory maps are per process
+        state['_fds'] = {}  # and so are file descriptors
         return state
 
 
