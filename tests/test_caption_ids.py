@@ -176,9 +176,11 @@ _GRAPHS = []
 
 
 def _counting_backend(gm, example_inputs):
-    """A dynamo backend that runs graphs eagerly and counts them."""
+    """A dynamo backend that counts graphs and runs them through AOT
+    autograd (dynamo's ``aot_eager``), as inductor would: AOT autograd
+    specializes float inputs that a plain eager backend leaves dynamic."""
     _GRAPHS.append(gm)
-    return gm.forward
+    return torch._dynamo.lookup_backend('aot_eager')(gm, example_inputs)
 
 
 class _GraphCount(Hook):
@@ -203,11 +205,15 @@ def test_compiled_train_step_stops_compiling(smoke_root, tmp_path, amp,
                                              monkeypatch):
     """mmengine's ``compile`` with fixed shapes (ids from the loader,
     ``trim_padding=False``): after a few warm-up steps no graph is compiled
-    any more. mmengine's data preprocessor copied every data sample each
-    step and dynamo's guards on the copies recompiled the step each time
-    (with it this test sees 8, 9, 10, 11 graphs after steps 5 to 8). The
-    AMP case is the fast recipe's wrapper (its CUDA check lifted: autocast
-    runs on the CPU), whose ``autocast`` parsed version strings in the step
+    any more. It caught two causes of a step recompiled at every
+    iteration: mmengine's data preprocessor copied every data sample each
+    step and dynamo's guards on the copies failed (8, 9, 10, 11 graphs after
+    steps 5 to 8); and foreach Adam, CUDA's default, whose lr AOT autograd
+    bakes in, so each Noam step recompiled the optimizer step (the
+    schedule's fused Adam fixes it: with ``foreach=True`` this test sees 9,
+    10, 11, 12 graphs after steps 5 to 8). The AMP case is the fast
+    recipe's wrapper (its CUDA check lifted: autocast runs on the CPU),
+    whose ``autocast`` parsed version strings in the step
     (``make_mmengine_autocast_compilable``)."""
     if 'mmpcm_counting' not in torch._dynamo.list_backends(exclude_tags=()):
         torch._dynamo.register_backend(_counting_backend, 'mmpcm_counting')
@@ -237,5 +243,9 @@ def test_compiled_train_step_stops_compiling(smoke_root, tmp_path, amp,
         runner.train()
     finally:
         torch._dynamo.reset()
+    # The schedule's fused Adam: CUDA's default foreach Adam would recompile
+    # its step at every Noam lr change (8 times over these steps on the CPU
+    # with foreach=True, then dynamo's limit sends it back to eager).
+    assert runner.optim_wrapper.optimizer.defaults['fused'] is True
     assert count.after_iter[0] > 0  # the step was compiled
     assert count.after_iter[4:] == [count.after_iter[4]] * 6, count.after_iter
