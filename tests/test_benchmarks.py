@@ -71,6 +71,26 @@ def test_train_throughput_smoke(tmp_path, capsys):
     assert store.records[39]['image_id'] == 39
 
 
+def test_train_throughput_loader_only(tmp_path, capsys):
+    bench = _load('train_throughput')
+    out_json = tmp_path / 'loaders.json'
+    bench.main([
+        '--recipe', 'paper', 'fast', '--num-pairs', '40',
+        '--shard-size', '16', '--link-shards', '--no-reference',
+        '--batch-size', '4', '--num-workers', '0', '--loader-batches', '2',
+        '--loader-only', '--vocab-size', '64', '--workdir', str(tmp_path),
+        '--json', str(out_json)])
+    text = capsys.readouterr().out
+    assert 'Data loaders alone' in text and '| paper (fp32)' not in text
+    result = json.loads(out_json.read_text())
+    assert result['runs'] == [] and result['reference'] is None
+    assert [row[0].split(':')[0] for row in result['loaders']] == [
+        'paper', 'fast']
+    assert all(row[-1] > 0 for row in result['loaders'])
+    with pytest.raises(SystemExit):
+        bench.parse_args(['--loader-only', '--loader-batches', '0'])
+
+
 def test_decode_speed_smoke(tmp_path, capsys):
     bench = _load('decode_speed')
     out_json = tmp_path / 'decode.json'
