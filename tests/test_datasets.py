@@ -354,20 +354,29 @@ def test_build_from_config(store):
     assert FUNCTIONS.get('pcm_collate') is pcm_collate
 
 
-def test_store_pickle_drops_memory_maps(store):
+def test_store_pickle_drops_memory_maps_and_files(store):
     store.get(0)
+    store.load_array()  # memory-mapped
     assert store._maps
-    assert store._fds or not _has_preadv()
+    assert store._row_sources or not _has_preadv()
     clone = pickle.loads(pickle.dumps(store))
-    assert clone._maps == {} and clone._fds == {}
+    assert clone._maps == {} and clone._row_sources == {}
     np.testing.assert_array_equal(clone.get(9).patch_tokens,
                                   store.get(9).patch_tokens)
 
 
+@pytest.mark.parametrize('read', ['preadv', 'mmap'])
 @pytest.mark.parametrize('num_workers', [0, 2])
-def test_dataloader_round_trip(store, num_workers):
+def test_dataloader_round_trip(store, num_workers, read, monkeypatch):
+    """Files opened in the parent before the fork: memory maps are made
+    anew in each worker; ``preadv`` reads through the inherited files."""
+    from mmpcm.datasets import feature_store
+    if read == 'mmap':
+        monkeypatch.setattr(feature_store, '_HAS_PREADV', False)
+    elif not feature_store._HAS_PREADV:
+        pytest.skip('os.preadv is missing on this platform')
     dataset = _dataset(store.root)
-    dataset[0]  # memory maps opened in the parent before the fork
+    dataset[0]  # files opened in the parent before the fork
 
     def maps_of_this_process(results):
         results['inputs']['own_maps'] = torch.tensor(
@@ -382,7 +391,10 @@ def test_dataloader_round_trip(store, num_workers):
     patches = torch.cat([b['inputs']['patch_tokens'] for b in batches])
     globals_ = torch.cat([b['inputs']['global_embed'] for b in batches])
     assert patches.shape == (10, N, DV) and patches.dtype == torch.float16
-    assert all(b['inputs']['own_maps'].all() for b in batches)
+    if read == 'mmap':
+        assert all(b['inputs']['own_maps'].all() for b in batches)
+    else:
+        assert dataset.store._row_sources and not dataset.store._maps
     for i in range(10):
         item = store.get(i)
         np.testing.assert_array_equal(patches[i].numpy(), item.patch_tokens)
@@ -399,7 +411,7 @@ def test_rows_read_with_preadv_match_the_memory_map(store, monkeypatch):
                  global_embed='global_embeds.npy',
                  text_embed='text_embeds.npy')
     read = [store.get(i) for i in range(10)]
-    assert store._fds  # the rows came through preadv
+    assert store._row_sources  # the rows came through preadv
     for i, item in enumerate(read):
         shard, row = store.locate(i)
         for name, filename in files.items():
@@ -412,9 +424,9 @@ def test_rows_read_with_preadv_match_the_memory_map(store, monkeypatch):
         for name in files:
             np.testing.assert_array_equal(getattr(item, name),
                                           getattr(other, name))
-    assert not mapped._fds
+    assert not mapped._row_sources
     store.close()
-    assert store._fds == {} and store._maps == {}
+    assert store._row_sources == {} and store._maps == {}
     np.testing.assert_array_equal(store.get(3).patch_tokens,
                                   read[3].patch_tokens)
 

@@ -343,6 +343,14 @@ def _iter_jsonl(path: str) -> Iterator[Tuple[int, dict]]:
             yield lineno, record
 
 
+class _RowSource(NamedTuple):
+    """Where :meth:`FeatureStore.get` reads one shard array's rows."""
+    fd: int  # open read-only
+    offset: int  # bytes before the array's data (the .npy header)
+    row_shape: Tuple[int, ...]  # (N, Dv) or (D, )
+    dtype: np.dtype
+
+
 class FeatureStore:
     """Read-only view of a feature store directory.
 
@@ -372,7 +380,7 @@ class FeatureStore:
         self._offsets = np.cumsum([0] + counts)  # (num_shards + 1, )
         self._records: Optional[List[dict]] = None
         self._maps: Dict[Tuple[int, str], np.memmap] = {}
-        self._fds: Dict[Tuple[int, str], int] = {}
+        self._row_sources: Dict[Tuple[int, str], _RowSource] = {}
         self._pid = os.getpid()
         self._validate_shards()
 
@@ -516,17 +524,12 @@ class FeatureStore:
         measured several times slower per item on a virtualised GPU host
         (docs/benchmarks.md, finding 3).
         """
-        array = self._map(shard, filename)  # (count, ...) header checked
-        out = np.empty(array.shape[1:], dtype=array.dtype)  # (...)
         if not _HAS_PREADV:
-            out[...] = array[row]
-            return out
-        key = (shard, filename)
-        fd = self._fds.get(key)
-        if fd is None:
-            fd = self._fds[key] = os.open(self.shard_path(shard, filename),
-                                          os.O_RDONLY)
-        nbytes = os.preadv(fd, [out], array.offset + row * out.nbytes)
+            return np.array(self._map(shard, filename)[row])
+        source = self._row_source(shard, filename)
+        out = np.empty(source.row_shape, dtype=source.dtype)  # (...)
+        nbytes = os.preadv(source.fd, [out],
+                           source.offset + row * out.nbytes)
         if nbytes != out.nbytes:
             raise OSError(
                 f'{self.shard_path(shard, filename)}: read {nbytes} of '
@@ -535,17 +538,32 @@ class FeatureStore:
                 f'opened?)')
         return out
 
+    def _row_source(self, shard: int, filename: str) -> _RowSource:
+        """The open file and data layout of one shard array, per process
+        (a forked worker may keep its parent's: ``preadv`` has no file
+        position to share)."""
+        key = (shard, filename)
+        source = self._row_sources.get(key)
+        if source is None:
+            path = self.shard_path(shard, filename)
+            header = _open_npy(path, self._expected_shape(shard, filename),
+                               self.meta_path)  # checked, then unmapped
+            source = self._row_sources[key] = _RowSource(
+                os.open(path, os.O_RDONLY), header.offset,
+                tuple(header.shape[1:]), header.dtype)
+        return source
+
     def close(self) -> None:
         """Close the files this store opened (reads reopen them)."""
-        fds, self._fds = self._fds, {}
-        for fd in fds.values():
-            os.close(fd)
+        sources, self._row_sources = self._row_sources, {}
+        for source in sources.values():
+            os.close(source.fd)
         self._maps = {}
 
     def __del__(self) -> None:
-        for fd in getattr(self, '_fds', {}).values():
+        for source in getattr(self, '_row_sources', {}).values():
             try:
-                os.close(fd)
+                os.close(source.fd)
             except OSError:  # already closed by the interpreter's shutdown
                 pass
 
@@ -598,7 +616,7 @@ class FeatureStore:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state['_maps'] = {}  # memory maps are per process
-        state['_fds'] = {}  # and so are file descriptors
+        state['_row_sources'] = {}  # and so are file descriptors
         return state
 
 
