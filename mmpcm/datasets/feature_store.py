@@ -359,9 +359,10 @@ class FeatureStore:
     read on first use. An item's rows are read with ``os.preadv`` straight
     into a new array (one system call per array, no page faults in this
     process; memory-map copies where ``os.preadv`` is missing). Files are
-    opened and memory-mapped lazily, per process: a store copied into a
-    forked or spawned DataLoader worker maps its own files, and pickling
-    drops the maps and file descriptors.
+    opened lazily, one descriptor per shard array; a forked DataLoader
+    worker reads through the ones it inherits (``preadv`` moves no shared
+    file position). Memory maps (``load_array``) are per process: a forked
+    worker maps its own files. Pickling drops both.
 
     Args:
         root (str | PathLike): The store directory.
@@ -539,9 +540,8 @@ class FeatureStore:
         return out
 
     def _row_source(self, shard: int, filename: str) -> _RowSource:
-        """The open file and data layout of one shard array, per process
-        (a forked worker may keep its parent's: ``preadv`` has no file
-        position to share)."""
+        """The open file and data layout of one shard array, opened on
+        first use."""
         key = (shard, filename)
         source = self._row_sources.get(key)
         if source is None:
