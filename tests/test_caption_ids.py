@@ -192,12 +192,9 @@ class _GraphCount(Hook):
         self.after_iter.append(len(_GRAPHS))
 
 
-# The fast recipe's optimizer wrapper (configs/_base_/schedules/noam_fast.py)
-# with bf16 autocast on the CPU.
-_AMP_WRAPPER = dict(type='AmpOptimWrapper', dtype='bfloat16',
-                    loss_scale=dict(enabled=False),
-                    optimizer=dict(type='Adam', lr=5e-4),
-                    clip_grad=dict(type='value', clip_value=0.1))
+# The fast recipe's optimizer wrapper: AmpOptimWrapper, bf16 autocast.
+FAST_SCHEDULE = osp.join(ROOT, 'configs', '_base_', 'schedules',
+                         'noam_fast.py')
 
 
 @pytest.mark.parametrize('amp', [False, True], ids=['fp32', 'amp_bf16'])
@@ -224,7 +221,8 @@ def test_compiled_train_step_stops_compiling(smoke_root, tmp_path, amp,
         monkeypatch.setattr(amp_optimizer_wrapper, 'is_cuda_available',
                             lambda: True)
         monkeypatch.setattr(run_config, 'check_amp_device', lambda cfg: None)
-        options['optim_wrapper'] = _AMP_WRAPPER
+        options['optim_wrapper'] = Config.fromfile(
+            FAST_SCHEDULE).optim_wrapper.to_dict()
     torch._dynamo.reset()
     _GRAPHS.clear()
     count = _GraphCount()
@@ -247,5 +245,7 @@ def test_compiled_train_step_stops_compiling(smoke_root, tmp_path, amp,
     # its step at every Noam lr change (8 times over these steps on the CPU
     # with foreach=True, then dynamo's limit sends it back to eager).
     assert runner.optim_wrapper.optimizer.defaults['fused'] is True
+    assert type(runner.optim_wrapper).__name__ == (
+        'AmpOptimWrapper' if amp else 'OptimWrapper')
     assert count.after_iter[0] > 0  # the step was compiled
     assert count.after_iter[4:] == [count.after_iter[4]] * 6, count.after_iter
