@@ -14,6 +14,7 @@ it (memory-mapped), :func:`make_random_feature_store` fills one with random
 values for tests and benchmarks. ``docs/feature_format.md`` describes the
 format in full.
 """
+import contextlib
 import dataclasses
 import json
 import math
@@ -561,11 +562,9 @@ class FeatureStore:
         self._maps = {}
 
     def __del__(self) -> None:
-        for source in getattr(self, '_row_sources', {}).values():
-            try:
-                os.close(source.fd)
-            except OSError:  # already closed by the interpreter's shutdown
-                pass
+        if getattr(self, '_row_sources', None):  # None: __init__ failed
+            with contextlib.suppress(OSError):  # closed at shutdown already
+                self.close()
 
     def get(self, idx: int, with_record: bool = True) -> FeatureItem:
         """Read item ``idx``.
