@@ -5,15 +5,17 @@
 #
 # Usage: bash benchmarks/run_all.sh OUT_DIR [STEP ...]
 #   steps, in the order given (default: train decode extract generate):
-#     train     paper + fast recipe + the reference loop, 542,401 pairs
+#     train     paper + fast recipe + the reference loop, 542,401 pairs;
+#               each loop's last 5 iterations also as Chrome traces in
+#               OUT_DIR/traces_train
 #     decode    5,000 images, beam 3, fp32/bf16, KV cache on/off, profiled
 #     extract   ViT-B/32 + ViT-L/14 from 512 px JPEGs, PIL workers and
 #               decoding on the device
 #     generate  SD v1.5 at 512 px: diffusers' default call vs mmpcm's
 #               settings (no compiled row: compilation takes minutes)
-#     compile   torch.compile rows: fast recipe whole train step, paper
-#               recipe compiled (inductor's default mode, then with CUDA
-#               graphs), compiled decoding and UNet
+#     compile   torch.compile rows: paper recipe's whole train step
+#               (inductor's default mode, then with CUDA graphs), the fast
+#               recipe's, compiled decoding and UNet
 # Time limits per step (seconds) come from LIMIT_<STEP>, e.g.
 # LIMIT_TRAIN=240. DRY_RUN=1 prints each step's script and arguments (one
 # line each, tab-separated) instead of running it. Python: $PYTHON (default
@@ -55,7 +57,8 @@ for step in "${STEPS[@]}"; do
     case "$step" in
     train)
         run train "${LIMIT_TRAIN:-300}" train_throughput.py \
-            --recipe paper fast --link-shards --ref-num-pairs 10000 ;;
+            --recipe paper fast --link-shards --ref-num-pairs 10000 \
+            --trace-dir "$OUT/traces_train" ;;
     decode)
         run decode "${LIMIT_DECODE:-180}" decode_speed.py \
             --batch-size 1000 --precision fp32 bf16 --kv-cache on off \
@@ -66,9 +69,6 @@ for step in "${STEPS[@]}"; do
     generate)
         run generate "${LIMIT_GENERATE:-300}" generate_speed.py ;;
     compile)
-        run compile_train_fast "${LIMIT_COMPILE:-300}" train_throughput.py \
-            --recipe fast --compile train_step --no-reference --link-shards \
-            --iters 100 --loader-batches 0
         run compile_train_paper_inductor "${LIMIT_COMPILE:-300}" \
             train_throughput.py --recipe paper --compile train_step \
             --no-reference --link-shards --iters 300 --loader-batches 0 \
@@ -77,6 +77,9 @@ for step in "${STEPS[@]}"; do
             --recipe paper --compile train_step --compile-mode reduce-overhead \
             --no-reference --link-shards --iters 300 --loader-batches 0 \
             --cfg-options model.head.trim_padding=False
+        run compile_train_fast "${LIMIT_COMPILE:-300}" train_throughput.py \
+            --recipe fast --compile train_step --no-reference --link-shards \
+            --iters 100 --loader-batches 0
         run compile_decode "${LIMIT_COMPILE:-300}" decode_speed.py \
             --batch-size 1000 --precision bf16 --compile --no-reference
         run compile_generate "${LIMIT_COMPILE:-300}" generate_speed.py \

@@ -17,7 +17,11 @@ pairs/s over the reference's.
 Then ``--profile-iters`` more iterations of each recipe are split into
 data wait, caption tokenization in the step (none since the loader
 tokenizes: ``PCMCaptionIdsHook``), neck + encoder, decoder, loss, backward
-and optimizer step (the device synchronised around each part). Before the
+and optimizer step (the device synchronised around each part). Last,
+``--trace-iters`` iterations of every loop, the reference's included, run
+under ``torch.profiler``: ATen operators, kernel launches and GPU busy time
+per iteration, the measure of a host-bound step (``--trace-dir`` also
+writes Chrome traces). Before the
 training runs, each data loader is timed alone (``--loader-batches``,
 tokenizing as in training), and so is the caption tokenization itself.
 
@@ -33,10 +37,11 @@ Example (CPU, small)::
 import argparse
 import os
 import os.path as osp
+import re
 import sys
 import time
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from dataclasses import asdict, dataclass
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 # The benchmarks measure the tree they are in: its mmpcm, then common.py.
 sys.path[:0] = [osp.dirname(osp.dirname(osp.abspath(__file__))),
@@ -146,12 +151,16 @@ class SteadyStateTimer:
     Timing runs from the end of iteration ``warmup - 1`` to the end of
     iteration ``warmup + iters - 1``, so each timed interval is one full
     cycle: wait for the batch, hooks, train step. After that, for
-    ``profile_iters`` iterations, ``watches`` are switched on.
+    ``profile_iters`` iterations, ``watches`` are switched on; for the
+    ``trace_iters`` after those, ``tracer`` records (no stopwatch runs).
 
     Args:
         warmup (int): Untimed iterations (at least 1).
         iters (int): Timed iterations.
         profile_iters (int): Profiled iterations after the timed ones.
+        trace_iters (int): Iterations recorded by ``tracer`` after the
+            profiled ones.
+        tracer (common.StepTracer): Records the last ``trace_iters``.
         device (torch.device): Synchronised at the timing points.
         instrument (bool): Time the parts of a step (stopwatches switched
             on for the profile phase) and the caption tokenization (host
@@ -160,9 +169,12 @@ class SteadyStateTimer:
     """
 
     def __init__(self, warmup: int, iters: int, profile_iters: int,
+                 trace_iters: int, tracer: common.StepTracer,
                  device: torch.device, instrument: bool = True) -> None:
         self.warmup, self.iters = warmup, iters
         self.profile_iters = profile_iters
+        self.trace_iters, self.tracer = trace_iters, tracer
+        self.trace: Optional[common.TraceSummary] = None
         self.device = device
         self.instrument = instrument
         # Replaced by the real stopwatches in before_train (the optimizer
@@ -191,7 +203,9 @@ class SteadyStateTimer:
             return 'warmup'
         if it < self.warmup + self.iters:
             return 'timed'
-        return 'profile'
+        if it < self.warmup + self.iters + self.profile_iters:
+            return 'profile'
+        return 'trace'
 
     def before_train_iter(self, runner, batch_idx: int,
                           data_batch=None) -> None:
@@ -217,10 +231,15 @@ class SteadyStateTimer:
             self.tokenize.enabled = False
             self._set_watches(self.profile_iters > 0)
             self.profile_start = now
-        if it == self.warmup + self.iters + self.profile_iters - 1:
+        profiled = self.warmup + self.iters + self.profile_iters
+        if it == profiled - 1:
             common.synchronize(self.device)
             self.profile_stop = time.perf_counter()
             self._set_watches_off()
+            if self.trace_iters:
+                self.tracer.start()
+        if self.trace_iters and it == profiled + self.trace_iters - 1:
+            self.trace = self.tracer.stop(self.trace_iters)
         self.last_end = time.perf_counter()
 
     def _set_watches_off(self) -> None:
@@ -356,6 +375,7 @@ class RecipeOutcome:
     tokenize_share: float
     breakdown: Dict[str, float]  # ms per iteration by part
     profile_ms_per_iter: float
+    trace: Optional[common.TraceSummary]  # None: --trace-iters 0
 
 
 def run_recipe(args: argparse.Namespace, run: RunSettings,
@@ -363,16 +383,18 @@ def run_recipe(args: argparse.Namespace, run: RunSettings,
                device: torch.device) -> RecipeOutcome:
     """Train ``warmup + iters + profile`` iterations through the Runner."""
     from mmengine.runner import Runner
-    total = args.warmup_iters + args.iters + args.profile_iters
+    total = (args.warmup_iters + args.iters + args.profile_iters +
+             args.trace_iters)
     cfg = build_runner_cfg(args, run, shape, data, total)
     runner = Runner.from_cfg(cfg)
     if run.compile == 'modules':
         options = dict(mode=args.compile_mode) if args.compile_mode else {}
         common.compile_modules(_unwrap(runner.model), COMPILE_TARGETS,
                                **options)
+    tracer = common.StepTracer(device, _trace_file(args, _run_name(run)))
     timer = build_timer_hook(args.warmup_iters, args.iters,
-                             args.profile_iters, device,
-                             instrument=run.compile != 'train_step')
+                             args.profile_iters, args.trace_iters, tracer,
+                             device, instrument=run.compile != 'train_step')
     runner.register_hook(timer, priority='LOWEST')
     runner.train()
     watches, tokenize = timer.watches, timer.tokenize
@@ -394,7 +416,16 @@ def run_recipe(args: argparse.Namespace, run: RunSettings,
              float('nan'))
     flops = common.ModelDims.of(_unwrap(runner.model)).train_flops_per_pair(
         CAPTION_POSITIONS)
-    return RecipeOutcome(result, flops, share, breakdown, profile_ms)
+    return RecipeOutcome(result, flops, share, breakdown, profile_ms,
+                         timer.trace)
+
+
+def _trace_file(args: argparse.Namespace, name: str) -> Optional[str]:
+    """Where ``--trace-dir`` keeps the Chrome trace of run ``name``."""
+    if not args.trace_dir:
+        return None
+    slug = re.sub(r'[^0-9A-Za-z]+', '_', name).strip('_')  # paper_fp32
+    return osp.join(args.trace_dir, f'{slug}.json')
 
 
 CAPTION_POSITIONS = 20
@@ -464,10 +495,20 @@ def prepare_reference_data(args: argparse.Namespace,
     return common.write_npz_samples(npz_dir, captions, shape)
 
 
+class ReferenceOutcome(NamedTuple):
+    """The reference loop's timed result and its recorded window."""
+    result: common.ThroughputResult
+    trace: Optional[common.TraceSummary]  # None: --trace-iters 0
+
+
 def run_reference(args: argparse.Namespace, shape: common.ClipShape,
                   data: BenchData, index: List[dict],
-                  device: torch.device) -> common.ThroughputResult:
-    """Batch 32, fp32, plain PyTorch loop over per-sample ``.npz`` files."""
+                  device: torch.device) -> ReferenceOutcome:
+    """Batch 32, fp32, plain PyTorch loop over per-sample ``.npz`` files.
+
+    ``--warmup-iters``, then ``--iters`` timed, then ``--trace-iters``
+    recorded by ``torch.profiler``.
+    """
     from mmpretrain.structures import DataSample
 
     from mmpcm.engine.schedulers.noam import noam_value
@@ -484,15 +525,20 @@ def run_reference(args: argparse.Namespace, shape: common.ClipShape,
                                args.ref_batch_size,
                                pin=device.type == 'cuda')
     batches = _cycle(loader)
-    start = data_wait = 0.0
-    total = args.warmup_iters + args.iters
-    for step in range(total):
+    tracer = common.StepTracer(device, _trace_file(args, 'reference'))
+    start = seconds = data_wait = 0.0
+    timed_end = args.warmup_iters + args.iters
+    for step in range(timed_end + args.trace_iters):
         if step == args.warmup_iters:
             common.synchronize(device)
             start = time.perf_counter()
+        if step == timed_end:
+            common.synchronize(device)
+            seconds = time.perf_counter() - start
+            tracer.start()
         fetch = time.perf_counter()
         features, g_feature, caps, scores = next(batches)
-        if step >= args.warmup_iters:
+        if args.warmup_iters <= step < timed_end:
             data_wait += time.perf_counter() - fetch
         inputs = dict(patch_tokens=features.to(device, non_blocking=True),
                       global_embed=g_feature.to(device, non_blocking=True))
@@ -509,15 +555,20 @@ def run_reference(args: argparse.Namespace, shape: common.ClipShape,
             group['lr'] = noam_value(step + 1)
         optimizer.step()
         loss.item()  # the release logs the loss every iteration
-    common.synchronize(device)
-    seconds = time.perf_counter() - start
-    return common.ThroughputResult(
+    trace = None
+    if args.trace_iters:
+        trace = tracer.stop(args.trace_iters)
+    else:
+        common.synchronize(device)
+        seconds = time.perf_counter() - start
+    result = common.ThroughputResult(
         name='reference (fp32)', device=common.describe_device(device),
         batch_size=args.ref_batch_size, iters=args.iters, seconds=seconds,
         items=args.iters * args.ref_batch_size,
         note=f'one .npz per sample ({args.ref_num_pairs:,} pairs), '
         f'{args.ref_workers} workers, plain loop',
         extra=dict(data_wait=data_wait / seconds))
+    return ReferenceOutcome(result, trace)
 
 
 # --------------------------------------------------------------------------
@@ -611,8 +662,10 @@ FAST_TARGET_PAIRS_PER_S = 20_000
 # report
 # --------------------------------------------------------------------------
 def report(ref: common.ThroughputResult, outcomes: Sequence[RecipeOutcome],
-           args: argparse.Namespace) -> str:
-    """The results table, the tokenization shares and the breakdowns."""
+           args: argparse.Namespace,
+           ref_trace: Optional[common.TraceSummary] = None) -> str:
+    """The results table, the tokenization shares, the breakdowns and the
+    recorded windows (``--trace-iters``)."""
     headers = ['run', 'device', 'batch', 'pairs/s', 'ms/iter',
                'model TFLOP/s', 'data wait',
                'x reference' if not args.no_reference else f'x {ref.name}',
@@ -648,7 +701,23 @@ def report(ref: common.ThroughputResult, outcomes: Sequence[RecipeOutcome],
         rows = [[k, v, f'{100 * v / o.profile_ms_per_iter:.1f}%']
                 for k, v in o.breakdown.items()]
         lines.append(common.format_table(['part', 'ms/iter', 'share'], rows))
+    traces = ([(ref.name, ref_trace)] if ref_trace is not None else []) + [
+        (o.result.name, o.trace) for o in outcomes if o.trace is not None]
+    if traces:
+        lines += ['', f'Host dispatch, {args.trace_iters} iterations under '
+                  'torch.profiler after the others (per iteration; the '
+                  'profiler slows the host):', trace_table(traces)]
     return '\n'.join(lines)
+
+
+def trace_table(traces: Sequence[tuple]) -> str:
+    """``(name, TraceSummary)`` pairs as a table."""
+    rows = [[name, t.wall_ms, t.aten_ops, t.launches, t.device_kernels,
+             t.device_ms, f'{100 * t.device_busy:.0f}%']
+            for name, t in traces]
+    return common.format_table(
+        ['run', 'ms/iter (profiled)', 'ATen ops', 'kernel launches',
+         'GPU kernels', 'GPU busy (ms)', 'GPU busy'], rows)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -679,6 +748,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--ref-batch-size', type=int, default=PAPER_BATCH,
                    help='the release trains at 32; smaller only for smoke '
                    'tests')
+    p.add_argument('--trace-iters', type=int, default=5,
+                   help='iterations of every loop recorded by torch.profiler '
+                   'at the end: ATen ops, kernel launches, GPU busy time '
+                   '(0: none)')
+    p.add_argument('--trace-dir',
+                   help='also write each recorded window as a Chrome trace '
+                   'here')
     p.add_argument('--loader-only', action='store_true',
                    help='time the data loaders (and tokenization) alone: no '
                    'training run, no reference loop')
@@ -717,6 +793,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.warmup_iters < 1 or args.iters < 1:
         p.error('--warmup-iters and --iters must be at least 1')
+    if args.trace_iters < 0 or args.profile_iters < 0:
+        p.error('--trace-iters and --profile-iters must be at least 0')
     if args.loader_only and args.loader_batches < 1:
         p.error('--loader-only times the loaders: --loader-batches must be '
                 'at least 1')
@@ -751,11 +829,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         data.vocab_file, common.random_captions(data.words, 1024, seed=2),
         [args.ref_batch_size, RECIPES['fast'].batch_size] +
         [r.batch_size for r in runs])
-    ref = None
+    ref = ref_trace = None
     if args.loader_only:
         runs = []
     elif index is not None:
-        ref = run_reference(args, shape, data, index, device)
+        ref, ref_trace = run_reference(args, shape, data, index, device)
         print(f'reference: {ref.per_second:.1f} pairs/s')
     outcomes = []
     for run in runs:
@@ -770,7 +848,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
           f'vocabulary {args.vocab_size:,}; {common.describe_software()}; '
           f'at the end: {common.describe_load()}')
     if outcomes:
-        print(report(ref, outcomes, args))
+        print(report(ref, outcomes, args, ref_trace))
     if loaders:
         print(f'\nData loaders alone (no model), {args.loader_batches} '
               'batches after 2:')
@@ -783,12 +861,19 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
          f'share of a {FAST_TARGET_PAIRS_PER_S:,} pairs/s step'], tokenize))
     common.write_json(args.json, dict(
         args=vars(args),
-        reference=None if ref is None or args.no_reference else ref.to_dict(),
+        reference=None if ref is None or args.no_reference else dict(
+            ref.to_dict(), trace=_trace_dict(ref_trace)),
         loaders=loaders,
         tokenize=tokenize,
         runs=[dict(o.result.to_dict(), tokenize_share=o.tokenize_share,
                    flops_per_pair=o.flops_per_pair,
-                   breakdown_ms=o.breakdown) for o in outcomes]))
+                   breakdown_ms=o.breakdown, trace=_trace_dict(o.trace))
+              for o in outcomes]))
+
+
+def _trace_dict(trace: Optional[common.TraceSummary]) -> Optional[dict]:
+    return None if trace is None else dict(
+        asdict(trace), device_busy=trace.device_busy)
 
 
 if __name__ == '__main__':

@@ -9,6 +9,7 @@ import json
 import os.path as osp
 
 import pytest
+import torch
 from PIL import Image
 
 from mmpcm.datasets.feature_store import FeatureStore
@@ -49,14 +50,25 @@ def test_train_throughput_smoke(tmp_path, capsys):
         '--iters', '1', '--warmup-iters', '1', '--profile-iters', '1',
         '--batch-size', '4', '--ref-batch-size', '4', '--num-workers', '0',
         '--ref-workers', '0', '--loader-batches', '2', '--vocab-size', '64',
+        '--trace-iters', '2', '--trace-dir', str(tmp_path / 'traces'),
         '--workdir', str(tmp_path), '--json', str(out_json),
         '--cfg-options', *SMALL_MODEL])
     text = capsys.readouterr().out
     for row in ('| reference (fp32)', '| paper (fp32)', '| fast (fp32)',
-                'Step breakdown, fast (fp32)', 'caption tokenization'):
+                'Step breakdown, fast (fp32)', 'caption tokenization',
+                'Host dispatch, 2 iterations'):
         assert row in text
     result = json.loads(out_json.read_text())
     assert result['reference']['per_second'] > 0
+    # Every loop's last 2 iterations were recorded: operators on the CPU,
+    # no kernels; one Chrome trace each.
+    for trace in [result['reference']['trace']] + [
+            r['trace'] for r in result['runs']]:
+        assert trace['iters'] == 2 and trace['aten_ops'] > 100
+        assert trace['launches'] == trace['device_kernels'] == 0
+    for name in ('reference', 'paper_fp32', 'fast_fp32'):
+        chrome = json.loads((tmp_path / 'traces' / f'{name}.json').read_text())
+        assert chrome['traceEvents']
     assert [r['name'] for r in result['runs']] == ['paper (fp32)',
                                                    'fast (fp32)']
     for run in result['runs']:
@@ -69,6 +81,24 @@ def test_train_throughput_smoke(tmp_path, capsys):
     assert len(store) == 40 and len(store.shards) == 3
     assert store.get(39).patch_tokens.shape == (49, 768)
     assert store.records[39]['image_id'] == 39
+
+
+def test_step_tracer_counts_top_level_operators(tmp_path):
+    common = _load('common')
+    x, w = torch.randn(4, 8), torch.randn(3, 8)
+    tracer = common.StepTracer(torch.device('cpu'))
+    tracer.start()
+    for _ in range(3):
+        # aten::linear runs aten::t and aten::mm (or addmm) inside it: one
+        # trip through the dispatcher from Python, counted once.
+        y = torch.nn.functional.linear(x, w)
+        y.add_(1)
+    summary = tracer.stop(iters=3)
+    assert summary.aten_ops == 2
+    assert summary.launches == summary.device_kernels == 0
+    assert summary.device_ms == 0 and summary.wall_ms > 0
+    with pytest.raises(RuntimeError, match='before start'):
+        tracer.stop(iters=1)
 
 
 def test_train_throughput_loader_only(tmp_path, capsys):
@@ -232,9 +262,9 @@ def test_run_all_passes_every_script_flags_it_accepts(tmp_path):
     lines = proc.stdout.splitlines()
     names = [line.split('\t')[0] for line in lines]
     assert names == ['train', 'decode', 'extract', 'generate',
-                     'compile_train_fast', 'compile_train_paper_inductor',
-                     'compile_train_paper',
-                     'compile_decode', 'compile_generate']
+                     'compile_train_paper_inductor', 'compile_train_paper',
+                     'compile_train_fast', 'compile_decode',
+                     'compile_generate']
     for line in lines:
         name, script, *argv = line.split('\t')
         argv = [a for a in argv if a]
