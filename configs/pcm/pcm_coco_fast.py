@@ -4,8 +4,9 @@
 # Needs CUDA (AmpOptimWrapper). Speed: docs/benchmarks.md.
 # Its CIDEr on COCO vs. the paper recipe (pcm_coco.py) is not checked; use
 # pcm_coco.py to reproduce the paper's numbers. On the offline world the
-# same scaling rule kept CIDEr at 4x batch with twice the epochs, and lost
-# it at equal epochs (fewer optimizer steps): docs/benchmarks.md. If CIDEr
+# same scaling rule kept CIDEr at 4x batch with twice the epochs (eager and
+# with the train step compiled), and lost it at equal epochs (fewer
+# optimizer steps): docs/benchmarks.md. If CIDEr
 # falls short, train longer: --cfg-options train_cfg.max_epochs=24.
 # Captions arrive as id rows tokenized in the loader workers
 # (PCMCaptionIdsHook, default_runtime.py); trim_padding=False keeps them at
