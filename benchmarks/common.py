@@ -15,7 +15,7 @@ import os.path as osp
 import platform
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
@@ -262,6 +262,9 @@ class TraceSummary:
     def device_busy(self) -> float:
         """Share of the wall-clock time the GPU spent running kernels."""
         return self.device_ms / self.wall_ms if self.wall_ms > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return dict(asdict(self), device_busy=self.device_busy)
 
 
 def summarize_trace(events: Sequence, iters: int,

@@ -40,7 +40,7 @@ import os.path as osp
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
 # The benchmarks measure the tree they are in: its mmpcm, then common.py.
@@ -862,18 +862,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     common.write_json(args.json, dict(
         args=vars(args),
         reference=None if ref is None or args.no_reference else dict(
-            ref.to_dict(), trace=_trace_dict(ref_trace)),
+            ref.to_dict(), trace=ref_trace and ref_trace.to_dict()),
         loaders=loaders,
         tokenize=tokenize,
         runs=[dict(o.result.to_dict(), tokenize_share=o.tokenize_share,
                    flops_per_pair=o.flops_per_pair,
-                   breakdown_ms=o.breakdown, trace=_trace_dict(o.trace))
+                   breakdown_ms=o.breakdown,
+                   trace=o.trace and o.trace.to_dict())
               for o in outcomes]))
-
-
-def _trace_dict(trace: Optional[common.TraceSummary]) -> Optional[dict]:
-    return None if trace is None else dict(
-        asdict(trace), device_busy=trace.device_busy)
 
 
 if __name__ == '__main__':
