@@ -70,6 +70,31 @@ def test_head_loss_from_rows_equals_loss_from_text(trim):
     assert enc.input_ids.shape[1] == (10 if trim else 12)  # longest: 9 words
 
 
+def test_compiled_step_keeps_rows_at_max_len():
+    """Under ``torch.compile`` the head never trims (it would read the
+    longest caption back from the device, which breaks the graph): the
+    traced step sees ``max_len`` positions whatever ``trim_padding`` says,
+    so the paper configs' compiled step has static shapes. ``fullgraph``
+    makes a graph break an error."""
+    head = _head(trim_padding=True)
+    rows = torch.from_numpy(np.stack([head.tokenizer(c)
+                                      for c in SMOKE_CAPTIONS[:4]]))
+
+    def encode(r):
+        enc = head._encode_captions(r, torch.device('cpu'))
+        return enc.input_ids, enc.target_ids
+
+    torch._dynamo.reset()
+    try:
+        inputs, targets = torch.compile(encode, backend='eager',
+                                        fullgraph=True)(rows)
+    finally:
+        torch._dynamo.reset()
+    assert inputs.shape == targets.shape == (4, 12)
+    assert torch.equal(inputs, rows[:, :-1]) and torch.equal(targets, rows[:, 1:])
+    assert encode(rows)[0].shape == (4, 10)  # eager: trimmed
+
+
 def test_rows_of_another_max_len_are_refused():
     head = _head(max_len=12)
     rows = torch.from_numpy(np.stack([_head(max_len=8).tokenizer('a dog')]))
@@ -200,8 +225,8 @@ FAST_SCHEDULE = osp.join(ROOT, 'configs', '_base_', 'schedules',
 @pytest.mark.parametrize('amp', [False, True], ids=['fp32', 'amp_bf16'])
 def test_compiled_train_step_stops_compiling(smoke_root, tmp_path, amp,
                                              monkeypatch):
-    """mmengine's ``compile`` with fixed shapes (ids from the loader,
-    ``trim_padding=False``): after a few warm-up steps no graph is compiled
+    """mmengine's ``compile`` with fixed shapes (ids from the loader, kept
+    at ``max_len`` positions in a compiled step): after a few warm-up steps no graph is compiled
     any more. It caught two causes of a step recompiled at every
     iteration: mmengine's data preprocessor copied every data sample each
     step and dynamo's guards on the copies failed (8, 9, 10, 11 graphs after
@@ -229,7 +254,6 @@ def test_compiled_train_step_stops_compiling(smoke_root, tmp_path, amp,
     runner = _runner(smoke_root, tmp_path / 'compiled',
                      [dict(type='PCMCaptionIdsHook')], {
                          'compile': dict(backend='mmpcm_counting'),
-                         'model.head.trim_padding': False,
                          'train_dataloader.drop_last': True,
                          'log_processor.by_epoch': False,
                          'train_dataloader.sampler': dict(

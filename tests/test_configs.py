@@ -165,6 +165,27 @@ def test_bases_stay_inside_configs(path):
         assert osp.isfile(target), f'{path}: base {base!r} does not exist'
 
 
+def _expected_compile(name: str) -> Any:
+    """The ``compile`` each experiment config trains with."""
+    if name.startswith(('pcm_toyworld', 'pcm_smoke', 'pcm_coco_images')):
+        return None  # CPU worlds and test-only: eager
+    if name == 'pcm_coco_fast.py':
+        return True  # inductor's default mode at batch 1024
+    return {'mode': 'reduce-overhead'}  # paper recipe: CUDA graphs
+
+
+@pytest.mark.parametrize('path', PCM_CONFIGS, ids=osp.basename)
+def test_paper_configs_train_with_cuda_graphs(path):
+    """Every paper-recipe experiment on real data compiles its batch-32
+    step with CUDA graphs (``_base_/compile_cuda_graphs.py``); the CPU
+    worlds stay eager, so the quick start and the tests compile nothing."""
+    cfg = Config.fromfile(path)
+    compile_cfg = cfg.get('compile', None)
+    if isinstance(compile_cfg, dict):
+        compile_cfg = dict(compile_cfg)
+    assert compile_cfg == _expected_compile(osp.basename(path))
+
+
 @pytest.mark.parametrize('name', sorted(ABLATIONS))
 def test_ablations_differ_only_in_their_switches(name):
     full = _load('pcm_coco_vit-l14.py')

@@ -5,5 +5,6 @@ _base_ = [
     '../_base_/datasets/synth_flickr30k_vit-l14.py',
     '../_base_/schedules/noam_12e.py',
     '../_base_/default_runtime.py',
+    '../_base_/compile_cuda_graphs.py',
 ]
 model = dict(head=dict(vocab=dict(data_root={{_base_.train_data_root}})))

@@ -69,9 +69,11 @@ class PCMCaptionHead(BaseModule):
         trim_padding (bool): When training captions come as id rows
             (tokenized in the data loader), cut the padding columns no
             caption of the batch uses, as string captions are padded. False
-            keeps every batch at ``max_len`` positions (static shapes, for
-            compiled or graph-captured training steps; the loss is the
-            same). Defaults to True.
+            keeps every batch at ``max_len`` positions (the loss is the
+            same). A step traced by ``torch.compile`` never trims: it keeps
+            ``max_len`` positions, so its shapes are static and nothing is
+            read back from the device mid-step (CUDA graphs need both).
+            Defaults to True.
         loss (dict | nn.Module): The loss. Defaults to
             ``dict(type='CLIPWeightedCELoss')``.
         init_cfg (dict, optional): Initialisation config. Defaults to None.
@@ -195,8 +197,11 @@ class PCMCaptionHead(BaseModule):
                 f'Caption id rows must be (batch, max_len + 1) = (B, '
                 f'{self.max_len + 1}), got {tuple(captions.shape)}: they were '
                 'tokenized for another max_len.')
+        # Trimming reads the longest caption back from the device: eager
+        # steps only (a compiled step would break its graph there).
+        trim = self.trim_padding and not torch.compiler.is_compiling()
         return EncodedCaptions.from_rows(captions.long(), self.vocab.pad_id,
-                                         trim=self.trim_padding)
+                                         trim=trim)
 
     @torch.no_grad()
     def predict(self, memory: torch.Tensor, memory_padding: torch.Tensor,
