@@ -13,9 +13,10 @@
 #               decoding on the device
 #     generate  SD v1.5 at 512 px: diffusers' default call vs mmpcm's
 #               settings (no compiled row: compilation takes minutes)
-#     compile   torch.compile rows: paper recipe's whole train step
-#               (inductor's default mode, then with CUDA graphs), the fast
-#               recipe's, compiled decoding and UNet
+#     compile   torch.compile rows: paper recipe's whole train step as
+#               its configs train it (CUDA graphs; with the reference),
+#               then in inductor's default mode; the fast recipe's,
+#               compiled decoding and UNet
 # Time limits per step (seconds) come from LIMIT_<STEP>, e.g.
 # LIMIT_TRAIN=240. DRY_RUN=1 prints each step's script and arguments (one
 # line each, tab-separated) instead of running it. Python: $PYTHON (default
@@ -69,14 +70,13 @@ for step in "${STEPS[@]}"; do
     generate)
         run generate "${LIMIT_GENERATE:-300}" generate_speed.py ;;
     compile)
-        run compile_train_paper_inductor "${LIMIT_COMPILE:-300}" \
-            train_throughput.py --recipe paper --compile train_step \
-            --no-reference --link-shards --iters 300 --loader-batches 0 \
-            --cfg-options model.head.trim_padding=False
         run compile_train_paper "${LIMIT_COMPILE:-300}" train_throughput.py \
             --recipe paper --compile train_step --compile-mode reduce-overhead \
-            --no-reference --link-shards --iters 300 --loader-batches 0 \
-            --cfg-options model.head.trim_padding=False
+            --link-shards --ref-num-pairs 10000 --iters 300 \
+            --loader-batches 0 --trace-iters 0
+        run compile_train_paper_inductor "${LIMIT_COMPILE:-300}" \
+            train_throughput.py --recipe paper --compile train_step \
+            --no-reference --link-shards --iters 300 --loader-batches 0
         run compile_train_fast "${LIMIT_COMPILE:-300}" train_throughput.py \
             --recipe fast --compile train_step --no-reference --link-shards \
             --iters 100 --loader-batches 0

@@ -295,8 +295,9 @@ def build_runner_cfg(args: argparse.Namespace, run: RunSettings,
     cfg.experiment_name = f'train_{run.recipe.name}_{time.time_ns()}'
     cfg.launcher = 'none'
     _set_precision(cfg, run.amp)
-    # Eager unless --compile train_step (pcm_coco_fast.py compiles by
-    # default), so that every row says how it ran.
+    # Eager unless --compile train_step (the paper configs and
+    # pcm_coco_fast.py compile by default), so that every row says how it
+    # ran.
     cfg.compile = False
     if run.compile == 'train_step':
         cfg.compile = (dict(mode=args.compile_mode) if args.compile_mode

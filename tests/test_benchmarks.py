@@ -262,7 +262,7 @@ def test_run_all_passes_every_script_flags_it_accepts(tmp_path):
     lines = proc.stdout.splitlines()
     names = [line.split('\t')[0] for line in lines]
     assert names == ['train', 'decode', 'extract', 'generate',
-                     'compile_train_paper_inductor', 'compile_train_paper',
+                     'compile_train_paper', 'compile_train_paper_inductor',
                      'compile_train_fast', 'compile_decode',
                      'compile_generate']
     for line in lines:
