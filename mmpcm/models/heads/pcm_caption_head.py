@@ -197,8 +197,8 @@ class PCMCaptionHead(BaseModule):
                 f'Caption id rows must be (batch, max_len + 1) = (B, '
                 f'{self.max_len + 1}), got {tuple(captions.shape)}: they were '
                 'tokenized for another max_len.')
-        # Trimming reads the longest caption back from the device: eager
-        # steps only (a compiled step would break its graph there).
+        # Trimming reads the longest caption back from the device and makes
+        # the shapes depend on the data: eager steps only.
         trim = self.trim_padding and not torch.compiler.is_compiling()
         return EncodedCaptions.from_rows(captions.long(), self.vocab.pad_id,
                                          trim=trim)
