@@ -772,8 +772,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help='torch.compile: "modules" (default) compiles the '
                    'neck, encoder, decoder and loss in place; "train_step" '
                    'is mmengine\'s compile=True on the whole train step '
-                   '(with --cfg-options model.head.trim_padding=False for '
-                   'fixed shapes)')
+                   '(captions kept at max_len positions: fixed shapes)')
     p.add_argument('--compile-mode', default=None,
                    help='torch.compile mode, e.g. reduce-overhead (CUDA '
                    'graphs) or max-autotune (default: torch\'s)')
