@@ -52,15 +52,22 @@ ABLATIONS = {
         'model.neck.mixup': False
     },
 }
-# cross-domain config -> the in-domain config with the same test data
+# cross-domain config -> (the in-domain config with the same test data, the
+# in-domain config with the same training data, training set, CLIP)
 CROSS_DOMAIN = {
-    'pcm_coco_to_flickr30k.py': ('pcm_flickr30k.py', 'coco', 'vit-b32'),
+    'pcm_coco_to_flickr30k.py':
+    ('pcm_flickr30k.py', 'pcm_coco.py', 'coco', 'vit-b32'),
     'pcm_coco_to_flickr30k_vit-l14.py':
-    ('pcm_flickr30k_vit-l14.py', 'coco', 'vit-l14'),
-    'pcm_flickr30k_to_coco.py': ('pcm_coco.py', 'flickr30k', 'vit-b32'),
+    ('pcm_flickr30k_vit-l14.py', 'pcm_coco_vit-l14.py', 'coco', 'vit-l14'),
+    'pcm_flickr30k_to_coco.py':
+    ('pcm_coco.py', 'pcm_flickr30k.py', 'flickr30k', 'vit-b32'),
     'pcm_flickr30k_to_coco_vit-l14.py':
-    ('pcm_coco_vit-l14.py', 'flickr30k', 'vit-l14'),
+    ('pcm_coco_vit-l14.py', 'pcm_flickr30k_vit-l14.py', 'flickr30k',
+     'vit-l14'),
 }
+# The release's hidden/FFN dropout follows the training set for ViT-L/14
+# (COCO 0.25, Flickr30k 0.2).
+TRAINING_SET_MODEL_KEYS = ('model.encoder.dropout', 'model.head.dropout')
 TRAIN_DATA_KEYS = ('train_data_root', 'train_dataloader.dataset.data_root',
                    'model.head.vocab.data_root')
 
@@ -186,6 +193,34 @@ def test_paper_configs_train_with_cuda_graphs(path):
     assert compile_cfg == _expected_compile(osp.basename(path))
 
 
+# The release's dropout profile (configs/*/train.yaml there): hidden/FFN
+# dropout, attention dropout 0.3, word embedding 0.1, predictor 0.5, visual
+# embedding 0.5.
+RELEASE_DROPOUT = {
+    'pcm_coco.py': 0.2,
+    'pcm_flickr30k.py': 0.2,
+    'pcm_coco_vit-l14.py': 0.25,
+    'pcm_flickr30k_vit-l14.py': 0.2,
+}
+
+
+@pytest.mark.parametrize('name', sorted(RELEASE_DROPOUT))
+def test_paper_configs_use_the_release_dropout_profile(name):
+    model = _load(name).model
+    hidden = RELEASE_DROPOUT[name]
+    assert model.encoder.dropout == model.head.dropout == hidden
+    assert model.encoder.attn_dropout == model.head.attn_dropout == 0.3
+    assert model.head.embed_dropout == 0.1 and model.head.embed_norm
+    assert model.head.predictor_dropout == 0.5
+    assert model.neck.dropout == 0.5
+    assert model.encoder.global_rebuild
+    assert model.encoder.layer_norm_eps == model.head.layer_norm_eps == 1e-12
+    assert model.head.loss.focal_gamma == 2.0
+    assert model.head.loss.smoothing == 'release'
+    assert model.head.loss.clip_weight_scale == (4.0 if 'l14' in name
+                                                 else 2.5)
+
+
 @pytest.mark.parametrize('name', sorted(ABLATIONS))
 def test_ablations_differ_only_in_their_switches(name):
     full = _load('pcm_coco_vit-l14.py')
@@ -200,10 +235,13 @@ def test_ablations_differ_only_in_their_switches(name):
 
 @pytest.mark.parametrize('name', sorted(CROSS_DOMAIN))
 def test_cross_domain_configs_change_only_the_training_data(name):
-    in_domain, train_set, clip = CROSS_DOMAIN[name]
+    in_domain, train_twin, train_set, clip = CROSS_DOMAIN[name]
     cross, reference = _load(name), _load(in_domain)
     diff = _diff(cross, reference)
-    assert set(diff) == set(TRAIN_DATA_KEYS)
+    assert set(TRAIN_DATA_KEYS) <= set(diff)
+    assert set(diff) <= set(TRAIN_DATA_KEYS) | set(TRAINING_SET_MODEL_KEYS)
+    # the model is the one trained on the same data in-domain
+    assert cross.model == _load(train_twin).model
     want = f'data/{train_set}/synth_features_{clip}'
     assert all(diff[key][0] == want for key in TRAIN_DATA_KEYS)
     test_set = 'coco' if train_set == 'flickr30k' else 'flickr30k'

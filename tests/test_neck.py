@@ -39,13 +39,57 @@ def test_concept_retrieval_by_hand():
 def test_textual_patches_by_hand():
     neck = make_neck()
     sim, text = neck.textual_patches(PATCHES, neck.retrieve_concepts(GLOBAL))
+    # c1 is masked (p <= threshold): zeroed before the textual patches are
+    # built, as the release does, so its similarities are 0.
+    assert sim[0].flatten().tolist() == pytest.approx([1, 0, 0, 0, .6, 0])
+    # Patch 2: softmax([6, 0]) over (c0, zeroed c1): only c0 contributes.
+    w0 = 1 / (1 + math.exp(-6))
+    assert text[0, 2].tolist() == pytest.approx([w0, 0], rel=1e-5)
+    # Patch 1: softmax([0, 0]): half of c0, nothing of c1.
+    assert text[0, 1].tolist() == pytest.approx([0.5, 0], rel=1e-5)
+
+
+def test_textual_patches_without_masked_concepts():
+    neck = make_neck(concept_threshold=0.0)
+    sim, text = neck.textual_patches(PATCHES, neck.retrieve_concepts(GLOBAL))
     assert sim[0].flatten().tolist() == pytest.approx([1, 0, 0, 1, .6, .8])
     # Patch 2: softmax([6, 8]) over (c0, c1).
     w0 = 1 / (1 + math.exp(2))
     assert text[0, 2].tolist() == pytest.approx([w0, 1 - w0], rel=1e-5)
-    # Patch 0: softmax([10, 0]).
-    w = 1 / (1 + math.exp(-10))
-    assert text[0, 0].tolist() == pytest.approx([w, 1 - w], rel=1e-4)
+
+
+def test_retrieval_normalises_its_inputs():
+    neck = make_neck()
+    ref = neck.retrieve_concepts(GLOBAL)
+    got = neck.retrieve_concepts(3.7 * GLOBAL)  # an unnormalised embedding
+    assert got.indices.tolist() == ref.indices.tolist()
+    torch.testing.assert_close(got.probs, ref.probs)
+
+
+def test_selection_is_fp32_under_bf16_autocast():
+    """Retrieval and selection ignore autocast: bf16 would round the
+    similarities and change the picks (it does on this batch: checked by
+    running retrieval in bf16 by hand)."""
+    gen = torch.Generator().manual_seed(0)
+    table = F.normalize(torch.randn(400, 64, generator=gen), dim=-1)
+    neck = PCMNeck(concepts=ConceptVocabulary([f'w{i}' for i in range(400)],
+                                              table, 'toy'),
+                   num_patches=49, patch_dim=16, embed_dim=64, model_dim=8,
+                   noise_var=0.0, dropout=0.0).eval()
+    tokens = torch.randn(64, 49, 16, generator=gen)
+    base = torch.randn(64, 1, 64, generator=gen)
+    joint = F.normalize(base + 0.3 * torch.randn(64, 49, 64, generator=gen),
+                        dim=-1)
+    g = base[:, 0] + 0.1 * torch.randn(64, 64, generator=gen)
+    ref = neck(tokens, joint, g)
+    ref_concepts = neck.retrieve_concepts(g).indices
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        got = neck(tokens, joint, g)
+        got_concepts = neck.retrieve_concepts(g).indices
+    assert torch.equal(got.selected, ref.selected)
+    assert torch.equal(got_concepts, ref_concepts)
+    bf16 = (F.normalize(g, dim=-1).bfloat16() @ table.bfloat16().t()).float()
+    assert not torch.equal(bf16.topk(5).indices, ref_concepts)
 
 
 @pytest.mark.parametrize('m, expected', [(1, [True, False, False]),

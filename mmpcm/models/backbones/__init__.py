@@ -1,3 +1,8 @@
-from .open_clip_vit import CLIPVisualFeatures, OpenCLIPVisionBackbone, build_open_clip
+from .clip_joint_projection import CLIPJointProjection, NoImageEncoderError
+from .open_clip_vit import (CLIPVisualFeatures, OpenCLIPVisionBackbone,
+                            build_open_clip, joint_space)
 
-__all__ = ['CLIPVisualFeatures', 'OpenCLIPVisionBackbone', 'build_open_clip']
+__all__ = [
+    'CLIPJointProjection', 'CLIPVisualFeatures', 'NoImageEncoderError',
+    'OpenCLIPVisionBackbone', 'build_open_clip', 'joint_space'
+]

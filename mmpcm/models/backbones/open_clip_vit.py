@@ -58,6 +58,24 @@ def build_open_clip(model_name: Optional[str] = None,
     return open_clip.create_model(model_name, pretrained=pretrained)
 
 
+def joint_space(ln_post: nn.LayerNorm, proj: torch.Tensor,
+                patch_tokens: torch.Tensor) -> torch.Tensor:
+    """CLIP's own map of patch tokens into its joint space.
+
+    Args:
+        ln_post (nn.LayerNorm): CLIP's final LayerNorm.
+        proj (torch.Tensor): ``(Dv, D)`` CLIP's image projection.
+        patch_tokens (torch.Tensor): ``(B, N, Dv)`` tokens before
+            ``ln_post``.
+
+    Returns:
+        torch.Tensor: ``(B, N, D)`` L2-normalised joint-space vectors.
+    """
+    x = patch_tokens.to(ln_post.weight.dtype)
+    x = ln_post(x) @ proj  # (B, N, D)
+    return F.normalize(x, dim=-1)
+
+
 @MODELS.register_module()
 class OpenCLIPVisionBackbone(BaseModule):
     """The frozen CLIP ViT image encoder of PCM-Net.
@@ -193,7 +211,4 @@ class OpenCLIPVisionBackbone(BaseModule):
         Returns:
             torch.Tensor: ``(B, N, D)`` L2-normalised joint-space vectors.
         """
-        ln_post = self.visual.ln_post
-        x = patch_tokens.to(ln_post.weight.dtype)
-        x = ln_post(x) @ self.visual.proj  # (B, N, D)
-        return F.normalize(x, dim=-1)
+        return joint_space(self.visual.ln_post, self.visual.proj, patch_tokens)

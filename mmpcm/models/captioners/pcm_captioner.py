@@ -7,7 +7,7 @@ from mmengine.model import BaseModel
 from mmpretrain.structures import DataSample
 
 from mmpcm.models.backbones.open_clip_vit import CLIPVisualFeatures
-from mmpcm.models.necks.pcm_neck import PCMTokens
+from mmpcm.models.necks.pcm_neck import PCMTokens, fp32_region
 from mmpcm.registry import MODELS
 
 
@@ -108,7 +108,7 @@ class PCMCaptioner(BaseModel):
 
     def encode(self, feats: CLIPVisualFeatures) -> EncodedImages:
         """Run the PCM neck and the visual-semantic encoder."""
-        with torch.no_grad():
+        with torch.no_grad(), fp32_region(feats.patch_tokens.device):
             joint = self.backbone.to_joint_space(feats.patch_tokens)  # (B, N, D)
         tokens: PCMTokens = self.neck(feats.patch_tokens, joint.float(),
                                       feats.global_embed)

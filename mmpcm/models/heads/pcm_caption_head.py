@@ -10,6 +10,7 @@ from mmengine.model import BaseModule
 from mmpcm.models.utils.errors import CheckpointMismatchError
 from mmpcm.models.utils.beam_search import Decoded, beam_search, greedy_search
 from mmpcm.models.utils.kv_cache import CachedDecoder
+from mmpcm.models.utils.transformer import set_attention_dropout
 from mmpcm.models.utils.vocab import (CaptionTokenizer, EncodedCaptions,
                                       WordVocabulary, build_vocabulary)
 from mmpcm.registry import MODELS
@@ -48,6 +49,16 @@ class PCMCaptionHead(BaseModule):
     The word vocabulary is part of the head's state: it is saved in every
     checkpoint and checked when one is loaded.
 
+    As the release computes it (``TokenBaseEmbedding``,
+    ``TransformerDecoder`` with ``BertGenerationLayer``, ``BasePredictor``):
+    word embedding + sinusoidal position -> LayerNorm -> dropout
+    ``embed_dropout``; post-LN decoder layers (masked self-attention,
+    cross-attention, FFN) with attention-probability dropout
+    ``attn_dropout``, hidden/FFN dropout ``dropout`` and LayerNorm epsilon
+    ``layer_norm_eps``; dropout ``predictor_dropout`` before the vocabulary
+    projection. ``<pad>`` and ``<bos>`` are never predicted: their logits
+    are left out of the loss's softmax and of decoding.
+
     Args:
         vocab (WordVocabulary | list | str | dict): The word vocabulary, a
             word list, a JSON word-list file, or
@@ -57,7 +68,18 @@ class PCMCaptionHead(BaseModule):
         num_layers (int): Decoder layers. Defaults to 3.
         num_heads (int): Attention heads. Defaults to 8.
         ffn_dim (int): Feed-forward width. Defaults to 2048.
-        dropout (float): Dropout. Defaults to 0.2.
+        dropout (float): Hidden and FFN dropout of the decoder layers.
+            Defaults to 0.2.
+        attn_dropout (float, optional): Dropout on the attention
+            probabilities; None uses ``dropout``. Defaults to 0.3.
+        embed_dropout (float): Dropout after the word embedding's LayerNorm.
+            Defaults to 0.1.
+        embed_norm (bool): LayerNorm after word + position embedding.
+            Defaults to True.
+        predictor_dropout (float): Dropout before the vocabulary
+            projection. Defaults to 0.5.
+        layer_norm_eps (float): LayerNorm epsilon of the decoder layers
+            (release 1e-12). Defaults to 1e-12.
         max_len (int): Most tokens generated, ``<eos>`` included; training
             captions are cut to fit. Defaults to 20.
         beam_size (int): Beam size at inference; 1 decodes greedily.
@@ -86,6 +108,11 @@ class PCMCaptionHead(BaseModule):
                  num_heads: int = 8,
                  ffn_dim: int = 2048,
                  dropout: float = 0.2,
+                 attn_dropout: Optional[float] = 0.3,
+                 embed_dropout: float = 0.1,
+                 embed_norm: bool = True,
+                 predictor_dropout: float = 0.5,
+                 layer_norm_eps: float = 1e-12,
                  max_len: int = 20,
                  beam_size: int = 3,
                  kv_cache: bool = True,
@@ -103,11 +130,20 @@ class PCMCaptionHead(BaseModule):
         self.register_buffer('pos_table',
                              sinusoid_table(max_len + 1, model_dim),
                              persistent=False)
-        self.embed_dropout = nn.Dropout(dropout)
+        self.embed_norm = nn.LayerNorm(model_dim) if embed_norm else None
+        self.embed_dropout = nn.Dropout(embed_dropout)
         layer = nn.TransformerDecoderLayer(
-            model_dim, num_heads, ffn_dim, dropout, batch_first=True)
+            model_dim, num_heads, ffn_dim, dropout, batch_first=True,
+            layer_norm_eps=layer_norm_eps)
         self.decoder = nn.TransformerDecoder(layer, num_layers)
+        if attn_dropout is not None:
+            set_attention_dropout(self.decoder, attn_dropout)
+        self.predictor_dropout = nn.Dropout(predictor_dropout)
         self.output = nn.Linear(model_dim, len(self.vocab))
+        self.register_buffer(
+            'never_emitted',
+            torch.tensor([self.vocab.pad_id, self.vocab.bos_id]),
+            persistent=False)
         self.loss_module = MODELS.build(loss) if isinstance(loss, dict) else loss
         # The vocabulary travels in the state dict as UTF-8 JSON bytes: a
         # tensor, so mmengine's broadcasts, weights_only loading and
@@ -150,18 +186,44 @@ class PCMCaptionHead(BaseModule):
         Returns:
             torch.Tensor: ``(B, L, V)`` logits.
         """
-        return self.output(self.decode(input_ids, memory, memory_padding))
+        return self.predict_logits(
+            self.decode(input_ids, memory, memory_padding))
+
+    def predict_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``(..., d)`` decoder states -> ``(..., V)`` logits (predictor
+        dropout, then the vocabulary projection)."""
+        return self.output(self.predictor_dropout(hidden))
+
+    def embed_tokens(self, input_ids: torch.Tensor,
+                     start: int = 0) -> torch.Tensor:
+        """Word embedding + sinusoidal position, LayerNorm, dropout.
+
+        Args:
+            input_ids (torch.Tensor): ``(B, L)`` token ids.
+            start (int): Position of the first id. Defaults to 0.
+
+        Returns:
+            torch.Tensor: ``(B, L, d)`` decoder inputs.
+        """
+        length = input_ids.shape[1]
+        x = self.word_embed(input_ids) + self.pos_table[start:start + length]
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)
+        return self.embed_dropout(x)  # (B, L, d)
 
     def decode(self, input_ids: torch.Tensor, memory: torch.Tensor,
                memory_padding: torch.Tensor) -> torch.Tensor:
         """Decoder hidden states, ``(B, L, d)``, before the output layer."""
         length = input_ids.shape[1]
-        x = self.word_embed(input_ids) + self.pos_table[:length]  # (B, L, d)
+        x = self.embed_tokens(input_ids)  # (B, L, d)
         causal = nn.Transformer.generate_square_subsequent_mask(
             length, device=input_ids.device, dtype=x.dtype)  # (L, L)
-        return self.decoder(self.embed_dropout(x), memory, tgt_mask=causal,
-                            tgt_is_causal=True,
+        return self.decoder(x, memory, tgt_mask=causal, tgt_is_causal=True,
                             memory_key_padding_mask=memory_padding)  # (B, L, d)
+
+    def mask_never_emitted(self, logits: torch.Tensor) -> torch.Tensor:
+        """``(..., V)`` logits with ``<pad>`` and ``<bos>`` set to -inf."""
+        return logits.index_fill(-1, self.never_emitted, float('-inf'))
 
     @property
     def tokenizer(self) -> CaptionTokenizer:
@@ -186,6 +248,7 @@ class PCMCaptionHead(BaseModule):
         """
         enc = self._encode_captions(captions, memory.device)
         logits = self(enc.input_ids, memory, memory_padding)  # (B, L, V)
+        logits = self.mask_never_emitted(logits.float())
         return {'loss': self.loss_module(logits, enc.target_ids, clip_scores)}
 
     def _encode_captions(self, captions: Union[List[str], torch.Tensor],
@@ -230,10 +293,8 @@ class PCMCaptionHead(BaseModule):
 
     def _log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
         """``(B', d)`` last-position states -> ``(B', V)`` log-probabilities."""
-        logits = self.output(hidden).float()  # (B', V)
-        # never emit <pad> or <bos>
-        logits[:, [self.vocab.pad_id, self.vocab.bos_id]] = float('-inf')
-        return logits.log_softmax(dim=-1)
+        logits = self.predict_logits(hidden).float()  # (B', V)
+        return self.mask_never_emitted(logits).log_softmax(dim=-1)
 
     def _full_step(self, memory: torch.Tensor, memory_padding: torch.Tensor,
                    beams: int):
@@ -260,7 +321,7 @@ class PCMCaptionHead(BaseModule):
             if t != cache.position:
                 raise RuntimeError(f'cached decoding got position {t}, '
                                    f'expected {cache.position}')
-            x = self.word_embed(prefix[:, -1:]) + self.pos_table[t]  # (B', 1, d)
+            x = self.embed_tokens(prefix[:, -1:], start=t)  # (B', 1, d)
             return self._log_probs(cache.step(x)[:, 0])  # (B', V)
 
         return step, cache.reorder

@@ -14,6 +14,16 @@ from mmpcm.registry import MODELS
 VISUAL_TOKEN, TEXTUAL_TOKEN = 0, 1
 
 
+def fp32_region(device: torch.device) -> torch.autocast:
+    """A region where autocast is off, so matmuls of fp32 inputs stay fp32.
+
+    Under bf16 autocast, concept retrieval and patch selection would run in
+    bf16 even on fp32 inputs and pick other concepts and patches.
+    """
+    return torch.autocast(device_type=torch.device(device).type,
+                          enabled=False)
+
+
 class SalientConcepts(NamedTuple):
     """Top-K concepts retrieved for each image.
 
@@ -53,7 +63,15 @@ class PCMNeck(BaseModule):
     Training: each selected patch's visual token is replaced by its textual
     patch, a mixture of the image's salient concepts. Inference: nothing is
     replaced; the selected patches' textual tokens are appended and every
-    other appended slot is masked out. See METHOD.md, steps 3-5.
+    other appended slot is masked out. See METHOD.md, steps 3-5; release
+    file ``xmodaler/modeling/embedding/visual_grid_cliptag_lr_embed.py``.
+
+    As the release computes it: retrieval normalises the global embedding and
+    the concept table itself; concepts at or below ``concept_threshold`` are
+    zeroed before the textual patches are built; retrieval and selection run
+    in fp32 with autocast off; the training noise is added to the normalised
+    global embedding, which is normalised again; positional embeddings start
+    from a truncated normal of std 0.02.
 
     Args:
         concepts (str | ConceptVocabulary, optional): Concept vocabulary file
@@ -116,6 +134,7 @@ class PCMNeck(BaseModule):
         self.textual_proj = nn.Linear(embed_dim, model_dim)
         self.global_proj = nn.Linear(embed_dim, model_dim)
         self.pos_embed = nn.Embedding(1 + num_patches, model_dim)
+        nn.init.trunc_normal_(self.pos_embed.weight, std=0.02, a=-2.0, b=2.0)
         self.type_embed = nn.Embedding(2, model_dim)
         self.norm = nn.LayerNorm(model_dim)
         self.dropout = nn.Dropout(dropout)
@@ -141,25 +160,36 @@ class PCMNeck(BaseModule):
     def retrieve_concepts(self, global_embed: torch.Tensor) -> SalientConcepts:
         """Salient concept retrieval (METHOD.md step 3).
 
+        Both the image embedding and the concept table are L2-normalised
+        here, in fp32, so callers may pass raw embeddings.
+
         Args:
-            global_embed (torch.Tensor): ``(B, D)`` normalised image embedding.
+            global_embed (torch.Tensor): ``(B, D)`` image embedding.
 
         Returns:
-            SalientConcepts: The top-K concepts of each image.
+            SalientConcepts: The top-K concepts of each image; the embeddings
+            of masked concepts are zero.
         """
         if self.concept_embeds.shape[0] < self.top_k:
             raise RuntimeError(
                 f'PCMNeck has {self.concept_embeds.shape[0]} concepts, fewer '
                 f'than top_k={self.top_k}: give it a concept file.')
-        logits = global_embed @ self.concept_embeds.t() / self.tau  # (B, C)
+        with fp32_region(global_embed.device):
+            g = F.normalize(global_embed.float(), dim=-1)  # (B, D)
+            table = F.normalize(self.concept_embeds.float(), dim=-1)  # (C, D)
+            logits = g @ table.t() / self.tau  # (B, C)
         probs, indices = logits.softmax(dim=-1).topk(self.top_k, dim=-1)  # (B, K)
-        embeds = self.concept_embeds[indices]  # (B, K, D)
-        return SalientConcepts(indices, probs, embeds,
-                               probs > self.concept_threshold)
+        mask = probs > self.concept_threshold  # (B, K)
+        embeds = table[indices] * mask[..., None]  # (B, K, D)
+        return SalientConcepts(indices, probs, embeds, mask)
 
     def textual_patches(self, patch_joint: torch.Tensor,
                         concepts: SalientConcepts) -> tuple:
         """Patch-concept similarities and textual patches.
+
+        A masked concept has a zero embedding, so its similarity is 0 and it
+        adds nothing to ``V_T``, while its softmax weight still counts, as in
+        the release.
 
         Args:
             patch_joint (torch.Tensor): ``(B, N, D)`` normalised patches in
@@ -170,9 +200,11 @@ class PCMNeck(BaseModule):
             tuple[torch.Tensor, torch.Tensor]: ``A`` of shape ``(B, N, K)``
             (cosine similarities) and ``V_T`` of shape ``(B, N, D)``.
         """
-        sim = patch_joint @ concepts.embeds.transpose(1, 2)  # (B, N, K)
-        weights = (sim / self.tau).softmax(dim=-1)  # (B, N, K)
-        return sim, weights @ concepts.embeds  # (B, N, D)
+        with fp32_region(patch_joint.device):
+            embeds = concepts.embeds.float()  # (B, K, D)
+            sim = patch_joint.float() @ embeds.transpose(1, 2)  # (B, N, K)
+            weights = (sim / self.tau).softmax(dim=-1)  # (B, N, K)
+            return sim, weights @ embeds  # (B, N, D)
 
     def select_patches(self, sim: torch.Tensor,
                        concept_mask: torch.Tensor) -> torch.Tensor:
@@ -222,7 +254,8 @@ class PCMNeck(BaseModule):
         visual = self.visual_proj(patch_tokens)  # (B, N, d)
         g = F.normalize(global_embed, dim=-1)
         if self.training and self.noise_std > 0:
-            g = g + torch.randn_like(g) * self.noise_std
+            # release: normalise, add noise, normalise again
+            g = F.normalize(g + torch.randn_like(g) * self.noise_std, dim=-1)
         global_tok = self.global_proj(g)[:, None]  # (B, 1, d)
         selected = torch.zeros(b, n, dtype=torch.bool, device=device)
         if not self.mixup:
@@ -233,8 +266,9 @@ class PCMNeck(BaseModule):
                              selected)
 
         with torch.no_grad():
-            concepts = self.retrieve_concepts(global_embed.float())
-            sim, text = self.textual_patches(patch_joint.float(), concepts)
+            concepts = self.retrieve_concepts(global_embed)
+            joint = F.normalize(patch_joint.float(), dim=-1)  # (B, N, D)
+            sim, text = self.textual_patches(joint, concepts)
             selected = self.select_patches(sim, concepts.mask)  # (B, N)
         textual = self.textual_proj(text.to(visual.dtype))  # (B, N, d)
         no_global = torch.zeros(b, 1, dtype=torch.bool, device=device)
