@@ -92,17 +92,39 @@ def apply_checkpoint_to_cfg(cfg: Config, checkpoint: str) -> Config:
         _add_custom_hook(cfg, dict(type='PCMLoadReleaseHook',
                                    release=checkpoint))
         return cfg
-    state = load_checkpoint_file(checkpoint)
-    state = state.get('state_dict', state)
+    ckpt = load_checkpoint_file(checkpoint)
+    state = ckpt.get('state_dict', ckpt)
     if 'head.vocab_bytes' not in state:
         raise ValueError(f'{checkpoint}: no word vocabulary '
                          '(head.vocab_bytes) in the state dict: not a '
                          'PCMCaptioner checkpoint.')
     cfg.model.head.vocab = decode_vocab_tensor(state['head.vocab_bytes'])
     cfg.model.neck.concepts = None
+    cfg.model.backbone = _checkpoint_backbone(checkpoint, ckpt,
+                                              cfg.model.backbone)
     cfg.model.backbone.pretrained = None
     cfg.load_from = checkpoint
     return cfg
+
+
+def _checkpoint_backbone(checkpoint: str, ckpt: dict, backbone: dict) -> dict:
+    """The CLIP part the checkpoint carries, when it is not the config's.
+
+    A converted release model (``pcm_release_to_mmpcm.py``) may hold only
+    CLIP's ``ln_post`` and ``proj`` (:class:`CLIPJointProjection`); its
+    stored config says so, and that backbone replaces the config's.
+    """
+    from mmpcm.apis.release import model_cfg_from_text
+    text = ckpt.get('meta', {}).get('cfg')
+    if not isinstance(text, str):
+        return backbone
+    try:
+        stored = model_cfg_from_text(text, checkpoint).get('backbone')
+    except ValueError:
+        return backbone
+    if isinstance(stored, dict) and stored.get('type') != backbone.get('type'):
+        return Config(dict(backbone=stored)).backbone
+    return backbone
 
 
 def default_work_dir(config_path: str, work_dir: Optional[str]) -> str:

@@ -1,0 +1,65 @@
+"""Convert an authors' released PCM-Net model (X-modaler) to mmpcm.
+
+    python tools/model_converters/pcm_release_to_mmpcm.py CONFIG RELEASE.pth \
+        VOCABULARY.txt CONCEPTS.pickle --out OUT [--clip-weights CLIP.pt]
+
+CONFIG is mmpcm's config of the same setting (``configs/pcm/pcm_coco.py``
+for COCO ViT-B/32, ``pcm_coco_vit-l14.py`` for ViT-L/14, ...). Writes
+``OUT.pth`` (an mmengine checkpoint for ``tools/test.py CONFIG OUT.pth``)
+and ``OUT.safetensors`` (a release for ``tools/test.py``, ``tools/caption.py``
+and ``PCMCaptionInferencer``; no pickle). The release file is read with
+``torch.load(weights_only=True)``, the concept pickle with an unpickler that
+rebuilds tensors only. Without ``--clip-weights`` the converted model keeps
+only CLIP's ``ln_post`` and ``proj`` and tests from pre-extracted features;
+with them it carries the CLIP image tower and captions images too.
+"""
+import argparse
+import sys
+import traceback
+
+import mmpcm  # noqa: F401  (compat patches before mmpretrain.models)
+from mmpcm.apis.release_conversion import (ReleaseConversionError,
+                                           convert_release_model,
+                                           save_converted)
+from mmpcm.utils.checkpoint import UntrustedCheckpointError
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Convert a released PCM-Net model (X-modaler) to mmpcm')
+    parser.add_argument('config', help='mmpcm config of the same setting')
+    parser.add_argument('checkpoint', help='released model (.pth)')
+    parser.add_argument('vocabulary', help='its vocabulary.txt')
+    parser.add_argument('concepts', help='its concept pickle')
+    parser.add_argument('--out', required=True,
+                        help='output path without suffix: writes OUT.pth '
+                        'and OUT.safetensors')
+    parser.add_argument('--clip-weights',
+                        help='open_clip weights of the release\'s CLIP, to '
+                        'caption images (default: features only)')
+    parser.add_argument('--debug', action='store_true',
+                        help='show tracebacks')
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    try:
+        converted = convert_release_model(
+            args.checkpoint, args.vocabulary, args.concepts, args.config,
+            clip_weights=args.clip_weights)
+        ckpt, release = save_converted(converted, args.out)
+    except (ReleaseConversionError, UntrustedCheckpointError,
+            FileNotFoundError, OSError) as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f'error: {error}', file=sys.stderr)
+        return 1
+    print(f'Wrote {ckpt} and {release}: {len(converted.vocab)} words, '
+          f'{len(converted.concept_words)} concepts, CLIP '
+          f'{converted.model_cfg["backbone"]["type"]}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
