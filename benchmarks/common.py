@@ -364,7 +364,7 @@ class ModelDims:
         head, neck = model.head, model.neck
         layer = head.decoder.layers[0]
         return cls(head.word_embed.embedding_dim, layer.linear1.out_features,
-                   len(model.encoder.layers.layers), len(head.decoder.layers),
+                   len(model.encoder.layers), len(head.decoder.layers),
                    len(head.vocab), neck.num_patches, neck.patch_dim,
                    neck.embed_dim)
 
