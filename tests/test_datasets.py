@@ -186,6 +186,27 @@ def test_writer_refuses_other_clip_info(tmp_path):
     assert 'clip.patch_dim is 8 (writer: 16)' in msg
 
 
+def test_clip_score_text_is_recorded_and_never_mixed(tmp_path):
+    norm = 'lowercase_strip_final_period'
+    with FeatureStoreWriter(tmp_path, _clip_info(),
+                            clip_score_text=norm) as writer:
+        writer.write_shard(*_batch(2))
+    assert FeatureStore(tmp_path).clip_score_text == norm
+    meta = json.loads((tmp_path / 'meta.json').read_text())
+    assert meta['clip_score_text'] == norm
+    # a store scored another way (or unrecorded) is not resumed into it
+    with pytest.raises(ValueError, match=r"clip_score_text is "
+                       r"'lowercase_strip_final_period' but this writer "
+                       r"scores captions normalised as None"):
+        FeatureStoreWriter(tmp_path, _clip_info())
+    # a store without the key reads as None, and writes no key
+    other = tmp_path / 'plain'
+    FeatureStoreWriter(other, _clip_info()).write_shard(*_batch(2))
+    assert FeatureStore(other).clip_score_text is None
+    assert 'clip_score_text' not in json.loads(
+        (other / 'meta.json').read_text())
+
+
 def test_text_embeds_all_or_none(tmp_path):
     patches, globals_, records = _batch(4)
     writer = FeatureStoreWriter(tmp_path, _clip_info())

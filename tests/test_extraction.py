@@ -22,8 +22,9 @@ from mmpcm.datasets.feature_store import FeatureStore
 from mmpcm.datasets.synth_imgcap import SynthImgCapDataset
 from mmpcm.models.utils import WordVocabulary
 from mmpcm.preprocessing import extraction
-from mmpcm.preprocessing.extraction import (CLIPFeatureExtractor, CLIPSpec,
-                                            ExtractionConfig,
+from mmpcm.preprocessing.extraction import (CLIP_SCORE_TEXT,
+                                            CLIPFeatureExtractor, CLIPSpec,
+                                            ExtractionConfig, ExtractionItem,
                                             clip_image_transform,
                                             device_preprocess,
                                             device_transform_size,
@@ -31,7 +32,8 @@ from mmpcm.preprocessing.extraction import (CLIPFeatureExtractor, CLIPSpec,
                                             items_from_folder,
                                             items_from_generated,
                                             items_from_list,
-                                            merge_feature_parts)
+                                            merge_feature_parts,
+                                            normalize_caption_for_clip)
 from mmpcm.preprocessing.generation import GenerationConfig, generate_images
 from mmpcm.preprocessing.sharding import RankInfo
 from mmpcm.preprocessing.tiny_pipelines import (TINY_SD_SIZE,
@@ -139,6 +141,7 @@ def test_store_scores_and_one_training_step(reference, data, tmp_path):
         patch_pool=1, num_patches=TINY_NUM_PATCHES, patch_dim=TINY_PATCH_DIM,
         embed_dim=TINY_EMBED_DIM)
     assert store.clip_info.pretrained.startswith('sha256:')
+    assert store.clip_score_text == CLIP_SCORE_TEXT
     records = store.records
     assert [r['image_id'] for r in records] == list(range(12))
     assert [r['caption'] for r in records] == CAPTIONS
@@ -197,6 +200,56 @@ def test_features_equal_open_clip_on_its_own_preprocessing(data):
         ref = model.encode_text(open_clip.tokenize(['a dog', LONG]),
                                 normalize=True)
     torch.testing.assert_close(texts, ref, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize('text,expected', [
+    ('A dog runs.', 'a dog runs'),
+    ('Two cats. ', 'two cats'),
+    ('a dog .', 'a dog'),
+    ('Wait...', 'wait'),
+    ('Mr. Smith at St. Paul.', 'mr. smith at st. paul'),
+    ('a dog runs', 'a dog runs'),
+    ('', ''),
+])
+def test_normalize_caption_for_clip(text, expected):
+    assert normalize_caption_for_clip(text) == expected
+    assert normalize_caption_for_clip(expected) == expected
+
+
+def test_pair_scores_see_the_normalised_caption(data, tmp_path):
+    """'A Dog.' and 'a dog' on one image get one CLIP score; the record
+    keeps the caption as written (the training target)."""
+    first = items_from_generated(data['generated'])[0]
+    items = [ExtractionItem(first.path, 0, first.relpath, 'A Dog.'),
+             ExtractionItem(first.path, 1, first.relpath, 'a dog')]
+    out = str(tmp_path / 'store')
+    extract_features(items, out, _spec(data), _config(), progress=False)
+    store = FeatureStore(out)
+    assert store.clip_score_text == CLIP_SCORE_TEXT
+    records = store.records
+    assert [r['caption'] for r in records] == ['A Dog.', 'a dog']
+    assert records[0]['clip_score'] == records[1]['clip_score']
+    texts = store.load_array('text_embeds.npy')
+    np.testing.assert_array_equal(texts[0], texts[1])
+    # As written, this CLIP embeds the two captions apart (its tokenizer
+    # lowercases, but the period is a token): without the normalisation
+    # the two scores would differ.
+    extractor = CLIPFeatureExtractor(_spec(data))
+    with torch.no_grad():
+        raw = extractor.model.encode_text(
+            extractor.tokenizer(['A Dog.', 'a dog']), normalize=True)
+    assert (raw[0] - raw[1]).abs().max() > 1e-2
+
+    # A finished store scored on captions as written is not taken as done.
+    meta_path = osp.join(out, 'meta.json')
+    with open(meta_path) as f:
+        meta = json.load(f)
+    del meta['clip_score_text']
+    with open(meta_path, 'w') as f:
+        json.dump(meta, f)
+    with pytest.raises(ValueError, match=r'meta.json: clip_score_text is '
+                       r"None, not 'lowercase_strip_final_period'"):
+        extract_features(items, out, _spec(data), _config(), progress=False)
 
 
 def test_every_tensor_of_the_extractor_lives_on_its_device(data):

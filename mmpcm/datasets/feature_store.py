@@ -166,6 +166,13 @@ class FeatureStoreMeta:
             Defaults to an empty list.
         has_text_embeds (bool): Whether every shard has ``text_embeds.npy``.
             Defaults to False.
+        clip_score_text (str, optional): How each caption was normalised
+            before the CLIP text encoder embedded it for ``clip_score`` and
+            ``text_embeds``: ``'lowercase_strip_final_period'``
+            (:data:`~mmpcm.preprocessing.extraction.CLIP_SCORE_TEXT`, the
+            authors' release), or None when not recorded (stores without
+            scores, and stores written before the key existed, whose
+            captions were embedded as written). Defaults to None.
         format (str): Always ``'mmpcm-features'``.
         version (int): Format version, 1.
         dtype (str): Dtype of every array, ``'float16'``.
@@ -173,12 +180,13 @@ class FeatureStoreMeta:
     clip: CLIPFeatureInfo
     shards: List[ShardInfo] = field(default_factory=list)
     has_text_embeds: bool = False
+    clip_score_text: Optional[str] = None
     format: str = FORMAT_NAME
     version: int = FORMAT_VERSION
     dtype: str = DTYPE
 
     _REQUIRED = ('format', 'version', 'clip', 'dtype', 'shards', 'num_items')
-    _OPTIONAL = ('has_text_embeds', )
+    _OPTIONAL = ('has_text_embeds', 'clip_score_text')
 
     def __post_init__(self) -> None:
         if self.format != FORMAT_NAME:
@@ -192,6 +200,11 @@ class FeatureStoreMeta:
         if not isinstance(self.has_text_embeds, bool):
             raise ValueError('has_text_embeds must be a bool, got '
                              f'{self.has_text_embeds!r}')
+        if self.clip_score_text is not None and (
+                not isinstance(self.clip_score_text, str)
+                or not self.clip_score_text):
+            raise ValueError('clip_score_text must be a non-empty str or '
+                             f'null, got {self.clip_score_text!r}')
         names = [s.name for s in self.shards]
         if len(set(names)) != len(names):
             raise ValueError(f'shard names repeat: {names}')
@@ -201,16 +214,23 @@ class FeatureStoreMeta:
         return sum(s.count for s in self.shards)
 
     def to_dict(self) -> Dict[str, Any]:
-        """Return the meta.json object (keys in a fixed order)."""
-        return {
+        """Return the meta.json object (keys in a fixed order).
+
+        ``clip_score_text`` is written only when set, so a store without
+        it stays readable by versions that do not know the key.
+        """
+        data = {
             'format': self.format,
             'version': self.version,
             'clip': self.clip.to_dict(),
             'dtype': self.dtype,
             'has_text_embeds': self.has_text_embeds,
-            'shards': [s.to_dict() for s in self.shards],
-            'num_items': self.num_items,
         }
+        if self.clip_score_text is not None:
+            data['clip_score_text'] = self.clip_score_text
+        data['shards'] = [s.to_dict() for s in self.shards]
+        data['num_items'] = self.num_items
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping,
@@ -227,6 +247,7 @@ class FeatureStoreMeta:
                 clip=clip,
                 shards=shards,
                 has_text_embeds=data.get('has_text_embeds', False),
+                clip_score_text=data.get('clip_score_text'),
                 format=data['format'],
                 version=data['version'],
                 dtype=data['dtype'])
@@ -394,6 +415,11 @@ class FeatureStore:
     @property
     def has_text_embeds(self) -> bool:
         return self.meta.has_text_embeds
+
+    @property
+    def clip_score_text(self) -> Optional[str]:
+        """Caption normalisation of the CLIP scores (None: not recorded)."""
+        return self.meta.clip_score_text
 
     @property
     def shards(self) -> List[ShardInfo]:
@@ -707,19 +733,25 @@ class FeatureStoreWriter:
         clip_info (CLIPFeatureInfo): The CLIP encoder and feature sizes.
         shard_size (int): Items per shard written by :meth:`add`.
             Defaults to 4096.
+        clip_score_text (str, optional): The caption normalisation of the
+            records' ``clip_score`` (see :class:`FeatureStoreMeta`).
+            Defaults to None (not recorded).
 
     Raises:
-        ValueError: If ``root`` holds a store with different clip info.
+        ValueError: If ``root`` holds a store with different clip info or
+            another ``clip_score_text``.
     """
 
     def __init__(self,
                  root: PathLike,
                  clip_info: CLIPFeatureInfo,
-                 shard_size: int = 4096) -> None:
+                 shard_size: int = 4096,
+                 clip_score_text: Optional[str] = None) -> None:
         _check_positive_int(shard_size, 'shard_size')
         self.root = os.fspath(root)
         self.clip_info = clip_info
         self.shard_size = shard_size
+        self.clip_score_text = clip_score_text
         os.makedirs(self.root, exist_ok=True)
         self.meta = self._open_meta()
         self._remove_stale_tmp_dirs()
@@ -730,7 +762,8 @@ class FeatureStoreWriter:
         """Start a new meta, or resume the one on disk if clip info agrees."""
         meta_path = osp.join(self.root, META_FILE)
         if not osp.isfile(meta_path):
-            return FeatureStoreMeta(clip=self.clip_info)
+            return FeatureStoreMeta(clip=self.clip_info,
+                                    clip_score_text=self.clip_score_text)
         meta = read_meta(self.root)
         diff = meta.clip.diff(self.clip_info)
         if diff:
@@ -740,6 +773,12 @@ class FeatureStoreWriter:
                 f'{meta_path}: the existing store was written with other '
                 f'CLIP settings: {found}. Use a new root, or the same '
                 'clip info to resume.')
+        if meta.clip_score_text != self.clip_score_text:
+            raise ValueError(
+                f'{meta_path}: clip_score_text is {meta.clip_score_text!r} '
+                'but this writer scores captions normalised as '
+                f'{self.clip_score_text!r} (None: not recorded); one store '
+                'must not mix scores of the two. Use a new root.')
         FeatureStore(self.root)  # the completed shards must be readable
         return meta
 

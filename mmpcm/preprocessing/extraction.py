@@ -14,7 +14,12 @@ Inputs (:class:`ExtractionItem` lists):
   records give each image's caption. Captioned items also get the caption's
   CLIP text embedding (``text_embeds.npy``; open_clip tokenizer, truncated to
   the context length, truncations counted and flagged per record) and the
-  raw CLIP score cos(g_image, g_caption) in ``clip_score``.
+  raw CLIP score cos(g_image, g_caption) in ``clip_score``. The text
+  encoder sees each caption as :func:`normalize_caption_for_clip` makes it
+  (lowercased, final period removed), as the authors' release scored its
+  pairs; the record keeps the caption as written (it is the training
+  target), and meta.json records the normalisation
+  (``clip_score_text``).
 * real: a folder of images, searched recursively (:func:`items_from_folder`),
   or a text file of image paths, one per line, relative to the list file's
   folder (:func:`items_from_list`). ``image_id`` is the file stem.
@@ -129,8 +134,9 @@ _DEVICE_FORMATS = ('JPEG', 'MPO')  # MPO: camera JPEGs, frame 0 decoded
 _DEVICE_MODES = ('RGB', 'L')
 
 __all__ = [
-    'ExtractionItem', 'items_from_generated', 'items_from_folder',
-    'items_from_list', 'CLIPSpec', 'ExtractionConfig', 'FailedImage',
+    'CLIP_SCORE_TEXT', 'normalize_caption_for_clip', 'ExtractionItem',
+    'items_from_generated', 'items_from_folder', 'items_from_list',
+    'CLIPSpec', 'ExtractionConfig', 'FailedImage',
     'ExtractionSummary', 'CLIPFeatureExtractor', 'clip_image_transform',
     'device_preprocess', 'device_transform_size', 'DECODE_MODES',
     'extract_features', 'merge_feature_parts', 'part_dir'
@@ -462,6 +468,37 @@ def device_preprocess(data: Sequence[torch.Tensor], size: int,
     return out
 
 
+CLIP_SCORE_TEXT = 'lowercase_strip_final_period'
+"""Name of :func:`normalize_caption_for_clip`'s normalisation, recorded as
+``clip_score_text`` in the meta.json of a store whose scores it made."""
+
+
+def normalize_caption_for_clip(text: str) -> str:
+    """A caption as the CLIP text encoder sees it when scoring a pair.
+
+    Lowercased, surrounding whitespace removed, then every final period and
+    the whitespace before it: ``'A dog runs.'`` -> ``'a dog runs'``,
+    ``'Two cats. '`` -> ``'two cats'``. Periods inside are kept. The
+    authors' release scored its synthetic pairs (its ``clipscore``) on
+    captions lowercased with the final period removed, the cleaning its
+    caption loaders apply too (``raw.lower().strip().strip('.')``,
+    ``xmodaler/datasets/images/mscoco_bert.py``); unlike that line, a
+    leading period (which captions do not have) is kept.
+
+    Used for every CLIP score of a training pair
+    (:meth:`CLIPFeatureExtractor.encode_texts`); not by CLIP-S / RefCLIP-S
+    (:class:`~mmpcm.evaluation.metrics.PCMCLIPScore`), which keep Hessel et
+    al.'s definition.
+
+    Args:
+        text (str): The caption.
+
+    Returns:
+        str: The normalised caption; an already normalised one is unchanged.
+    """
+    return text.lower().strip().rstrip('.').rstrip()
+
+
 def _build_tokenizer(spec: CLIPSpec, model_cfg: Optional[Dict[str, Any]],
                      context_length: int) -> Callable:
     if model_cfg is None:
@@ -534,7 +571,12 @@ class CLIPFeatureExtractor:
     def encode_texts(self, texts: Sequence[str]
                      ) -> Tuple[torch.Tensor, List[bool]]:
         """Normalised caption embeddings ``(B, D)`` (float32, CPU) and, per
-        caption, whether it was truncated to the context length."""
+        caption, whether it was truncated to the context length.
+
+        Each caption is embedded as :func:`normalize_caption_for_clip`
+        makes it (the release's text for its CLIP scores).
+        """
+        texts = [normalize_caption_for_clip(t) for t in texts]
         truncated = [n > self.context_length
                      for n in _token_counts(self.tokenizer, texts)]
         tokens = self.tokenizer(list(texts)).to(self.device)  # (B, ctx)
@@ -769,11 +811,12 @@ class _RankRun:
                  config: ExtractionConfig) -> None:
         self.items, self.part = items, part
         self.extractor, self.config = extractor, config
-        self.writer = FeatureStoreWriter(part, extractor.clip_info,
-                                         config.shard_size)
+        self.captioned = items[0].caption is not None if items else False
+        self.writer = FeatureStoreWriter(
+            part, extractor.clip_info, config.shard_size,
+            clip_score_text=CLIP_SCORE_TEXT if self.captioned else None)
         self.failed_path = osp.join(part, FAILED_FILE)
         self.failed = _read_failed(self.failed_path)
-        self.captioned = items[0].caption is not None if items else False
         self.device_size = (device_transform_size(extractor.transform)
                             if config.decode == 'device' else None)
 
@@ -1040,6 +1083,14 @@ def _check_merged(out_dir: str, items: Sequence[ExtractionItem],
     if diff:
         raise ValueError(f'{store.meta_path}: written with other CLIP '
                          f'settings {diff}; use a new output folder')
+    captioned = bool(items) and items[0].caption is not None
+    if captioned and store.clip_score_text != CLIP_SCORE_TEXT:
+        raise ValueError(
+            f'{store.meta_path}: clip_score_text is '
+            f'{store.clip_score_text!r}, not {CLIP_SCORE_TEXT!r}: its CLIP '
+            'scores were not computed on captions normalised as the '
+            'release does (None: as written); extract into a new output '
+            'folder')
     stored = {r['image_id'] for r in store.records}
     failed = _read_failed(osp.join(out_dir, FAILED_FILE))
     missing = [it for it in items if it.image_id not in stored
@@ -1099,6 +1150,12 @@ def _merged_meta(parts: List[str]) -> Tuple[FeatureStoreMeta, List[Tuple[
     texts = {m.has_text_embeds for m in metas if m.shards}
     if len(texts) > 1:
         raise ValueError('some rank parts have text embeddings, others not')
+    for part, meta in zip(parts, metas):
+        if meta.clip_score_text != metas[0].clip_score_text:
+            raise ValueError(
+                f'{part}: clip_score_text {meta.clip_score_text!r} differs '
+                f'from {parts[0]}\'s {metas[0].clip_score_text!r}; the '
+                'parts were scored on differently normalised captions')
     shards, moves = [], []
     for part, meta in zip(parts, metas):
         for shard in meta.shards:
@@ -1106,7 +1163,8 @@ def _merged_meta(parts: List[str]) -> Tuple[FeatureStoreMeta, List[Tuple[
             shards.append(ShardInfo(name, shard.count))
             moves.append((osp.join(part, shard.name), name))
     merged = FeatureStoreMeta(clip=clip, shards=shards,
-                              has_text_embeds=texts == {True})
+                              has_text_embeds=texts == {True},
+                              clip_score_text=metas[0].clip_score_text)
     return merged, moves
 
 

@@ -14,6 +14,13 @@ caption ``c``, its image ``v`` and references ``R``:
 * Corpus scores are means over images, reported x100 like the other
   caption metrics.
 
+Captions are embedded as given, after the prefix: the authors' release
+lowercases captions and drops their final period before scoring its
+training pairs
+(:func:`~mmpcm.preprocessing.extraction.normalize_caption_for_clip`, used
+for the feature stores' ``clip_score``), but that is a training-data
+choice, not part of this metric's definition, so it is not applied here.
+
 Image embeddings are the L2-normalised global CLIP embeddings the test set
 already carries (``inputs['global_embed']`` of the feature datasets), or,
 for image inputs (``inputs['images']``), the metric's CLIP image encoder.
