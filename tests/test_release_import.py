@@ -8,6 +8,7 @@ import pytest
 
 from mmpcm.datasets.feature_store import FeatureStore
 from mmpcm.preprocessing import release_import
+from mmpcm.preprocessing.extraction import CLIP_SCORE_TEXT
 from mmpcm.preprocessing.release_import import (clip_feature_info,
                                                 find_release_files,
                                                 import_release_features,
@@ -20,7 +21,9 @@ N, DV, D = 4, 8, 6
 PARTS = {0: ['7', '12', '3'], 1: ['5', '40'], 10: ['1']}
 ORDER = ['12', '3', '7', '40', '5', '1']
 CAPTIONS = {i: f'caption of image {i}' for i in ORDER}
-SCORES = {i: 0.1 * k for k, i in enumerate(ORDER)}
+# raw cosines (what a store holds); multiples of 1/16, so 2.5 x and back is
+# exact in binary floating point
+SCORES = {i: 0.125 + 0.0625 * k for k, i in enumerate(ORDER)}
 
 
 def _info(**kwargs):
@@ -157,17 +160,30 @@ def test_import_tool(tmp_path, capsys):
         'annotations': [{'id': int(i), 'image_id': 0, 'caption': c}
                         for i, c in CAPTIONS.items()]}))
     scores = tmp_path / 'scores.json'
-    scores.write_text(json.dumps(SCORES))
+    # the release's clipscore: 2.5 x cosine; the store gets the cosine
+    scores.write_text(json.dumps({i: 2.5 * v for i, v in SCORES.items()}))
     out = tmp_path / 'store'
-    _tool('import_release_features').main([
-        str(root), str(out), '--captions', str(captions), '--clip-scores',
-        str(scores), '--clip-model', 'tiny', '--pretrained', 'openai',
-        '--num-patches', str(N), '--patch-dim', str(DV), '--embed-dim',
-        str(D), '--int-ids', '--no-progress'])
+    argv = [str(root), str(out), '--captions', str(captions), '--clip-scores',
+            str(scores), '--clip-model', 'tiny', '--pretrained', 'openai',
+            '--num-patches', str(N), '--patch-dim', str(DV), '--embed-dim',
+            str(D), '--int-ids', '--no-progress']
+    assert _tool('import_release_features').main(argv) == 0
     assert '6 released files: 0 already stored, 6 imported' in (
         capsys.readouterr().out)
     store = _check_store(out, int_ids=True)
     assert store.clip_info.pretrained == 'openai'
+    assert store.clip_score_text == CLIP_SCORE_TEXT
+
+    # a score that cannot be 2.5 x a cosine: one error line, nothing written
+    scores.write_text(json.dumps({i: 2.6 for i in SCORES}))
+    status = _tool('import_release_features').main(
+        [*argv[:1], str(tmp_path / 'new'), *argv[2:]])
+    err = capsys.readouterr().err
+    assert status == 1 and err.count('\n') == 1
+    assert err.startswith(f"error: {scores}: score of id '12' is 2.6, "
+                          'beyond +-2.5')
+    assert '--clip-score-scale' in err
+    assert not (tmp_path / 'new').exists()
 
 
 # --------------------------------------------------------------------------
@@ -212,13 +228,42 @@ def test_caption_map_formats(tmp_path):
         load_caption_map(coco)
 
 
-def test_clip_scores_file(tmp_path):
+def test_clip_scores_file(tmp_path, caplog):
     path = tmp_path / 'scores.json'
-    path.write_text(json.dumps({'1': 0.25, '2': None}))
-    assert load_clip_scores(path) == {'1': 0.25, '2': None}
+    path.write_text(json.dumps({'1': 0.625, '2': None, '3': -0.25}))
+    with caplog.at_level('WARNING'):
+        assert load_clip_scores(path) == {'1': 0.25, '2': None, '3': -0.1}
+        assert load_clip_scores(path, scale=1) == {
+            '1': 0.625, '2': None, '3': -0.25}
+    assert not caplog.records
     path.write_text(json.dumps({'1': 'high'}))
     with pytest.raises(ValueError, match="score of id '1'"):
         load_clip_scores(path)
+    # beyond 2.5 it cannot be 2.5 x a cosine; beyond 1 not a cosine
+    path.write_text(json.dumps({'1': 0.6, '7': -2.51}))
+    with pytest.raises(ValueError, match=r"score of id '7' is -2.51, beyond "
+                       r'\+-2.5, so it is not 2.5 x a cosine'):
+        load_clip_scores(path)
+    with pytest.raises(ValueError, match=r"score of id '7' is -2.51, beyond "
+                       r'\+-1'):
+        load_clip_scores(path, scale=1)
+    with pytest.raises(ValueError, match='scale must be a positive number'):
+        load_clip_scores(path, scale=0)
+
+
+def test_raw_cosines_with_the_release_scale_are_warned_about(tmp_path,
+                                                            caplog):
+    path = tmp_path / 'scores.json'
+    path.write_text(json.dumps({str(i): 0.28 + 0.01 * i for i in range(5)}))
+    with caplog.at_level('WARNING'):
+        load_clip_scores(path)
+    assert len(caplog.records) == 1
+    assert 'the median |CLIP score| is 0.120' in caplog.text
+    assert '--clip-score-scale 1' in caplog.text
+    caplog.clear()
+    with caplog.at_level('WARNING'):
+        assert load_clip_scores(path, scale=1)['0'] == 0.28
+    assert not caplog.records
 
 
 # --------------------------------------------------------------------------

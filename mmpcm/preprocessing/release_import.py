@@ -14,7 +14,15 @@ The release keeps one ``.npz`` per synthetic image, in folders named
 caption (:func:`load_caption_map`) and optional CLIP score, normalises
 ``g_feature``, and resumes an interrupted import. Files are read with
 ``np.load(allow_pickle=False)``.
+
+CLIP scores: the release's ``clipscore`` is 2.5 x cos(image, caption) (its
+loss divides by 2.5 first, ``xmodaler/losses/weighted_label_smoothing.py``),
+while a feature store holds the raw cosine. :func:`load_clip_scores`
+divides by the stored scale (:data:`RELEASE_CLIP_SCORE_SCALE` by default),
+and the store records the release's caption normalisation
+(``clip_score_text``).
 """
+import logging
 import math
 import os
 import os.path as osp
@@ -31,8 +39,17 @@ from mmpcm.datasets.feature_store import (CLIPFeatureInfo, FeatureStore,
                                           FeatureStoreWriter)
 from mmpcm.preprocessing.corpus import (load_json, clean_caption,
                                         read_text_corpus)
+from mmpcm.preprocessing.extraction import CLIP_SCORE_TEXT
 
 PathLike = Union[str, 'os.PathLike[str]']
+logger = logging.getLogger(__name__)
+
+RELEASE_CLIP_SCORE_SCALE = 2.5
+"""The release stores ``clipscore`` = 2.5 x cosine (CLIP-S's ``w``)."""
+LOW_COSINE = 0.15
+"""A median cosine below this, after dividing by the scale, is far below what
+CLIP gives a caption and its own image: the file probably holds raw cosines
+already (:func:`load_clip_scores` warns)."""
 
 FEATURES_KEY = 'features'
 GLOBAL_KEY = 'g_feature'
@@ -45,7 +62,8 @@ _NPZ_SUFFIX = '.npz'
 __all__ = [
     'ReleaseFile', 'ReleaseItem', 'ImportResult', 'clip_feature_info',
     'find_release_files', 'load_caption_map', 'load_clip_scores',
-    'read_release_npz', 'import_release_features', 'PAPER_PATCH_POOL'
+    'read_release_npz', 'import_release_features', 'PAPER_PATCH_POOL',
+    'RELEASE_CLIP_SCORE_SCALE'
 ]
 
 
@@ -290,17 +308,41 @@ def _karpathy_sentences(images: Sequence[Any], source: str) -> Dict[str, str]:
     return out
 
 
-def load_clip_scores(path: PathLike) -> Dict[str, Optional[float]]:
-    """Read a JSON object ``{id: CLIP score}`` (null allowed).
+def load_clip_scores(path: PathLike,
+                     scale: float = RELEASE_CLIP_SCORE_SCALE
+                     ) -> Dict[str, Optional[float]]:
+    """Read a JSON object ``{id: scale x cosine}`` as raw cosines.
+
+    The release's ``clipscore`` is 2.5 x cos(g_image, g_caption) (its loss
+    divides by 2.5 before use,
+    ``xmodaler/losses/weighted_label_smoothing.py``);
+    a feature store holds the cosine itself, so every score is divided by
+    ``scale``. A score beyond ``scale`` in magnitude cannot be ``scale`` x a
+    cosine and is refused. Raw cosines passed with the default scale would
+    pass that check, so a file whose median |score| / ``scale`` is below
+    :data:`LOW_COSINE` gets a warning suggesting ``scale=1``; it is not
+    refused, as a weak CLIP can score that low.
 
     Args:
-        path (str | PathLike): The JSON file.
+        path (str | PathLike): The JSON file (null scores allowed).
+        scale (float): What the file's scores are multiplied by: 2.5 for
+            the release, 1 for raw cosines. Defaults to
+            :data:`RELEASE_CLIP_SCORE_SCALE`.
 
     Returns:
-        dict[str, float | None]: Id (as str) -> score.
+        dict[str, float | None]: Id (as str) -> cosine in [-1, 1].
+
+    Raises:
+        ValueError: If the file is not such an object, a score is not a
+            finite number or null, or a score exceeds ``scale`` in
+            magnitude.
     """
-    data = load_json(path, 'CLIP score file')
     source = os.fspath(path)
+    if isinstance(scale, bool) or not isinstance(
+            scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f'{source}: the CLIP score scale must be a positive '
+                         f'number, got {scale!r}')
+    data = load_json(path, 'CLIP score file')
     if not isinstance(data, dict):
         raise ValueError(f'{source}: expected a JSON object {{id: score}}, '
                          f'found {type(data).__name__}')
@@ -310,8 +352,29 @@ def load_clip_scores(path: PathLike) -> Dict[str, Optional[float]]:
                 value, (int, float)) or not math.isfinite(value)):
             raise ValueError(f'{source}: score of id {key!r} must be a '
                              f'finite number or null, got {value!r}')
-        scores[str(key)] = None if value is None else float(value)
+        if value is not None and abs(value) > scale:
+            raise ValueError(
+                f'{source}: score of id {key!r} is {value}, beyond +-{scale}, '
+                f'so it is not {scale} x a cosine; give the scale the file '
+                'was stored with (--clip-score-scale)')
+        scores[str(key)] = None if value is None else float(value) / scale
+    _warn_if_raw_cosines(scores, scale, source)
     return scores
+
+
+def _warn_if_raw_cosines(scores: Mapping[str, Optional[float]],
+                         scale: float, source: str) -> None:
+    """Warn when the divided scores look like cosines divided once more."""
+    values = sorted(abs(v) for v in scores.values() if v is not None)
+    if not values or scale == 1:
+        return
+    median = values[len(values) // 2]
+    if median < LOW_COSINE:
+        logger.warning(
+            f'{source}: after dividing by {scale} the median |CLIP score| is '
+            f'{median:.3f}, far below what CLIP gives a caption and its own '
+            'image; if the file holds raw cosines already, import it with '
+            '--clip-score-scale 1')
 
 
 # --------------------------------------------------------------------------
@@ -483,8 +546,11 @@ def import_release_features(release_root: PathLike,
             (:func:`load_caption_map`).
         clip_info (CLIPFeatureInfo): The CLIP sizes
             (:func:`clip_feature_info`).
-        clip_scores (Mapping[str, float | None], optional): Id -> CLIP score.
-            Defaults to None (every ``clip_score`` null).
+        clip_scores (Mapping[str, float | None], optional): Id -> raw
+            cosine, as :func:`load_clip_scores` returns it (the release's
+            values divided by 2.5); the store records the release's caption
+            normalisation for them (``clip_score_text``). Defaults to None
+            (every ``clip_score`` null).
         prefix (str, optional): ``<feats>`` of the folders. Defaults to None.
         int_ids (bool): Store ids as int (stems must be digits). Defaults
             to False (the stem as a str).
@@ -501,7 +567,9 @@ def import_release_features(release_root: PathLike,
     if clip_scores is not None:
         _check_lookup(files, clip_scores, 'CLIP score', 'the score file')
     out_root = os.fspath(out_root)
-    writer = FeatureStoreWriter(out_root, clip_info, shard_size=shard_size)
+    writer = FeatureStoreWriter(
+        out_root, clip_info, shard_size=shard_size,
+        clip_score_text=None if clip_scores is None else CLIP_SCORE_TEXT)
     start = writer.num_items
     if start:
         _check_resume(out_root, files, int_ids)

@@ -7,15 +7,24 @@ imported in a fixed order (k, then file name) with the caption of their id,
 an optional CLIP score, and g_feature L2-normalised. Rerunning the command
 resumes an interrupted import.
 
+CLIP scores: the release's `clipscore` is 2.5 x cosine; the store holds the
+raw cosine, so every score is divided by --clip-score-scale (2.5). A score
+beyond +-2.5 is refused (it cannot be 2.5 x a cosine), and a file that looks
+like raw cosines already (median |score| / 2.5 below 0.15) gets a warning:
+pass --clip-score-scale 1 for such a file.
+
 Example:
     python tools/data/import_release_features.py release/coco \\
         data/coco/synth_features_vit-b32 --clip-model ViT-B-32 \\
         --captions data/coco/dataset_coco.json
 """
 import argparse
+import sys
 from typing import List, Optional
 
-from mmpcm.preprocessing.release_import import (clip_feature_info,
+from mmpcm.preprocessing.release_import import (LOW_COSINE,
+                                                RELEASE_CLIP_SCORE_SCALE,
+                                                clip_feature_info,
                                                 import_release_features,
                                                 load_caption_map,
                                                 load_clip_scores)
@@ -37,7 +46,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='id field of COCO annotations / JSON object '
                         'lists (default: id)')
     parser.add_argument('--clip-scores',
-                        help='JSON {id: CLIP score}; default: null scores')
+                        help='JSON {id: CLIP score}, the release\'s '
+                        'clipscore values; default: null scores')
+    parser.add_argument(
+        '--clip-score-scale', type=float, default=RELEASE_CLIP_SCORE_SCALE,
+        help='the scores are this times the cosine and are divided by it '
+        f'(default: {RELEASE_CLIP_SCORE_SCALE}, the release\'s clipscore; 1 '
+        'for raw cosines). Scores beyond +-scale are refused; a median '
+        f'|score| / scale below {LOW_COSINE} is warned about')
     parser.add_argument('--clip-model', required=True,
                         help='open_clip model name of the features '
                         '(ViT-B-32, ViT-L-14); sets the expected sizes')
@@ -62,24 +78,35 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--shard-size', type=int, default=4096)
     parser.add_argument('--batch-size', type=int, default=256)
     parser.add_argument('--no-progress', action='store_true')
+    parser.add_argument('--debug', action='store_true',
+                        help='show the traceback of an error')
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    info = clip_feature_info(args.clip_model, args.pretrained,
-                             args.patch_pool, args.num_patches,
-                             args.patch_dim, args.embed_dim)
-    captions = load_caption_map(args.captions, args.id_key)
-    scores = load_clip_scores(args.clip_scores) if args.clip_scores else None
-    result = import_release_features(
-        args.release_root, args.out, captions, info, clip_scores=scores,
-        prefix=args.prefix, int_ids=args.int_ids, pool=args.pool,
-        shard_size=args.shard_size, batch_size=args.batch_size,
-        progress=not args.no_progress)
+    try:
+        info = clip_feature_info(args.clip_model, args.pretrained,
+                                 args.patch_pool, args.num_patches,
+                                 args.patch_dim, args.embed_dim)
+        captions = load_caption_map(args.captions, args.id_key)
+        scores = (load_clip_scores(args.clip_scores, args.clip_score_scale)
+                  if args.clip_scores else None)
+        result = import_release_features(
+            args.release_root, args.out, captions, info, clip_scores=scores,
+            prefix=args.prefix, int_ids=args.int_ids, pool=args.pool,
+            shard_size=args.shard_size, batch_size=args.batch_size,
+            progress=not args.no_progress)
+    except (FileNotFoundError, KeyError, ValueError) as error:
+        if args.debug:
+            raise
+        message = error.args[0] if isinstance(error, KeyError) else error
+        print(f'error: {message}', file=sys.stderr)
+        return 1
     print(f'{result.num_files} released files: {result.num_resumed} already '
           f'stored, {result.num_written} imported -> {result.store}')
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())
