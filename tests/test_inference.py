@@ -279,3 +279,50 @@ def test_caption_tool(setup, tmp_path):
     assert skipped[1] == (f'skipped {folder / "g_notes.txt"}: not an image '
                           'file (unknown or unsupported format)')
     assert 'captioned 2 images, 2 skipped' in proc.stderr
+
+
+def _caption_tool_main(monkeypatch, *argv):
+    """Runs tools/caption.py's main() in this process; returns its status."""
+    import runpy
+    monkeypatch.setattr(sys, 'argv', ['caption.py', *argv])
+    return runpy.run_path(osp.join(ROOT, 'tools', 'caption.py'))['main']()
+
+
+def test_a_work_dir_means_its_best_checkpoint(setup, tmp_path, monkeypatch,
+                                              capsys):
+    model, ckpt, images, _ = setup
+    work = tmp_path / 'work'
+    work.mkdir()
+    # the last epoch's weights differ from the best epoch's
+    state = torch.load(ckpt, weights_only=False)
+    best = work / 'best_coco-caption_CIDEr_epoch_1.pth'
+    torch.save(state, best)
+    state['state_dict'] = {k: v + 1 if v.is_floating_point() else v
+                           for k, v in state['state_dict'].items()}
+    torch.save(state, work / 'epoch_2.pth')
+
+    inferencer = PCMCaptionInferencer(str(work), device='cpu')
+    assert inferencer.model_file == str(best)
+    image = str(images / 'a_rgb.png')
+    expected = PCMCaptionInferencer(ckpt, device='cpu')(image)
+    assert inferencer(image) == expected
+
+    out = tmp_path / 'captions.jsonl'
+    status = _caption_tool_main(monkeypatch, str(work), image, '--out',
+                                str(out), '--num-workers', '0',
+                                '--no-progress')
+    assert status == 0
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == (
+        f'checkpoint: {best} (best coco-caption/CIDEr on validation in '
+        f'{work})')
+    assert [json.loads(line) for line in out.read_text().splitlines()] == (
+        expected)
+
+    best.unlink()
+    assert _caption_tool_main(monkeypatch, str(work), image) == 2
+    err = capsys.readouterr().err
+    assert err == (f'error: {work}: no best-coco-caption/CIDEr checkpoint '
+                   '(best_coco-caption_CIDEr_*.pth); train with validation '
+                   '(without --no-validate) to keep one, or pass a '
+                   'checkpoint file\n')

@@ -128,6 +128,24 @@ def test_pickle_payload_refused_with_the_trusted_route(
     assert not marker.exists()
 
 
+def test_work_dir_without_a_best_checkpoint_is_one_error_line(
+        workspace, monkeypatch, capsys):
+    """The workspace run trained without validation: epoch checkpoints,
+    no best one."""
+    work = workspace / 'train'
+    assert (work / 'epoch_60.pth').is_file()
+    monkeypatch.chdir(workspace)
+    for argv in ([CONFIG, str(work)], [CONFIG, '--work-dir', str(work)]):
+        assert _test_tool_main(monkeypatch, *argv) == 1
+        captured = capsys.readouterr()
+        assert captured.err == (
+            f'error: {work}: no best-coco-caption/CIDEr checkpoint '
+            '(best_coco-caption_CIDEr_*.pth); train with validation '
+            '(without --no-validate) to keep one, or pass a checkpoint '
+            'file\n')
+        assert captured.out == ''
+
+
 def test_java_missing_fails_before_the_model_is_built(
         workspace, tmp_path, monkeypatch):
 

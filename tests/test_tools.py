@@ -1,5 +1,7 @@
 """tools/train.py, tools/dist_train.sh (2 gloo processes), --resume and
 tools/test.py, end to end on the tiny smoke config."""
+import glob
+import json
 import os
 import os.path as osp
 import shutil
@@ -88,6 +90,34 @@ def test_test_tool_needs_only_config_and_checkpoint(workspace):
                 str(isolated / 'out')], isolated)
     # The tiny captioner memorises its eight captions.
     assert 'coco-caption/Bleu_4: 100.0000' in log
+
+
+def test_validation_keeps_the_best_checkpoint_and_test_takes_it(workspace):
+    """Validation every epoch keeps best_coco-caption_CIDEr_epoch_N.pth; a
+    work dir, or no checkpoint at all, makes tools/test.py test that file
+    and name it in its first line."""
+    work = str(workspace / 'best')
+    _run([sys.executable, osp.join(ROOT, 'tools', 'train.py'), CONFIG,
+          '--work-dir', work, *FAST, 'train_cfg.max_epochs=2',
+          'train_cfg.val_interval=1'], workspace)
+    best, = glob.glob(osp.join(work, 'best_*.pth'))
+    epoch = load_checkpoint_file(best)['meta']['epoch']
+    assert osp.basename(best) == f'best_coco-caption_CIDEr_epoch_{epoch}.pth'
+    line = (f'checkpoint: {best} (best coco-caption/CIDEr on validation in '
+            f'{work})')
+    out = workspace / 'best_out'
+    log = _run([sys.executable, osp.join(ROOT, 'tools', 'test.py'), CONFIG,
+                work, '--work-dir', str(out)], workspace)
+    assert log.startswith(line + '\n')
+    metrics_file, = glob.glob(str(out / '*' / 'metrics.json'))
+    with open(metrics_file) as f:
+        assert json.load(f)['checkpoint'] == best
+    log = _run([sys.executable, osp.join(ROOT, 'tools', 'test.py'), CONFIG,
+                '--work-dir', work], workspace)
+    assert log.startswith(line + '\n')
+    metrics_file, = glob.glob(osp.join(work, '*', 'metrics.json'))
+    with open(metrics_file) as f:
+        assert json.load(f)['checkpoint'] == best
 
 
 def test_resume_with_another_vocabulary_is_refused(workspace, tmp_path):

@@ -2,13 +2,14 @@
 
     python tools/caption.py MODEL INPUT [INPUT ...] [--out captions.jsonl]
 
-MODEL is a release (.safetensors) or a training checkpoint (.pth; its CLIP
-weights, vocabulary and concepts are inside). INPUT is an image, a folder
-(every file in it, recursively) or a list file (.txt/.lst/.list: one path per
-line, relative to the list's folder). Writes one JSON line per image,
-``{"image": path, "caption": ..., "score": ...}``, to --out or stdout; an
-unreadable file is reported on stderr (``skipped PATH: reason``) and
-skipped. Exit status: 0 if every image was captioned, 1 if some failed.
+MODEL is a release (.safetensors), a training checkpoint (.pth; its CLIP
+weights, vocabulary and concepts are inside), or a training work dir (its
+best checkpoint by validation CIDEr, named on stderr). INPUT is an image, a
+folder (every file in it, recursively) or a list file (.txt/.lst/.list: one
+path per line, relative to the list's folder). Writes one JSON line per
+image, ``{"image": path, "caption": ..., "score": ...}``, to --out or
+stdout; an unreadable file is reported on stderr (``skipped PATH: reason``)
+and skipped. Exit status: 0 if every image was captioned, 1 if some failed.
 """
 import argparse
 import sys
@@ -16,14 +17,16 @@ from contextlib import nullcontext
 
 import mmpcm  # noqa: F401  (compat patches before mmpretrain.models)
 from mmpcm.apis import PCMCaptionInferencer, caption_to_jsonl
+from mmpcm.apis.best_checkpoint import resolve_checkpoint
 from mmpcm.apis.release import ReleaseFormatError
 from mmpcm.utils.checkpoint import UntrustedCheckpointError
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Caption images')
-    parser.add_argument('model', help='release (.safetensors) or training '
-                        'checkpoint (.pth)')
+    parser.add_argument('model', help='release (.safetensors), training '
+                        'checkpoint (.pth), or work dir (its best checkpoint '
+                        'by validation CIDEr)')
     parser.add_argument('inputs', nargs='+',
                         help='image files, folders or list files')
     parser.add_argument('--out', help='JSONL output file (default: stdout)')
@@ -43,7 +46,10 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     try:
-        inferencer = PCMCaptionInferencer(args.model, args.config,
+        model = resolve_checkpoint(args.model)
+        if model.work_dir is not None:
+            print(model.describe(), file=sys.stderr)
+        inferencer = PCMCaptionInferencer(model.path, args.config,
                                           args.device, args.beam_size)
     except (FileNotFoundError, UntrustedCheckpointError,
             ReleaseFormatError) as error:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Usage: bash tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCS [test.py options]
+# Usage: bash tools/dist_test.sh CONFIG CHECKPOINT_OR_WORK_DIR NUM_PROCS [test.py options]
+# (a work dir: its best checkpoint by validation CIDEr, as tools/test.py)
 set -euo pipefail
 CONFIG=$1
 CHECKPOINT=$2

@@ -1,10 +1,13 @@
 """Test a PCM-Net captioner on real images (mmpretrain's test.py conventions).
 
-Only the config and the model file are needed: a training checkpoint
-(``.pth``) or a release (``.safetensors``). The word vocabulary, concept
-table and CLIP weights come from it. Writes ``predictions.json`` (COCO
-results) and ``metrics.json`` into ``<work_dir>/<timestamp>/`` and prints
-the paper row ``B4 / M / R / C / S``.
+Only the config and the model are needed: a training checkpoint (``.pth``)
+or a release (``.safetensors``). The word vocabulary, concept table and CLIP
+weights come from it. Without CHECKPOINT, or with a work dir as CHECKPOINT,
+the run's best checkpoint by validation CIDEr is tested
+(``best_coco-caption_CIDEr_epoch_N.pth`` in the config's work dir, or in the
+dir given), and a line names it. Writes ``predictions.json`` (COCO results)
+and ``metrics.json`` into ``<work_dir>/<timestamp>/`` and prints the paper
+row ``B4 / M / R / C / S``.
 """
 import argparse
 import os
@@ -14,6 +17,7 @@ import mmpcm  # noqa: F401  (compat patches before mmpretrain.models)
 from mmengine.config import Config, DictAction
 
 from mmpcm.apis import default_work_dir, run_test
+from mmpcm.apis.best_checkpoint import resolve_checkpoint, save_best_metric
 from mmpcm.apis.release import ReleaseFormatError
 from mmpcm.utils.checkpoint import UntrustedCheckpointError
 
@@ -21,9 +25,11 @@ from mmpcm.utils.checkpoint import UntrustedCheckpointError
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test a PCM-Net captioner')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint',
-                        help='training checkpoint (.pth) or release '
-                        '(.safetensors)')
+    parser.add_argument('checkpoint', nargs='?',
+                        help='training checkpoint (.pth), release '
+                        '(.safetensors), or a work dir (its best checkpoint '
+                        'by validation CIDEr); default: the work dir\'s '
+                        'best checkpoint')
     parser.add_argument('--work-dir', help='the dir to save logs and results')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
@@ -44,7 +50,12 @@ def main() -> int:
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     try:
-        outputs = run_test(cfg, args.checkpoint)
+        checkpoint = resolve_checkpoint(args.checkpoint,
+                                        save_best_metric(cfg), cfg.work_dir)
+        if (checkpoint.work_dir is not None
+                and os.environ.get('RANK', '0') == '0'):
+            print(checkpoint.describe(), flush=True)
+        outputs = run_test(cfg, checkpoint.path)
     except (FileNotFoundError, UntrustedCheckpointError,
             ReleaseFormatError) as error:
         print(f'error: {error}', file=sys.stderr)

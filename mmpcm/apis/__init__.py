@@ -1,3 +1,5 @@
+from .best_checkpoint import (BEST_METRIC, CheckpointNotFoundError,
+                              find_best_checkpoint, resolve_checkpoint)
 from .checkpoint_errors import checkpoint_in_use, naming_checkpoint
 from .inferencer import (CaptionResult, CaptionSummary, ImageFailure,
                          PCMCaptionInferencer, caption_to_jsonl,
@@ -11,7 +13,8 @@ from .run_config import (CaptionTestResult, apply_checkpoint_to_cfg,
                          prepare_cfg, run_test)
 
 __all__ = [
-    'CaptionResult', 'CaptionSummary', 'CaptionTestResult', 'ImageFailure',
+    'BEST_METRIC', 'CheckpointNotFoundError', 'find_best_checkpoint',
+    'resolve_checkpoint', 'CaptionResult', 'CaptionSummary', 'CaptionTestResult', 'ImageFailure',
     'ModelSource', 'PCMCaptionInferencer', 'PCMLoadReleaseHook',
     'PCMPredictionDumpHook', 'Release', 'ReleaseFormatError', 'ReleaseInfo',
     'apply_checkpoint_to_cfg', 'build_captioner', 'caption_to_jsonl',

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from mmpcm.datasets.transforms import (ImageLoadError, clip_image_tensor,
                                        load_image)
+from .best_checkpoint import resolve_checkpoint
 from .release import ConfigLike, build_captioner
 
 LIST_FILE_SUFFIXES = ('.txt', '.lst', '.list')
@@ -168,8 +169,10 @@ class PCMCaptionInferencer:
     Args:
         model (str | nn.Module): A release file (``.safetensors``), a
             training checkpoint (``.pth``; loaded with ``weights_only`` and
-            the mmengine allowlist, pickled payloads refused), or a built
-            ``PCMCaptioner``.
+            the mmengine allowlist, pickled payloads refused), a training
+            work dir (its best checkpoint by validation CIDEr,
+            :func:`~mmpcm.apis.best_checkpoint.resolve_checkpoint`), or a
+            built ``PCMCaptioner``.
         config (str | Config | dict, optional): Training config, only for a
             checkpoint; by default the config text the checkpoint carries is
             parsed (as literals, never executed). Defaults to None.
@@ -177,8 +180,11 @@ class PCMCaptionInferencer:
         beam_size (int, optional): Overrides the model's beam size.
             Defaults to None.
 
+    Attributes:
+        model_file (str, optional): The file the model was loaded from.
+
     Examples:
-        >>> inferencer = PCMCaptionInferencer('work_dirs/pcm/epoch_12.pth')
+        >>> inferencer = PCMCaptionInferencer('work_dirs/pcm_coco')
         >>> results = inferencer(['a.jpg', 'photos/'], batch_size=32)
     """
 
@@ -187,11 +193,13 @@ class PCMCaptionInferencer:
                  config: Optional[ConfigLike] = None,
                  device: Optional[str] = None,
                  beam_size: Optional[int] = None) -> None:
+        self.model_file: Optional[str] = None
         if isinstance(model, nn.Module):
             device = device or next(model.parameters()).device
             self.model = model.to(device).eval()
         else:
-            self.model = build_captioner(os.fspath(model), config, device)
+            self.model_file = resolve_checkpoint(model).path
+            self.model = build_captioner(self.model_file, config, device)
         self.beam_size = beam_size
 
     @property

@@ -1,6 +1,8 @@
 # The offline toy world (mmpcm/toyworld, tools/toyworld/run.py): CLIP
 # features of defective synthetic renders of the caption corpus for training;
 # real renders of held-out scenes, with five references each, for testing.
+# The world has no validation split, so no val loader: a toy-world config
+# trains without validation and is tested at its last epoch.
 dataset_type = 'SynthImgCapDataset'
 world_root = 'data/toyworld'
 train_data_root = world_root + '/features/train'
@@ -22,5 +24,3 @@ test_dataloader = dict(
     collate_fn=dict(type='pcm_collate'))
 test_evaluator = dict(type='PCMCaptionMetric',
                       ann_file=world_root + '/test_gt.json')
-val_dataloader = test_dataloader
-val_evaluator = test_evaluator

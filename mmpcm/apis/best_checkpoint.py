@@ -1,0 +1,154 @@
+"""The checkpoint a training run chose: best on Karpathy val by CIDEr.
+
+Every config that validates keeps, besides the last epochs, the checkpoint
+with the highest validation CIDEr (``CheckpointHook(save_best=
+'coco-caption/CIDEr', rule='greater')``, ``configs/_base_/default_runtime.py``;
+validation on the Karpathy val split after every epoch). mmengine writes it
+into the work dir as ``best_<metric with '/' as '_'>_epoch_<N>.pth``, e.g.
+``best_coco-caption_CIDEr_epoch_7.pth``, and removes the previous best.
+
+The authors' release instead evaluated every epoch on the TEST split and
+reported hand-picked epochs (``scripts/final_eval_for_paper.sh``); mmpcm
+never chooses on test.
+
+:func:`resolve_checkpoint` is what ``tools/test.py``, ``tools/caption.py``
+and :class:`~mmpcm.apis.PCMCaptionInferencer` do with a model argument: a
+file is used as given, a work dir becomes its best checkpoint.
+"""
+import glob
+import os
+import os.path as osp
+from typing import Any, NamedTuple, Optional, Union
+
+BEST_METRIC = 'coco-caption/CIDEr'
+"""``PCMCaptionMetric``'s CIDEr under its default prefix: the checkpoint
+choice of every validating config."""
+
+PathLike = Union[str, 'os.PathLike[str]']
+
+
+class CheckpointNotFoundError(FileNotFoundError):
+    """A work dir holds no single best checkpoint for the metric."""
+
+
+class ResolvedCheckpoint(NamedTuple):
+    """The model file to load, and whether it was chosen from a work dir.
+
+    Attributes:
+        path (str): The file.
+        work_dir (str, optional): The work dir it was found in, or None when
+            the file was given.
+        metric (str, optional): The metric it is best by, with ``work_dir``.
+    """
+    path: str
+    work_dir: Optional[str] = None
+    metric: Optional[str] = None
+
+    def describe(self) -> str:
+        """One line naming the file, e.g. for a tool to print."""
+        if self.work_dir is None:
+            return f'checkpoint: {self.path}'
+        return (f'checkpoint: {self.path} (best {self.metric} on validation '
+                f'in {self.work_dir})')
+
+
+def best_checkpoint_prefix(metric: str = BEST_METRIC) -> str:
+    """The file-name prefix mmengine's CheckpointHook gives ``metric``'s best.
+
+    Args:
+        metric (str): The ``save_best`` key. Defaults to :data:`BEST_METRIC`.
+
+    Returns:
+        str: E.g. ``'best_coco-caption_CIDEr_'``.
+    """
+    return f'best_{metric}_'.replace('/', '_')
+
+
+def find_best_checkpoint(work_dir: PathLike,
+                         metric: str = BEST_METRIC) -> str:
+    """The best-by-``metric`` checkpoint mmengine kept in ``work_dir``.
+
+    Args:
+        work_dir (str | PathLike): A training run's work dir.
+        metric (str): The ``save_best`` key. Defaults to :data:`BEST_METRIC`.
+
+    Returns:
+        str: The ``best_<metric>_*.pth`` file.
+
+    Raises:
+        CheckpointNotFoundError: If ``work_dir`` does not exist, or holds no
+            such checkpoint (the best files of other metrics are named, if
+            any), or several (runs started afresh in one work dir).
+    """
+    work_dir = os.fspath(work_dir)
+    if not osp.isdir(work_dir):
+        raise CheckpointNotFoundError(
+            f'{work_dir}: no such work dir; train the config first, or pass '
+            'a checkpoint file or the work dir to use')
+    prefix = best_checkpoint_prefix(metric)
+    found = sorted(glob.glob(osp.join(glob.escape(work_dir),
+                                      f'{prefix}*.pth')))
+    if len(found) == 1:
+        return found[0]
+    if found:
+        names = ', '.join(osp.basename(p) for p in found)
+        raise CheckpointNotFoundError(
+            f'{work_dir}: {len(found)} best-{metric} checkpoints ({names}), '
+            'left by separate runs in one work dir; pass the one to use')
+    others = sorted(osp.basename(p) for p in glob.glob(
+        osp.join(glob.escape(work_dir), 'best_*.pth')))
+    also = f' (it has {", ".join(others)})' if others else ''
+    raise CheckpointNotFoundError(
+        f'{work_dir}: no best-{metric} checkpoint ({prefix}*.pth){also}; '
+        'train with validation (without --no-validate) to keep one, or pass '
+        'a checkpoint file')
+
+
+def save_best_metric(cfg: Any) -> str:
+    """The metric a config keeps its best checkpoint by.
+
+    Args:
+        cfg (Config | dict, optional): A training config, or None.
+
+    Returns:
+        str: ``default_hooks.checkpoint.save_best`` when it names one
+        metric, else :data:`BEST_METRIC`.
+    """
+    hooks = (cfg or {}).get('default_hooks') or {}
+    save_best = (hooks.get('checkpoint') or {}).get('save_best')
+    if isinstance(save_best, str) and save_best != 'auto':
+        return save_best
+    return BEST_METRIC
+
+
+def resolve_checkpoint(model: Optional[PathLike],
+                       metric: str = BEST_METRIC,
+                       work_dir: Optional[PathLike] = None
+                       ) -> ResolvedCheckpoint:
+    """A model argument as a file: a work dir becomes its best checkpoint.
+
+    Args:
+        model (str | PathLike, optional): A checkpoint or release file (kept
+            as given, whether it exists or not: the loader reports that), a
+            training work dir, or None for ``work_dir``.
+        metric (str): The ``save_best`` key. Defaults to :data:`BEST_METRIC`.
+        work_dir (str | PathLike, optional): The work dir to take the best
+            checkpoint of when ``model`` is None (a config's). Defaults to
+            None.
+
+    Returns:
+        ResolvedCheckpoint: The file, and the work dir it came from.
+
+    Raises:
+        CheckpointNotFoundError: For a work dir without one best checkpoint,
+            or no ``model`` and a missing ``work_dir``.
+    """
+    if model is None:
+        if work_dir is None:
+            raise ValueError('give a model file, or a work dir')
+        model = work_dir
+    elif not osp.isdir(model):
+        return ResolvedCheckpoint(os.fspath(model))
+    model = os.fspath(model)
+    return ResolvedCheckpoint(find_best_checkpoint(model, metric), model,
+                              metric)
