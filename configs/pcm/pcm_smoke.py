@@ -1,6 +1,7 @@
 # A seconds-long smoke run of the whole train/test path on a tiny random CLIP
 # and the tiny built-in data set (python tools/data/make_smoke_data.py).
-# Same bases as the paper configs; only sizes and paths are overridden.
+# Same bases as the paper configs; only sizes and paths are overridden, and
+# 80 epochs, which the release's focal factor needs to memorise the data.
 _base_ = [
     '../_base_/models/pcm_vit-b32.py',
     '../_base_/datasets/synth_coco_vit-b32.py',
@@ -23,10 +24,11 @@ model = dict(
               embed_dim=16, model_dim=64, top_k=3, num_selected=3,
               dropout=0.1),
     encoder=dict(num_layers=1, model_dim=64, num_heads=2, ffn_dim=128,
-                 dropout=0.1),
+                 dropout=0.1, attn_dropout=0.1),
     head=dict(vocab=dict(data_root=data_root + '/train', min_count=1),
               model_dim=64, num_layers=1, num_heads=2, ffn_dim=128,
-              dropout=0.1, max_len=12))
+              dropout=0.1, attn_dropout=0.1, embed_dropout=0.1,
+              predictor_dropout=0.1, max_len=12))
 loader = dict(batch_size=4, num_workers=0, persistent_workers=False,
               pin_memory=False)
 train_dataloader = dict(
@@ -41,5 +43,5 @@ val_evaluator = dict(ann_file=data_root + '/test_gt.json')
 test_dataloader = val_dataloader
 test_evaluator = val_evaluator
 param_scheduler = dict(model_size=64, warmup=40, factor=0.1)
-train_cfg = dict(max_epochs=60, val_interval=20)
+train_cfg = dict(max_epochs=80, val_interval=20)
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=20))
