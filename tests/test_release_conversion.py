@@ -228,3 +228,24 @@ def test_converted_files_load_in_the_tools(converted, tmp_path):
     assert cfg.model.backbone.type == 'CLIPJointProjection'
     with pytest.raises(NoImageEncoderError, match='--clip-weights'):
         loaded.predict(dict(images=torch.zeros(1, 3, 32, 32)))
+
+
+def test_initialisation_follows_the_release():
+    """Attention projections start as the release's separate nn.Linear
+    layers (bound 1/sqrt(d), non-zero biases), not torch's Xavier/zero
+    init; visual positions from a truncated normal of std 0.02."""
+    from mmpcm.models import PCMCaptionHead, PCMNeck, VisualSemanticEncoder
+    torch.manual_seed(0)
+    encoder = VisualSemanticEncoder(num_layers=1, model_dim=256)
+    head = PCMCaptionHead(['<pad>', '<bos>', '<eos>', '<unk>', 'a'],
+                          model_dim=256, num_layers=1)
+    bound = 1 / 256 ** 0.5
+    for attn in (encoder.layers[0].self_attn,
+                 head.decoder.layers[0].multihead_attn):
+        w = attn.in_proj_weight.abs().max().item()
+        assert 0.95 * bound < w <= bound  # Xavier's would be 0.077
+        assert attn.in_proj_bias.abs().max().item() > 0.9 * bound
+        assert attn.out_proj.bias.abs().max().item() > 0.9 * bound
+    pos = PCMNeck(num_patches=49, patch_dim=32, embed_dim=16,
+                  model_dim=256).pos_embed.weight
+    assert pos.std().item() == pytest.approx(0.02, rel=0.1)

@@ -6,7 +6,8 @@ import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
 
-from mmpcm.models.utils.transformer import set_attention_dropout
+from mmpcm.models.utils.transformer import (init_attention_as_linear,
+                                             set_attention_dropout)
 from mmpcm.registry import MODELS
 
 
@@ -63,6 +64,7 @@ class VisualSemanticEncoder(BaseModule):
         ])
         if attn_dropout is not None:
             set_attention_dropout(self.layers, attn_dropout)
+        init_attention_as_linear(self.layers)
         self.global_rebuild = None
         if global_rebuild:
             self.global_rebuild = nn.Sequential(

@@ -10,7 +10,8 @@ from mmengine.model import BaseModule
 from mmpcm.models.utils.errors import CheckpointMismatchError
 from mmpcm.models.utils.beam_search import Decoded, beam_search, greedy_search
 from mmpcm.models.utils.kv_cache import CachedDecoder
-from mmpcm.models.utils.transformer import set_attention_dropout
+from mmpcm.models.utils.transformer import (init_attention_as_linear,
+                                             set_attention_dropout)
 from mmpcm.models.utils.vocab import (CaptionTokenizer, EncodedCaptions,
                                       WordVocabulary, build_vocabulary)
 from mmpcm.registry import MODELS
@@ -138,6 +139,7 @@ class PCMCaptionHead(BaseModule):
         self.decoder = nn.TransformerDecoder(layer, num_layers)
         if attn_dropout is not None:
             set_attention_dropout(self.decoder, attn_dropout)
+        init_attention_as_linear(self.decoder)
         self.predictor_dropout = nn.Dropout(predictor_dropout)
         self.output = nn.Linear(model_dim, len(self.vocab))
         self.register_buffer(
