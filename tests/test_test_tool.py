@@ -49,7 +49,7 @@ def test_config_checkpoint_writes_predictions_metrics_and_row(workspace):
     out = workspace / 'out_ckpt'
     proc = subprocess.run(
         [sys.executable, TEST_TOOL, CONFIG,
-         str(workspace / 'train' / 'epoch_80.pth'), '--work-dir', str(out)],
+         str(workspace / 'train' / 'epoch_100.pth'), '--work-dir', str(out)],
         cwd=workspace, capture_output=True, text=True, timeout=300,
         env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1'))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -71,7 +71,7 @@ def test_release_through_run_test_never_unpickles(workspace, tmp_path,
                                                   monkeypatch):
     monkeypatch.chdir(workspace)
     release = str(tmp_path / 'smoke.safetensors')
-    info = publish_release(str(workspace / 'train' / 'epoch_80.pth'),
+    info = publish_release(str(workspace / 'train' / 'epoch_100.pth'),
                            release)
     assert info.concepts is not None  # data/smoke/concepts.safetensors
 
@@ -114,7 +114,7 @@ def test_pickle_payload_refused_with_the_trusted_route(
         def __reduce__(self):
             return os.system, (f'touch {marker}', )
 
-    state = torch.load(workspace / 'train' / 'epoch_80.pth',
+    state = torch.load(workspace / 'train' / 'epoch_100.pth',
                        weights_only=False)['state_dict']
     evil = tmp_path / 'evil.pth'
     torch.save(dict(state_dict=state, meta=dict(note=Payload())), evil)
@@ -133,7 +133,7 @@ def test_work_dir_without_a_best_checkpoint_is_one_error_line(
     """The workspace run trained without validation: epoch checkpoints,
     no best one."""
     work = workspace / 'train'
-    assert (work / 'epoch_80.pth').is_file()
+    assert (work / 'epoch_100.pth').is_file()
     monkeypatch.chdir(workspace)
     for argv in ([CONFIG, str(work)], [CONFIG, '--work-dir', str(work)]):
         assert _test_tool_main(monkeypatch, *argv) == 1
@@ -158,7 +158,7 @@ def test_java_missing_fails_before_the_model_is_built(
     cfg.work_dir = str(tmp_path / 'out')
     monkeypatch.setenv('PATH', str(tmp_path))
     with pytest.raises(RuntimeError, match='needs Java'):
-        run_test(cfg, str(workspace / 'train' / 'epoch_80.pth'))
+        run_test(cfg, str(workspace / 'train' / 'epoch_100.pth'))
 
 
 def test_paper_row():

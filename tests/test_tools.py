@@ -86,7 +86,7 @@ def test_test_tool_needs_only_config_and_checkpoint(workspace):
     shutil.copy(workspace / 'data' / 'smoke' / 'test_gt.json',
                 isolated / 'data' / 'smoke' / 'test_gt.json')
     log = _run([sys.executable, osp.join(ROOT, 'tools', 'test.py'), CONFIG,
-                osp.join(work, 'epoch_80.pth'), '--work-dir',
+                osp.join(work, 'epoch_100.pth'), '--work-dir',
                 str(isolated / 'out')], isolated)
     # The tiny captioner memorises its eight captions.
     assert 'coco-caption/Bleu_4: 100.0000' in log

@@ -1,7 +1,7 @@
 # A seconds-long smoke run of the whole train/test path on a tiny random CLIP
 # and the tiny built-in data set (python tools/data/make_smoke_data.py).
 # Same bases as the paper configs; only sizes and paths are overridden, and
-# 80 epochs, which the release's focal factor needs to memorise the data.
+# 100 epochs, which the release's focal factor needs to memorise the data.
 _base_ = [
     '../_base_/models/pcm_vit-b32.py',
     '../_base_/datasets/synth_coco_vit-b32.py',
@@ -43,5 +43,5 @@ val_evaluator = dict(ann_file=data_root + '/test_gt.json')
 test_dataloader = val_dataloader
 test_evaluator = val_evaluator
 param_scheduler = dict(model_size=64, warmup=40, factor=0.1)
-train_cfg = dict(max_epochs=80, val_interval=20)
-default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=20))
+train_cfg = dict(max_epochs=100, val_interval=25)
+default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=25))
