@@ -50,10 +50,18 @@ def main() -> int:
             clip_weights=args.clip_weights)
         ckpt, release = save_converted(converted, args.out)
     except (ReleaseConversionError, UntrustedCheckpointError,
-            FileNotFoundError, OSError) as error:
+            FileNotFoundError) as error:
         if args.debug:
             traceback.print_exc()
         print(f'error: {error}', file=sys.stderr)
+        return 1
+    except Exception as error:  # noqa: BLE001  corrupt or foreign files
+        if args.debug:
+            traceback.print_exc()
+        print(f'error: {args.checkpoint}, {args.vocabulary}, {args.concepts}: '
+              f'not readable as a PCM-Net release ({type(error).__name__}: '
+              f'{error}); pass the files released with the model (--debug '
+              'for the traceback)', file=sys.stderr)
         return 1
     print(f'Wrote {ckpt} and {release}: {len(converted.vocab)} words, '
           f'{len(converted.concept_words)} concepts, CLIP '
