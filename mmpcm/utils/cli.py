@@ -1,0 +1,202 @@
+"""One line per user error: how every mmpcm tool reports bad input.
+
+A tool's ``main`` raises; :func:`run_tool` turns what was raised into one
+line on stderr, ``error: <file>: <what is wrong>; <what to do>``, and a
+non-zero exit status. The traceback is shown only with ``--debug``
+(:func:`add_debug_flag`), and is also written to the run's log file when an
+mmengine logger with a file is active (training and testing), so a report can
+quote it. Usage, as in ``tools/caption.py``::
+
+    def main(args: argparse.Namespace) -> int:
+        ...
+
+    if __name__ == '__main__':
+        sys.exit(run_tool(main, parse_args()))
+
+Errors the user can act on:
+
+* :class:`InputError` (a ``ValueError``) and :class:`MissingInputError` (also
+  a ``FileNotFoundError``): raised by mmpcm with the file, the problem and
+  the remedy.
+* ``OSError`` with a file name (missing file, permission denied, read-only
+  file system, disk full, a folder where a file goes): worded by errno.
+* mmpcm's own domain errors (unsafe checkpoint, release format, checkpoint
+  and config mismatch, unreadable image): their messages already name the
+  file.
+
+Anything else is a defect, not a user error: it still gets one line
+(``error: unexpected <type>: ...; rerun with --debug ...``) and exit 1.
+``KeyboardInterrupt`` exits 130 with a line saying the work written so far
+is kept.
+"""
+import argparse
+import errno
+import logging
+import os
+import sys
+import traceback
+from typing import Callable, Optional, TextIO, Tuple, Type
+
+__all__ = [
+    'InputError', 'MissingInputError', 'add_debug_flag', 'error_line',
+    'run_tool', 'EXIT_ERROR', 'EXIT_INTERRUPTED'
+]
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+class InputError(ValueError):
+    """An input the user can fix: which file, what is wrong, what to do.
+
+    ``str(error)`` is ``'<path>: <problem>; <remedy>'``.
+
+    Args:
+        path (str | PathLike): The file or folder at fault (or an option
+            name such as ``'--out'`` when no file is involved).
+        problem (str): What is wrong with it, lower case, no final period.
+        remedy (str): What to do about it.
+    """
+
+    def __init__(self, path, problem: str, remedy: str) -> None:
+        self.path = os.fspath(path) if not isinstance(path, str) else path
+        self.problem = problem
+        self.remedy = remedy
+        super().__init__(f'{self.path}: {problem}; {remedy}')
+
+    def __reduce__(self):
+        return type(self), (self.path, self.problem, self.remedy)
+
+
+class MissingInputError(InputError, FileNotFoundError):
+    """An input file or folder that does not exist."""
+
+
+# errno -> (problem, remedy) for OSErrors that carry a file name.
+_OS_ERRORS = {
+    errno.ENOENT: ('no such file or folder', 'check the path'),
+    errno.EACCES: ('permission denied',
+                   'choose a path you may read and write, or fix its '
+                   'permissions'),
+    errno.EPERM: ('operation not permitted',
+                  'choose a path you may read and write'),
+    errno.EROFS: ('read-only file system', 'choose a writable folder'),
+    errno.ENOSPC: ('no space left on the device',
+                   'free space and rerun: finished work is kept'),
+    errno.EISDIR: ('is a folder, not a file', 'pass a file'),
+    errno.ENOTDIR: ('a part of the path is not a folder',
+                    'check the path'),
+    errno.EEXIST: ('already exists', 'choose another path or remove it'),
+    errno.ENAMETOOLONG: ('file name too long', 'choose a shorter path'),
+}
+
+
+def _domain_errors() -> Tuple[Type[BaseException], ...]:
+    """mmpcm's errors whose messages name the file (imported late)."""
+    from mmpcm.apis.best_checkpoint import CheckpointNotFoundError
+    from mmpcm.apis.release import ReleaseFormatError
+    from mmpcm.apis.release_conversion import ReleaseConversionError
+    from mmpcm.datasets.transforms import ImageLoadError
+    from mmpcm.models.utils.errors import CheckpointMismatchError
+    from mmpcm.preprocessing.concepts import UnsafeConceptFileError
+    from mmpcm.utils.checkpoint import UntrustedCheckpointError
+    return (InputError, CheckpointNotFoundError, ReleaseFormatError,
+            ReleaseConversionError, ImageLoadError, CheckpointMismatchError,
+            UnsafeConceptFileError, UntrustedCheckpointError)
+
+
+def error_line(error: BaseException) -> Tuple[str, bool]:
+    """The one line (without ``'error: '``) that reports ``error``.
+
+    Args:
+        error (BaseException): What a tool raised.
+
+    Returns:
+        tuple[str, bool]: The line, and whether the error is one the user
+        can act on (False: a defect, worth a report with ``--debug``).
+    """
+    if isinstance(error, _domain_errors()):
+        return str(error), True
+    if isinstance(error, OSError) and error.filename is not None:
+        problem, remedy = _OS_ERRORS.get(
+            error.errno, ((error.strerror or str(error)).lower(),
+                          'check the path'))
+        name = error.filename
+        if error.filename2 is not None:
+            name = f'{name} -> {error.filename2}'
+        return f'{name}: {problem}; {remedy}', True
+    if isinstance(error, FileNotFoundError):  # raised with a message only
+        return f'{error}; check the path', True
+    text = str(error).splitlines()[0] if str(error) else ''
+    return (f'unexpected {type(error).__name__}: {text}; rerun with --debug '
+            'for the traceback and report it'), False
+
+
+def add_debug_flag(parser: argparse.ArgumentParser) -> None:
+    """Add ``--debug``: show the traceback of an error instead of one line."""
+    parser.add_argument('--debug', action='store_true',
+                        help='show the full traceback of an error')
+
+
+def _log_traceback(error: BaseException) -> Optional[str]:
+    """Write the traceback to the active mmengine log file, if there is one.
+
+    Returns:
+        str, optional: The log file written to.
+    """
+    try:
+        from mmengine.logging import MMLogger
+    except ImportError:  # pragma: no cover  (mmengine is a dependency)
+        return None
+    if not MMLogger._instance_dict:
+        return None
+    logger = MMLogger.get_current_instance()
+    files = [h.baseFilename for h in logger.handlers
+             if isinstance(h, logging.FileHandler)]
+    if not files:
+        return None
+    text = ''.join(
+        traceback.format_exception(type(error), error, error.__traceback__))
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.stream.write(text)
+            handler.flush()
+    return files[0]
+
+
+def run_tool(main: Callable[[argparse.Namespace], Optional[int]],
+             args: argparse.Namespace,
+             stderr: Optional[TextIO] = None) -> int:
+    """Run a tool's ``main(args)``; report what it raises in one line.
+
+    Args:
+        main (Callable): The tool; returns its exit status (None is 0).
+        args (argparse.Namespace): Its parsed arguments; ``args.debug``
+            (see :func:`add_debug_flag`) re-raises instead.
+        stderr (TextIO, optional): Where the line goes (default
+            ``sys.stderr``).
+
+    Returns:
+        int: The exit status: main's, ``EXIT_ERROR`` (1) after an error,
+        ``EXIT_INTERRUPTED`` (130) after Ctrl-C.
+    """
+    stderr = stderr if stderr is not None else sys.stderr
+    debug = bool(getattr(args, 'debug', False))
+    try:
+        status = main(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print('interrupted: the files finished so far are kept; rerun the '
+              'same command to resume', file=stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # noqa: BLE001  every error gets one line
+        if debug:
+            raise
+        line, _ = error_line(error)
+        log_file = _log_traceback(error)
+        if log_file is not None:
+            line += f' (traceback in {log_file})'
+        print(f'error: {line}', file=stderr, flush=True)
+        return EXIT_ERROR
+    return 0 if status is None else int(status)
