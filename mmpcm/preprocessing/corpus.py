@@ -7,8 +7,14 @@ Two inputs are corpora:
   "sentences": [{"raw", "sentid"?, ...}]}], "dataset": "coco"}``.
   The training corpus is split ``train`` plus ``restval`` (COCO's extra
   training images; Flickr30k has none).
-* A plain UTF-8 text file, one caption per line. Empty lines and lines that
-  are not valid UTF-8 are skipped and reported (file:line), never fatal.
+* A plain text file, one caption per line, UTF-8 (UTF-16 and UTF-32 with a
+  byte-order mark and BOM-less UTF-16 are decoded too, see
+  :mod:`mmpcm.utils.text_io`). Empty lines, lines that are not valid UTF-8
+  and lines with a NUL byte are skipped and reported (file:line), never
+  fatal.
+
+Every text file here (corpora, JSON, image lists) is decoded by
+:mod:`mmpcm.utils.text_io`.
 
 :func:`prepare_corpus` turns a Karpathy file into everything the rest of the
 pipeline reads (see its docstring for the files). Image ids follow an
@@ -20,12 +26,15 @@ val/test feature stores and the references agree without further steps.
 import json
 import os
 import os.path as osp
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import (Any, Dict, Iterable, List, Mapping, Optional, Sequence,
                     Tuple, Union)
 
 from mmpcm.models.utils.vocab import WordVocabulary
+from mmpcm.utils.cli import InputError
+from mmpcm.utils.text_io import read_text, read_text_lines
 
 ImageId = Union[str, int]
 PathLike = Union[str, 'os.PathLike[str]']
@@ -37,6 +46,8 @@ TRAIN_CAPTIONS_FILE = 'train_captions.txt'
 VOCAB_FILE = 'vocab.json'
 _IMAGE_KEYS = ('filename', 'split', 'sentences')
 _JSON_SUFFIXES = ('.json', )
+# A \u0000 escape whose backslash is not itself escaped.
+_JSON_NUL_ESCAPE = re.compile(r'(?<!\\)(?:\\\\)*\\u0000')
 
 __all__ = [
     'ImageIdScheme', 'SkippedLine', 'TextCorpus', 'KarpathySentence',
@@ -81,7 +92,8 @@ class SkippedLine:
     Args:
         path (str): The corpus file.
         lineno (int): 1-based line number.
-        reason (str): ``'empty'`` or why it could not be decoded.
+        reason (str): ``'empty'`` or why it could not be read (``'not
+            UTF-8 (...)'``, ``'contains a NUL byte'``).
     """
     path: str
     lineno: int
@@ -126,10 +138,13 @@ class TextCorpus:
         Returns:
             str: A few lines of text.
         """
+        invalid = [s for s in self.skipped if s.reason != 'empty']
+        kinds = ('non-UTF-8' if all(s.reason.startswith('not UTF-8')
+                                    for s in invalid)
+                 else 'non-UTF-8 or NUL-byte')
         lines = [f'{len(self.captions)} captions read; skipped '
                  f'{self.num_empty} empty and {self.num_invalid} '
-                 'non-UTF-8 line(s)']
-        invalid = [s for s in self.skipped if s.reason != 'empty']
+                 f'{kinds} line(s)']
         lines += [f'  {s}' for s in invalid[:max_lines]]
         if len(invalid) > max_lines:
             lines.append(f'  ... and {len(invalid) - max_lines} more')
@@ -158,9 +173,10 @@ def _check_file(path: PathLike, what: str) -> str:
 def read_text_corpus(path: PathLike) -> TextCorpus:
     """Read a text file with one caption per line.
 
-    Lines are decoded one by one, so a line that is not UTF-8 is skipped
-    (and reported) without losing the rest. A UTF-8 byte-order mark is
-    dropped.
+    The file is decoded by :func:`mmpcm.utils.text_io.read_text_lines`
+    (byte-order marks, BOM-less UTF-16). In UTF-8, lines are decoded one by
+    one, so a line that is not UTF-8 is skipped (and reported) without
+    losing the rest; a line with a NUL byte is skipped the same way.
 
     Args:
         path (str | PathLike): The corpus file.
@@ -170,27 +186,22 @@ def read_text_corpus(path: PathLike) -> TextCorpus:
 
     Raises:
         FileNotFoundError: If the file does not exist.
+        InputError: If it is not text, or UTF-16/UTF-32 that does not
+            decode (:mod:`mmpcm.utils.text_io`).
     """
     path = _check_file(path, 'caption corpus')
     corpus = TextCorpus(captions=[])
-    with open(path, 'rb') as f:
-        for lineno, raw in enumerate(f, start=1):
-            corpus.num_lines = lineno
-            if lineno == 1 and raw.startswith(b'\xef\xbb\xbf'):
-                raw = raw[3:]
-            try:
-                text = raw.decode('utf-8')
-            except UnicodeDecodeError as err:
-                corpus.skipped.append(SkippedLine(
-                    path, lineno, f'not UTF-8 ({err.reason} at byte '
-                    f'{err.start})'))
-                continue
-            caption = clean_caption(text)
-            if caption:
-                corpus.captions.append(caption)
-                corpus.line_numbers.append(lineno)
-            else:
-                corpus.skipped.append(SkippedLine(path, lineno, 'empty'))
+    for lineno, text, problem in read_text_lines(path):
+        corpus.num_lines = lineno
+        if problem is not None:
+            corpus.skipped.append(SkippedLine(path, lineno, problem))
+            continue
+        caption = clean_caption(text)
+        if caption:
+            corpus.captions.append(caption)
+            corpus.line_numbers.append(lineno)
+        else:
+            corpus.skipped.append(SkippedLine(path, lineno, 'empty'))
     return corpus
 
 
@@ -290,18 +301,26 @@ def load_json(path: PathLike, what: str) -> Any:
     Returns:
         Any: The parsed content.
 
+    The text is decoded by :func:`mmpcm.utils.text_io.read_text` (UTF-8,
+    or UTF-16/UTF-32 with a byte-order mark, or BOM-less UTF-16).
+
     Raises:
         FileNotFoundError: If the file does not exist.
-        ValueError: If it is not UTF-8 JSON.
+        InputError: If it is not text in a supported encoding, or holds a
+            NUL byte or a ``\\u0000`` escape (:mod:`mmpcm.utils.text_io`).
+        ValueError: If it is not valid JSON.
     """
     path = _check_file(path, what)
-    with open(path, encoding='utf-8') as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as err:
-            raise ValueError(f'{path}: not valid JSON ({err})') from None
-        except UnicodeDecodeError as err:
-            raise ValueError(f'{path}: not UTF-8 text ({err})') from None
+    text = read_text(path)
+    nul = _JSON_NUL_ESCAPE.search(text)
+    if nul is not None:  # decodes to a NUL character inside a string
+        lineno = text.count('\n', 0, nul.end()) + 1
+        raise InputError(path, f'line {lineno} holds a NUL character (a '
+                         '\\u0000 escape)', 'remove it')
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f'{path}: not valid JSON ({err})') from None
 
 
 def _require(mapping: Any, keys: Sequence[str], where: str,
@@ -540,15 +559,16 @@ def read_image_list(path: PathLike) -> List[ImageEntry]:
 
     Raises:
         FileNotFoundError: If the file does not exist.
+        InputError: If it is not text in a supported encoding
+            (:func:`mmpcm.utils.text_io.read_text`).
         ValueError: On a line that is not a JSON object with ``image_id``
             (str or int) and ``file_name`` (str).
     """
     path = _check_file(path, 'image list')
     entries = []
-    with open(path, encoding='utf-8') as f:
-        for lineno, line in enumerate(f, start=1):
-            if line.strip():
-                entries.append(_parse_list_line(line, f'{path}:{lineno}'))
+    for lineno, line in enumerate(read_text(path).split('\n'), start=1):
+        if line.strip():
+            entries.append(_parse_list_line(line, f'{path}:{lineno}'))
     return entries
 
 

@@ -113,6 +113,7 @@ from mmpcm.datasets.feature_store import (META_FILE, RECORDS_FILE,
                                           ShardInfo, read_meta, write_meta)
 from mmpcm.models.backbones.open_clip_vit import (OpenCLIPVisionBackbone,
                                                   build_open_clip)
+from mmpcm.utils.text_io import read_text
 from .generation import load_generation_records, read_caption_file
 from .sharding import (PathLike, RankInfo, atomic_write_json,
                        atomic_write_text, contiguous_block, device_for_rank,
@@ -275,7 +276,8 @@ def items_from_list(list_file: PathLike) -> List[ExtractionItem]:
     """Images named in a text file, one path per line.
 
     Relative paths are relative to the list file's folder; empty lines are
-    skipped.
+    skipped. The file is decoded by :func:`mmpcm.utils.text_io.read_text`
+    (UTF-8, or UTF-16/UTF-32 with a byte-order mark, or BOM-less UTF-16).
 
     Args:
         list_file (str | PathLike): The list file.
@@ -285,14 +287,15 @@ def items_from_list(list_file: PathLike) -> List[ExtractionItem]:
 
     Raises:
         FileNotFoundError: If the list file does not exist.
+        InputError: If it is not text in a supported encoding or holds a
+            NUL byte.
         ValueError: If two paths share a stem.
     """
     list_file = os.fspath(list_file)
     if not osp.isfile(list_file):
         raise FileNotFoundError(f'image list {list_file} does not exist')
     root = osp.dirname(osp.abspath(list_file))
-    with open(list_file, encoding='utf-8') as f:
-        lines = [line.strip() for line in f]
+    lines = [line.strip() for line in read_text(list_file).split('\n')]
     items = [
         ExtractionItem(osp.join(root, p), osp.splitext(osp.basename(p))[0], p)
         for p in lines if p
