@@ -9,20 +9,21 @@ folder (every file in it, recursively) or a list file (.txt/.lst/.list: one
 path per line, relative to the list's folder). Writes one JSON line per
 image, ``{"image": path, "caption": ..., "score": ...}``, to --out or
 stdout; an unreadable file is reported on stderr (``skipped PATH: reason``)
-and skipped. Exit status: 0 if every image was captioned, 1 if some failed.
+and skipped. Exit status: 0 if every image was captioned, 1 if some failed,
+2 on an error (one line on stderr; the traceback with --debug).
 """
 import argparse
 import sys
 from contextlib import nullcontext
+from typing import List, Optional
 
 import mmpcm  # noqa: F401  (compat patches before mmpretrain.models)
 from mmpcm.apis import PCMCaptionInferencer, caption_to_jsonl
 from mmpcm.apis.best_checkpoint import resolve_checkpoint
-from mmpcm.apis.release import ReleaseFormatError
-from mmpcm.utils.checkpoint import UntrustedCheckpointError
+from mmpcm.utils.cli import add_debug_flag, check_output_file, run_tool
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Caption images')
     parser.add_argument('model', help='release (.safetensors), training '
                         'checkpoint (.pth), or work dir (its best checkpoint '
@@ -40,21 +41,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--beam-size', type=int,
                         help='override the model\'s beam size')
     parser.add_argument('--no-progress', action='store_true')
-    return parser.parse_args()
+    add_debug_flag(parser)
+    return parser.parse_args(argv)
 
 
-def main() -> int:
-    args = parse_args()
-    try:
-        model = resolve_checkpoint(args.model)
-        if model.work_dir is not None:
-            print(model.describe(), file=sys.stderr)
-        inferencer = PCMCaptionInferencer(model.path, args.config,
-                                          args.device, args.beam_size)
-    except (FileNotFoundError, UntrustedCheckpointError,
-            ReleaseFormatError) as error:
-        print(f'error: {error}', file=sys.stderr)
-        return 2
+def caption(args: argparse.Namespace) -> int:
+    if args.out:
+        check_output_file(args.out)
+    model = resolve_checkpoint(args.model)
+    if model.work_dir is not None:
+        print(model.describe(), file=sys.stderr)
+    inferencer = PCMCaptionInferencer(model.path, args.config, args.device,
+                                      args.beam_size)
     with (open(args.out, 'w', encoding='utf-8') if args.out else
           nullcontext(sys.stdout)) as out:
         summary = caption_to_jsonl(inferencer, args.inputs, out, sys.stderr,
@@ -63,6 +61,11 @@ def main() -> int:
     print(f'captioned {summary.num_captioned} images, {summary.num_failed} '
           'skipped', file=sys.stderr)
     return 1 if summary.num_failed else 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Caption; an error is one line on stderr and exit status 2."""
+    return run_tool(caption, parse_args(argv), error_status=2)
 
 
 if __name__ == '__main__':

@@ -12,17 +12,17 @@ row ``B4 / M / R / C / S``.
 import argparse
 import os
 import sys
+from typing import List, Optional
 
 import mmpcm  # noqa: F401  (compat patches before mmpretrain.models)
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
 from mmpcm.apis import default_work_dir, run_test
 from mmpcm.apis.best_checkpoint import resolve_checkpoint, save_best_metric
-from mmpcm.apis.release import ReleaseFormatError
-from mmpcm.utils.checkpoint import UntrustedCheckpointError
+from mmpcm.utils.cli import add_debug_flag, load_config, run_tool
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test a PCM-Net captioner')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', nargs='?',
@@ -36,35 +36,34 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--launcher', default='none',
                         choices=['none', 'pytorch', 'slurm', 'mpi'])
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
+    add_debug_flag(parser)
+    args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
 
 
-def main() -> int:
-    args = parse_args()
-    cfg = Config.fromfile(args.config)
+def test(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
     cfg.launcher = args.launcher
     cfg.work_dir = default_work_dir(args.config,
                                     args.work_dir or cfg.get('work_dir'))
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
-    try:
-        checkpoint = resolve_checkpoint(args.checkpoint,
-                                        save_best_metric(cfg), cfg.work_dir)
-        if (checkpoint.work_dir is not None
-                and os.environ.get('RANK', '0') == '0'):
-            print(checkpoint.describe(), flush=True)
-        outputs = run_test(cfg, checkpoint.path)
-    except (FileNotFoundError, UntrustedCheckpointError,
-            ReleaseFormatError) as error:
-        print(f'error: {error}', file=sys.stderr)
-        return 1
+    checkpoint = resolve_checkpoint(args.checkpoint, save_best_metric(cfg),
+                                    cfg.work_dir)
+    if checkpoint.work_dir is not None and os.environ.get('RANK', '0') == '0':
+        print(checkpoint.describe(), flush=True)
+    outputs = run_test(cfg, checkpoint.path)
     if outputs.metrics_file is not None:
         print(outputs.row)
         print(f'predictions: {outputs.predictions_file}')
         print(f'metrics: {outputs.metrics_file}')
     return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Test; an error is one line on stderr (the traceback with --debug)."""
+    return run_tool(test, parse_args(argv))
 
 
 if __name__ == '__main__':

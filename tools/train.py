@@ -1,6 +1,8 @@
 """Train a PCM-Net captioner (mmpretrain's train.py conventions)."""
 import argparse
 import os
+import sys
+from typing import List, Optional
 
 import mmpcm  # noqa: F401  (compat patches before mmpretrain.models)
 from mmengine.config import Config, DictAction
@@ -8,9 +10,10 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from mmpcm.apis import default_work_dir, naming_checkpoint, prepare_cfg
+from mmpcm.utils.cli import add_debug_flag, load_config, run_tool
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train a PCM-Net captioner')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
@@ -31,7 +34,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--launcher', default='none',
                         choices=['none', 'pytorch', 'slurm', 'mpi'])
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
+    add_debug_flag(parser)
+    args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
 
@@ -63,14 +67,18 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     return prepare_cfg(cfg)
 
 
-def main() -> None:
-    args = parse_args()
-    cfg = merge_args(Config.fromfile(args.config), args)
+def train(args: argparse.Namespace) -> None:
+    cfg = merge_args(load_config(args.config), args)
     runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg
               else RUNNERS.build(cfg))
     with naming_checkpoint(runner):
         runner.train()
 
 
+def main(argv: Optional[List[str]] = None) -> int:
+    """Train; an error is one line on stderr (the traceback with --debug)."""
+    return run_tool(train, parse_args(argv))
+
+
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

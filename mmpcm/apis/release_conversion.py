@@ -94,10 +94,14 @@ def load_release_state(path: str) -> Dict[str, torch.Tensor]:
         dict[str, torch.Tensor]: The model's tensors.
 
     Raises:
-        ReleaseConversionError: If the file holds no release model.
+        ReleaseConversionError: If there is no such file, or it holds no
+            release model.
+        InputError: For a folder, or a file that is no complete torch
+            checkpoint (see
+            :func:`mmpcm.utils.checkpoint.check_checkpoint_file`).
     """
     from mmpcm.utils.checkpoint import load_checkpoint_file
-    if not osp.isfile(path):
+    if not osp.exists(path):  # a folder or another file: the loader words it
         raise ReleaseConversionError(f'{path}: checkpoint not found')
     ckpt = load_checkpoint_file(path)
     if isinstance(ckpt, dict) and isinstance(ckpt.get('model'), dict):
@@ -491,17 +495,46 @@ def _check_clip_weights(model: torch.nn.Module,
                 'was trained with')
 
 
+def converted_paths(out_prefix: str) -> Tuple[str, str]:
+    """``(OUT.pth, OUT.safetensors)`` for an output path without suffix.
+
+    A prefix ending in ``.pth`` or ``.safetensors`` loses that suffix.
+
+    Args:
+        out_prefix (str): Output path without suffix (``work/pcm_coco``).
+
+    Returns:
+        tuple[str, str]: The checkpoint and the release file.
+
+    Raises:
+        InputError: If ``out_prefix`` is an existing folder or ends with a
+            path separator (it would be read as a file name prefix).
+    """
+    from mmpcm.utils.cli import InputError
+    if osp.isdir(out_prefix) or out_prefix.endswith(('/', os.sep)):
+        raise InputError(
+            out_prefix, 'is a folder, but --out is a path without suffix '
+            '(OUT.pth and OUT.safetensors are written)',
+            f'give a file name in it, e.g. {osp.join(out_prefix, "pcm_coco")}')
+    stem, suffix = osp.splitext(out_prefix)
+    if suffix in ('.pth', '.safetensors'):
+        out_prefix = stem
+    return out_prefix + '.pth', out_prefix + '.safetensors'
+
+
 def save_converted(converted: ConvertedModel, out_prefix: str
                    ) -> Tuple[str, str]:
     """Write ``OUT.pth`` (mmengine checkpoint) and ``OUT.safetensors``.
 
     Args:
         converted (ConvertedModel): The conversion.
-        out_prefix (str): Output path without suffix.
+        out_prefix (str): Output path without suffix (see
+            :func:`converted_paths`).
 
     Returns:
         tuple[str, str]: The two files.
     """
+    ckpt_path, release_path = converted_paths(out_prefix)
     from mmpcm.apis.release import (ReleaseInfo, save_release,
                                     strip_model_files)
     from mmpcm.preprocessing.sharding import atomic_write
@@ -518,12 +551,9 @@ def save_converted(converted: ConvertedModel, out_prefix: str
                   patch_dim=converted.model_cfg['neck']['patch_dim'],
                   embed_dim=converted.model_cfg['neck']['embed_dim']),
         concepts=list(converted.concept_words))
-    folder = osp.dirname(osp.abspath(out_prefix))
-    os.makedirs(folder, exist_ok=True)
-    release_path = out_prefix + '.safetensors'
+    os.makedirs(osp.dirname(osp.abspath(release_path)), exist_ok=True)
     save_release(release_path, converted.state_dict, info)
     cfg_text = Config(dict(model=converted.model_cfg)).pretty_text
-    ckpt_path = out_prefix + '.pth'
     ckpt = dict(meta=dict(cfg=cfg_text, converted_from=converted.source),
                 state_dict=converted.state_dict)
     atomic_write(ckpt_path, lambda file: torch.save(ckpt, file))
@@ -533,6 +563,7 @@ def save_converted(converted: ConvertedModel, out_prefix: str
 __all__ = [
     'ConvertedModel', 'ReleaseArchitecture', 'ReleaseConversionError',
     'check_release_matches_config', 'convert_release_model',
+    'converted_paths',
     'load_release_state', 'map_release_state', 'read_release_vocabulary',
     'release_to_mmpcm_vocabulary', 'save_converted'
 ]

@@ -23,6 +23,12 @@ Errors the user can act on:
 * mmpcm's own domain errors (unsafe checkpoint, release format, checkpoint
   and config mismatch, unreadable image): their messages already name the
   file.
+* ``ValueError`` / ``KeyError`` raised by mmpcm's own code (its input
+  validation, whose messages name the file); the same types raised inside a
+  library are defects.
+
+Warnings print as one line, ``warning: <message>`` (Python's file, line
+and source line only with ``--debug``).
 
 Anything else is a defect, not a user error: it still gets one line
 (``error: unexpected <type>: ...; rerun with --debug ...``) and exit 1.
@@ -35,11 +41,13 @@ import logging
 import os
 import sys
 import traceback
-from typing import Callable, Optional, TextIO, Tuple, Type
+import warnings
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional, TextIO, Tuple, Type
 
 __all__ = [
-    'InputError', 'MissingInputError', 'add_debug_flag', 'error_line',
-    'run_tool', 'EXIT_ERROR', 'EXIT_INTERRUPTED'
+    'InputError', 'MissingInputError', 'add_debug_flag', 'check_output_file',
+    'error_line', 'load_config', 'run_tool', 'EXIT_ERROR', 'EXIT_INTERRUPTED'
 ]
 
 EXIT_ERROR = 1
@@ -105,6 +113,14 @@ def _domain_errors() -> Tuple[Type[BaseException], ...]:
             UnsafeConceptFileError, UntrustedCheckpointError)
 
 
+def _raised_by_mmpcm(error: BaseException) -> bool:
+    """Whether the innermost frame of ``error`` is in the mmpcm package."""
+    frames = traceback.extract_tb(error.__traceback__)
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return bool(frames) and os.path.abspath(
+        frames[-1].filename).startswith(package + os.sep)
+
+
 def error_line(error: BaseException) -> Tuple[str, bool]:
     """The one line (without ``'error: '``) that reports ``error``.
 
@@ -127,9 +143,77 @@ def error_line(error: BaseException) -> Tuple[str, bool]:
         return f'{name}: {problem}; {remedy}', True
     if isinstance(error, FileNotFoundError):  # raised with a message only
         return f'{error}; check the path', True
+    if isinstance(error, (ValueError, KeyError)) and _raised_by_mmpcm(error):
+        # mmpcm validates its inputs with ValueError/KeyError messages
+        # that name the file; one line of them.
+        text = error.args[0] if error.args else type(error).__name__
+        return ' '.join(str(text).split()), True
     text = str(error).splitlines()[0] if str(error) else ''
     return (f'unexpected {type(error).__name__}: {text}; rerun with --debug '
             'for the traceback and report it'), False
+
+
+def check_output_file(path: str) -> str:
+    """Check before any work that a file can be written at ``path``.
+
+    A parent folder that does not exist yet is created.
+
+    Args:
+        path (str): The output file.
+
+    Returns:
+        str: ``path``.
+
+    Raises:
+        InputError: If ``path`` is a folder or its folder is not writable.
+        OSError: If the folder cannot be created (worded by
+            :func:`error_line`).
+    """
+    if os.path.isdir(path):
+        raise InputError(path, 'is a folder, not a file',
+                         'give a file path in it, e.g. '
+                         f'{os.path.join(path, "out.jsonl")}')
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    if not os.access(folder, os.W_OK):
+        raise InputError(folder, 'folder is not writable',
+                         'choose a writable folder')
+    return path
+
+
+def load_config(path: str):
+    """Read an mmengine config file; a missing or broken file is an error.
+
+    Args:
+        path (str): The config (``configs/pcm/pcm_coco.py``).
+
+    Returns:
+        mmengine.config.Config: The config.
+
+    Raises:
+        MissingInputError: No such file (or a base it inherits is missing).
+        InputError: A folder, or a file that is not valid Python.
+    """
+    from mmengine.config import Config
+    if os.path.isdir(path):
+        raise InputError(path, 'is a folder, not a config file',
+                         'pass a config such as configs/pcm/pcm_coco.py')
+    if not os.path.isfile(path):
+        raise MissingInputError(path, 'no such config file',
+                                'pass a config such as '
+                                'configs/pcm/pcm_coco.py')
+    try:
+        return Config.fromfile(path)
+    except SyntaxError as error:
+        name = (error.filename if error.filename not in (None, '<unknown>')
+                else path)
+        where = f'{name}:{error.lineno}'
+        raise InputError(where, f'not valid Python ({error.msg})',
+                         'fix the config') from error
+    except FileNotFoundError as error:
+        raise MissingInputError(
+            path, f'a file it needs is missing ({error})',
+            'check its _base_ entries') from error
 
 
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:
@@ -138,35 +222,57 @@ def add_debug_flag(parser: argparse.ArgumentParser) -> None:
                         help='show the full traceback of an error')
 
 
-def _log_traceback(error: BaseException) -> Optional[str]:
-    """Write the traceback to the active mmengine log file, if there is one.
+def _mmengine_loggers() -> dict:
+    """mmengine's loggers by name (empty when mmengine is not loaded)."""
+    module = sys.modules.get('mmengine.logging')
+    return dict(module.MMLogger._instance_dict) if module else {}
+
+
+def _log_traceback(error: BaseException, before: dict) -> Optional[str]:
+    """Write the traceback to the log file of a run this call started.
+
+    Args:
+        error (BaseException): The error.
+        before (dict): The mmengine loggers that existed before the tool
+            ran (their files belong to earlier runs of the process).
 
     Returns:
         str, optional: The log file written to.
     """
-    try:
-        from mmengine.logging import MMLogger
-    except ImportError:  # pragma: no cover  (mmengine is a dependency)
-        return None
-    if not MMLogger._instance_dict:
-        return None
-    logger = MMLogger.get_current_instance()
-    files = [h.baseFilename for h in logger.handlers
-             if isinstance(h, logging.FileHandler)]
-    if not files:
-        return None
     text = ''.join(
         traceback.format_exception(type(error), error, error.__traceback__))
-    for handler in logger.handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.stream.write(text)
-            handler.flush()
-    return files[0]
+    for name, logger in _mmengine_loggers().items():
+        if name in before:
+            continue
+        for handler in logger.handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.stream.write(text)
+                handler.flush()
+                return handler.baseFilename
+    return None
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """``warnings.formatwarning`` for tools: ``warning: <message>``."""
+    return f'warning: {" ".join(str(message).split())}\n'
+
+
+@contextmanager
+def _one_line_warnings(debug: bool) -> Iterator[None]:
+    """Warnings as one line each (with their source line under --debug)."""
+    original = warnings.formatwarning
+    if not debug:
+        warnings.formatwarning = _one_line_warning
+    try:
+        yield
+    finally:
+        warnings.formatwarning = original
 
 
 def run_tool(main: Callable[[argparse.Namespace], Optional[int]],
              args: argparse.Namespace,
-             stderr: Optional[TextIO] = None) -> int:
+             stderr: Optional[TextIO] = None,
+             error_status: int = EXIT_ERROR) -> int:
     """Run a tool's ``main(args)``; report what it raises in one line.
 
     Args:
@@ -175,15 +281,18 @@ def run_tool(main: Callable[[argparse.Namespace], Optional[int]],
             (see :func:`add_debug_flag`) re-raises instead.
         stderr (TextIO, optional): Where the line goes (default
             ``sys.stderr``).
+        error_status (int): The exit status after an error (default 1).
 
     Returns:
-        int: The exit status: main's, ``EXIT_ERROR`` (1) after an error,
+        int: The exit status: main's, ``error_status`` after an error,
         ``EXIT_INTERRUPTED`` (130) after Ctrl-C.
     """
     stderr = stderr if stderr is not None else sys.stderr
     debug = bool(getattr(args, 'debug', False))
+    loggers = _mmengine_loggers()
     try:
-        status = main(args)
+        with _one_line_warnings(debug):
+            status = main(args)
     except KeyboardInterrupt:
         if debug:
             raise
@@ -194,9 +303,9 @@ def run_tool(main: Callable[[argparse.Namespace], Optional[int]],
         if debug:
             raise
         line, _ = error_line(error)
-        log_file = _log_traceback(error)
+        log_file = _log_traceback(error, loggers)
         if log_file is not None:
             line += f' (traceback in {log_file})'
         print(f'error: {line}', file=stderr, flush=True)
-        return EXIT_ERROR
+        return error_status
     return 0 if status is None else int(status)

@@ -32,6 +32,7 @@ from mmpcm.preprocessing.concepts import (DEFAULT_NUM_CONCEPTS,
                                           load_clip_text_encoder,
                                           read_templates)
 from mmpcm.preprocessing.corpus import load_corpus
+from mmpcm.utils.cli import add_debug_flag, run_tool
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -79,6 +80,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     release.add_argument('--embed-dim', type=int,
                          help='expected width (default: from open_clip\'s '
                          'config of --clip-model when known)')
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -126,13 +128,18 @@ def from_release(args: argparse.Namespace) -> None:
           f'{args.clip_model} -> {args.out}')
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    args = parse_args(argv)
+def build(args: argparse.Namespace) -> int:
     if args.command == 'from-corpus':
         from_corpus(args)
     else:
         from_release(args)
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Build; an error is one line on stderr (traceback with --debug)."""
+    return run_tool(build, parse_args(argv))
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

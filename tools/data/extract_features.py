@@ -33,7 +33,8 @@ level; the mode is recorded and a store is only resumed in its own mode.
 import argparse
 import logging
 import os.path as osp
-from typing import List, Tuple
+import sys
+from typing import List, Optional, Tuple
 
 from mmpcm.preprocessing.extraction import (DECODE_MODES, CLIPSpec,
                                             ExtractionConfig,
@@ -43,9 +44,10 @@ from mmpcm.preprocessing.extraction import (DECODE_MODES, CLIPSpec,
                                             items_from_list,
                                             merge_feature_parts)
 from mmpcm.preprocessing.sharding import get_rank_info
+from mmpcm.utils.cli import add_debug_flag, run_tool
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='CLIP features of images into a feature store.')
     parser.add_argument('out', help='output feature store folder')
@@ -95,7 +97,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--no-merge', action='store_true',
                         help='single process: keep the rank part unmerged')
     parser.add_argument('--no-progress', action='store_true')
-    args = parser.parse_args()
+    add_debug_flag(parser)
+    args = parser.parse_args(argv)
     if not args.merge and (args.pretrained is None) != args.random_weights:
         parser.error('give exactly one of --pretrained (an open_clip tag or '
                      'a weight file) and --random-weights')
@@ -113,14 +116,13 @@ def load_items(
     return items_from_list(args.image_list), osp.abspath(args.image_list)
 
 
-def main() -> None:
-    args = parse_args()
+def extract(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO,
                         format='%(asctime)s %(levelname)s %(message)s')
     if args.merge:
         store = merge_feature_parts(args.out)
         print(f'merged: {store}')
-        return
+        return 0
     items, source = load_items(args)
     spec = CLIPSpec(model_name=None if args.model_cfg else args.model,
                     pretrained=args.pretrained, model_cfg=args.model_cfg,
@@ -142,7 +144,13 @@ def main() -> None:
     elif info.world_size > 1:
         print(f'when every rank has finished: python {__file__} {args.out} '
               '--merge')
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Extract; an error is one line on stderr (traceback with --debug)."""
+    return run_tool(extract, parse_args(argv))
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -16,15 +16,18 @@ not recorded, and a resumed run may add or drop them.
 """
 import argparse
 import logging
+import sys
+from typing import List, Optional
 
 from mmpcm.preprocessing.generation import (DEFAULT_COMPILE_MODE,
                                             DEFAULT_MODEL, DTYPES,
                                             IMAGE_FORMATS, GenerationConfig,
                                             generate_images)
 from mmpcm.preprocessing.sharding import get_rank_info
+from mmpcm.utils.cli import add_debug_flag, run_tool
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='One synthetic image per caption (text-to-image).')
     parser.add_argument('captions', help='caption file, one caption per line')
@@ -85,11 +88,11 @@ def parse_args() -> argparse.Namespace:
     speed.add_argument('--compile-backend', default='inductor',
                        help='torch.compile backend for --compile-unet '
                        "(default: inductor; 'eager' only traces, for tests)")
-    return parser.parse_args()
+    add_debug_flag(parser)
+    return parser.parse_args(argv)
 
 
-def main() -> None:
-    args = parse_args()
+def generate(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO,
                         format='%(asctime)s %(levelname)s %(message)s')
     config = GenerationConfig(
@@ -113,7 +116,13 @@ def main() -> None:
     if summary.failed:
         print('failed caption indices (line = index + 1): '
               f'{summary.failed}')
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Generate; an error is one line on stderr (traceback with --debug)."""
+    return run_tool(generate, parse_args(argv))
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

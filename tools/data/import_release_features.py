@@ -28,6 +28,7 @@ from mmpcm.preprocessing.release_import import (LOW_COSINE,
                                                 import_release_features,
                                                 load_caption_map,
                                                 load_clip_scores)
+from mmpcm.utils.cli import add_debug_flag, run_tool
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -78,34 +79,30 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--shard-size', type=int, default=4096)
     parser.add_argument('--batch-size', type=int, default=256)
     parser.add_argument('--no-progress', action='store_true')
-    parser.add_argument('--debug', action='store_true',
-                        help='show the traceback of an error')
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = parse_args(argv)
-    try:
-        info = clip_feature_info(args.clip_model, args.pretrained,
-                                 args.patch_pool, args.num_patches,
-                                 args.patch_dim, args.embed_dim)
-        captions = load_caption_map(args.captions, args.id_key)
-        scores = (load_clip_scores(args.clip_scores, args.clip_score_scale)
-                  if args.clip_scores else None)
-        result = import_release_features(
-            args.release_root, args.out, captions, info, clip_scores=scores,
-            prefix=args.prefix, int_ids=args.int_ids, pool=args.pool,
-            shard_size=args.shard_size, batch_size=args.batch_size,
-            progress=not args.no_progress)
-    except (FileNotFoundError, KeyError, ValueError) as error:
-        if args.debug:
-            raise
-        message = error.args[0] if isinstance(error, KeyError) else error
-        print(f'error: {message}', file=sys.stderr)
-        return 1
+def import_features(args: argparse.Namespace) -> int:
+    info = clip_feature_info(args.clip_model, args.pretrained,
+                             args.patch_pool, args.num_patches,
+                             args.patch_dim, args.embed_dim)
+    captions = load_caption_map(args.captions, args.id_key)
+    scores = (load_clip_scores(args.clip_scores, args.clip_score_scale)
+              if args.clip_scores else None)
+    result = import_release_features(
+        args.release_root, args.out, captions, info, clip_scores=scores,
+        prefix=args.prefix, int_ids=args.int_ids, pool=args.pool,
+        shard_size=args.shard_size, batch_size=args.batch_size,
+        progress=not args.no_progress)
     print(f'{result.num_files} released files: {result.num_resumed} already '
           f'stored, {result.num_written} imported -> {result.store}')
     return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Import; an error is one line on stderr (traceback with --debug)."""
+    return run_tool(import_features, parse_args(argv))
 
 
 if __name__ == '__main__':

@@ -18,6 +18,7 @@ from typing import List, Optional
 
 from mmpcm.preprocessing.corpus import (EVAL_SPLITS, ImageIdScheme,
                                         prepare_corpus)
+from mmpcm.utils.cli import add_debug_flag, run_tool
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -41,11 +42,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='vocabulary count threshold (default: 5)')
     parser.add_argument('--splits', nargs='+', default=list(EVAL_SPLITS),
                         help='eval splits to write (default: val test)')
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    args = parse_args(argv)
+def prepare(args: argparse.Namespace) -> int:
     result = prepare_corpus(args.corpus, args.out_dir, args.id_scheme,
                             image_root=args.image_root,
                             min_count=args.min_count, eval_splits=args.splits)
@@ -71,7 +72,13 @@ def main(argv: Optional[List[str]] = None) -> None:
               'of these images must carry the same ids (extract_features.py '
               'names the images of a .txt list by their file stem)',
               file=sys.stderr)
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Prepare; an error is one line on stderr (traceback with --debug)."""
+    return run_tool(prepare, parse_args(argv))
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

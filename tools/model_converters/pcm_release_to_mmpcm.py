@@ -15,16 +15,15 @@ with them it carries the CLIP image tower and captions images too.
 """
 import argparse
 import sys
-import traceback
+from typing import List, Optional
 
 import mmpcm  # noqa: F401  (compat patches before mmpretrain.models)
-from mmpcm.apis.release_conversion import (ReleaseConversionError,
-                                           convert_release_model,
-                                           save_converted)
-from mmpcm.utils.checkpoint import UntrustedCheckpointError
+from mmpcm.apis.release_conversion import (convert_release_model,
+                                           converted_paths, save_converted)
+from mmpcm.utils.cli import InputError, add_debug_flag, error_line, run_tool
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Convert a released PCM-Net model (X-modaler) to mmpcm')
     parser.add_argument('config', help='mmpcm config of the same setting')
@@ -37,36 +36,34 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--clip-weights',
                         help='open_clip weights of the release\'s CLIP, to '
                         'caption images (default: features only)')
-    parser.add_argument('--debug', action='store_true',
-                        help='show tracebacks')
-    return parser.parse_args()
+    add_debug_flag(parser)
+    return parser.parse_args(argv)
 
 
-def main() -> int:
-    args = parse_args()
+def convert(args: argparse.Namespace) -> int:
+    converted_paths(args.out)  # a bad --out fails before the conversion
     try:
         converted = convert_release_model(
             args.checkpoint, args.vocabulary, args.concepts, args.config,
             clip_weights=args.clip_weights)
-        ckpt, release = save_converted(converted, args.out)
-    except (ReleaseConversionError, UntrustedCheckpointError,
-            FileNotFoundError) as error:
-        if args.debug:
-            traceback.print_exc()
-        print(f'error: {error}', file=sys.stderr)
-        return 1
     except Exception as error:  # noqa: BLE001  corrupt or foreign files
-        if args.debug:
-            traceback.print_exc()
-        print(f'error: {args.checkpoint}, {args.vocabulary}, {args.concepts}: '
-              f'not readable as a PCM-Net release ({type(error).__name__}: '
-              f'{error}); pass the files released with the model (--debug '
-              'for the traceback)', file=sys.stderr)
-        return 1
+        if error_line(error)[1]:  # already names the file at fault
+            raise
+        raise InputError(
+            f'{args.checkpoint}, {args.vocabulary}, {args.concepts}',
+            f'not readable as a PCM-Net release ({type(error).__name__}: '
+            f'{error})', 'pass the files released with the model (--debug '
+            'for the traceback)') from error
+    ckpt, release = save_converted(converted, args.out)
     print(f'Wrote {ckpt} and {release}: {len(converted.vocab)} words, '
           f'{len(converted.concept_words)} concepts, CLIP '
           f'{converted.model_cfg["backbone"]["type"]}')
     return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Convert; an error is one line on stderr (traceback with --debug)."""
+    return run_tool(convert, parse_args(argv))
 
 
 if __name__ == '__main__':

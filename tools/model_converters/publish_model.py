@@ -12,39 +12,39 @@ release in place of the checkpoint.
 """
 import argparse
 import sys
+from typing import List, Optional
 
 import mmpcm  # noqa: F401  (compat patches before mmpretrain.models)
-from mmpcm.apis.release import ReleaseFormatError, publish_release
-from mmpcm.utils.checkpoint import UntrustedCheckpointError
+from mmpcm.apis.release import publish_release
+from mmpcm.utils.cli import InputError, add_debug_flag, run_tool
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Make a pickle-free PCM-Net release from a checkpoint')
     parser.add_argument('checkpoint', help='training checkpoint (.pth)')
     parser.add_argument('out', help='release file to write (.safetensors)')
     parser.add_argument('--config', help='training config (default: the '
                         'config stored in the checkpoint)')
-    return parser.parse_args()
+    add_debug_flag(parser)
+    return parser.parse_args(argv)
 
 
-def main() -> int:
-    args = parse_args()
+def publish(args: argparse.Namespace) -> int:
     if not args.out.endswith('.safetensors'):
-        print('error: the release file name must end with .safetensors',
-              file=sys.stderr)
-        return 2
-    try:
-        info = publish_release(args.checkpoint, args.out, args.config)
-    except (FileNotFoundError, UntrustedCheckpointError, ReleaseFormatError,
-            ValueError) as error:
-        print(f'error: {error}', file=sys.stderr)
-        return 1
+        raise InputError(args.out, 'a release file name must end with '
+                         '.safetensors', 'name it OUT.safetensors')
+    info = publish_release(args.checkpoint, args.out, args.config)
     concepts = len(info.concepts) if info.concepts is not None else 'unknown'
     print(f'Wrote {args.out}: {len(info.vocab)} words, concept words: '
           f'{concepts}, CLIP {info.clip["model_name"] or "custom"} '
           f'({info.clip["pretrained"]})')
     return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Publish; an error is one line on stderr (traceback with --debug)."""
+    return run_tool(publish, parse_args(argv))
 
 
 if __name__ == '__main__':

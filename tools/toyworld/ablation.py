@@ -10,7 +10,9 @@ import json
 import logging
 import os
 import os.path as osp
+import sys
 import time
+from typing import List, Optional
 
 import mmpcm  # noqa: F401  (compat patches before mmpretrain.models)
 import torch
@@ -19,6 +21,7 @@ from mmpcm.toyworld.experiment import (COLUMNS, VariantScores,
                                        metric_value, test_variant,
                                        train_variant)
 from mmpcm.toyworld.world import WorldConfig, build_world
+from mmpcm.utils.cli import add_debug_flag, run_tool
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 VARIANTS = (
@@ -35,7 +38,7 @@ EXTRA_VARIANTS = (
 )
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--world', default='data/toyworld')
     parser.add_argument('--work-dir', default='work_dirs/toyworld_ablation')
@@ -51,7 +54,8 @@ def parse_args() -> argparse.Namespace:
                         help='torch threads of this process')
     parser.add_argument('--cfg-options', nargs='*', default=[],
                         help='key=value overrides for every variant')
-    return parser.parse_args()
+    add_debug_flag(parser)
+    return parser.parse_args(argv)
 
 
 def run_once(config: str, seed: int, args: argparse.Namespace,
@@ -74,8 +78,7 @@ def run_once(config: str, seed: int, args: argparse.Namespace,
     return metrics
 
 
-def main() -> None:
-    args = parse_args()
+def run_ablation(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format='%(message)s')
     logging.getLogger('mmpcm').setLevel(logging.INFO)
     world = WorldConfig()
@@ -110,7 +113,13 @@ def main() -> None:
     hits = concept_retrieval_hits(args.world)
     print('\nConcept retrieval on the real test renders (PCM step 3): '
           + ', '.join(f'{k} {v:.2f}' for k, v in hits.items()))
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run; an error is one line on stderr (traceback with --debug)."""
+    return run_tool(run_ablation, parse_args(argv))
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -5,6 +5,8 @@ import argparse
 import json
 import logging
 import os.path as osp
+import sys
+from typing import List, Optional
 
 import mmpcm  # noqa: F401  (compat patches before mmpretrain.models)
 from mmpcm.toyworld.experiment import (COLUMNS, metric_value,
@@ -12,12 +14,13 @@ from mmpcm.toyworld.experiment import (COLUMNS, metric_value,
                                        sample_predictions, test_variant,
                                        train_variant)
 from mmpcm.toyworld.world import WorldConfig, build_world
+from mmpcm.utils.cli import add_debug_flag, run_tool
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(ROOT, 'configs', 'pcm', 'pcm_toyworld.py')
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--world', default='data/toyworld',
                         help='where the world is built (resumable)')
@@ -26,7 +29,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--small', action='store_true',
                         help='a shrunken world and run (seconds; for CI)')
-    return parser.parse_args()
+    add_debug_flag(parser)
+    return parser.parse_args(argv)
 
 
 SMALL_WORLD = WorldConfig(num_corpus_scenes=120, num_test_scenes=30,
@@ -39,8 +43,7 @@ def row(name: str, metrics: dict) -> str:
         f'{metric_value(metrics, key):.1f}' for _, key in COLUMNS) + ' |'
 
 
-def main() -> None:
-    args = parse_args()
+def run_main_job(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format='%(message)s')
     logging.getLogger('mmpcm').setLevel(logging.INFO)
     world_cfg = SMALL_WORLD if args.small else WorldConfig()
@@ -72,7 +75,13 @@ def main() -> None:
     with open(osp.join(args.work_dir, 'toyworld_result.json'), 'w') as f:
         json.dump(dict(world=summary, metrics=result.metrics,
                        baseline=baseline), f, indent=1)
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run; an error is one line on stderr (traceback with --debug)."""
+    return run_tool(run_main_job, parse_args(argv))
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

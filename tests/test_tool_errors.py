@@ -1,0 +1,111 @@
+"""Every tool reports bad input as one line, ``error: <file>: <what is
+wrong>; <what to do>``, with a non-zero exit; the traceback only with
+--debug (issue: input robustness, class 1)."""
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+from mmpcm.testing import write_smoke_data
+from mmpcm.utils.cli import InputError
+
+from tool_loader import ROOT, load_tool
+
+SMOKE = osp.join(ROOT, 'configs', 'pcm', 'pcm_smoke.py')
+
+# Every tool, by its path under tools/; each must take --debug.
+TOOLS = ('train', 'test', 'caption', 'data/build_concepts',
+         'data/extract_features', 'data/generate_images',
+         'data/import_release_features', 'data/make_smoke_data',
+         'data/prepare_corpus', 'model_converters/pcm_release_to_mmpcm',
+         'model_converters/publish_model', 'toyworld/run',
+         'toyworld/ablation')
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines()
+             if not line.startswith('warning: ')]
+    assert len(lines) == 1, err
+    assert lines[0].startswith('error: ') and 'Traceback' not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize('name', TOOLS)
+def test_every_tool_takes_debug(name):
+    with pytest.raises(SystemExit) as info:
+        load_tool(name).main(['--help'])
+    assert info.value.code == 0
+    source = open(osp.join(ROOT, 'tools', f'{name}.py')).read()
+    assert 'run_tool(' in source and 'add_debug_flag(' in source
+
+
+def test_missing_and_broken_config(tmp_path, capsys):
+    train = load_tool('train')
+    assert train.main([str(tmp_path / 'nope.py')]) == 1
+    assert _one_error_line(capsys) == (
+        f'error: {tmp_path / "nope.py"}: no such config file; pass a config '
+        'such as configs/pcm/pcm_coco.py')
+    broken = tmp_path / 'broken.py'
+    broken.write_text('model = dict(\n')
+    assert load_tool('test').main([str(broken), 'x.pth']) == 1
+    line = _one_error_line(capsys)
+    assert line.startswith(f'error: {broken}:1: not valid Python')
+    assert line.endswith('; fix the config')
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(InputError):
+        load_tool('train').main([str(tmp_path / 'nope.py'), '--debug'])
+
+
+def test_missing_feature_store_names_it_and_the_log(tmp_path, capsys,
+                                                    monkeypatch):
+    """A config whose store is not extracted: one line, and the traceback in
+    the run's log file."""
+    data = tmp_path / 'data' / 'smoke'
+    write_smoke_data(str(data), 0)
+    (data / 'train' / 'meta.json').unlink()
+    monkeypatch.chdir(tmp_path)
+    status = load_tool('train').main([SMOKE, '--work-dir',
+                                      str(tmp_path / 'work')])
+    assert status == 1
+    line = _one_error_line(capsys)
+    assert line.startswith(f'error: {osp.join("data", "smoke", "train")}')
+    assert 'meta.json' in line
+    log_file = line.rsplit('(traceback in ', 1)[1].rstrip(')')
+    assert 'Traceback (most recent call last)' in open(log_file).read()
+
+
+def test_output_folder_given_as_output_file(tmp_path, capsys):
+    folder = tmp_path / 'out'
+    folder.mkdir()
+    status = load_tool('caption').main([str(tmp_path / 'model.safetensors'),
+                                        'x.png', '--out', str(folder)])
+    assert status == 2
+    assert _one_error_line(capsys) == (
+        f'error: {folder}: is a folder, not a file; give a file path in it, '
+        f'e.g. {folder / "out.jsonl"}')
+    status = load_tool('model_converters/pcm_release_to_mmpcm').main(
+        [SMOKE, 'a.pth', 'vocabulary.txt', 'concepts.pkl', '--out',
+         str(folder)])
+    assert status == 1
+    assert _one_error_line(capsys).startswith(
+        f'error: {folder}: is a folder, but --out is a path without suffix')
+
+
+def test_output_file_in_a_folder_not_yet_made(tmp_path, capsys):
+    out = tmp_path / 'new' / 'deeper' / 'smoke'
+    assert load_tool('data/make_smoke_data').main(['--out', str(out)]) == 0
+    assert (out / 'train' / 'meta.json').is_file()
+
+
+def test_a_process_exits_non_zero_without_a_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'data', 'prepare_corpus.py'),
+         str(tmp_path / 'dataset_coco.json'), str(tmp_path / 'out')],
+        capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith('error: ') and proc.stderr.count('\n') == 1
+    assert 'Traceback' not in proc.stderr
