@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import os.path as osp
+import subprocess
 import sys
 
 import numpy as np
@@ -26,6 +27,7 @@ from mmpcm.preprocessing.sharding import (RankInfo, contiguous_block,
                                           strided_ids, tmp_path_for)
 from mmpcm.preprocessing.tiny_pipelines import (TINY_SD_SIZE,
                                                 save_tiny_sd_pipeline)
+from mmpcm.utils.cli import InputError
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CAPTIONS = [f'a photo of {w}' for w in (
@@ -302,6 +304,108 @@ def test_degenerate_and_nsfw_images_are_regenerated(model_dir, captions_file,
     monkeypatch.setattr(gen, 'run_pipeline', real_run)
     assert generate_images(captions_file, out, _config(model_dir),
                            progress=False).generated == 0
+
+
+# --------------------------------------------------------------------------
+# input robustness: long prompts, non-finite pixels, empty caption files
+# --------------------------------------------------------------------------
+LONG_WORDS = ('a man in a red shirt is riding a brown horse next to a small '
+              'white dog on a sunny day while two children play with a blue '
+              'ball near the old wooden fence').split()  # 1 token each
+LONG_CAPTION = ' '.join((LONG_WORDS * 3)[:94])  # 94 words: 96 tokens
+
+
+def test_long_caption_is_recorded_as_truncated(model_dir, tmp_path, caplog):
+    path = tmp_path / 'captions.txt'
+    path.write_text(f'a photo of a dog.\n{LONG_CAPTION}\n')
+    out = str(tmp_path / 'out')
+    with caplog.at_level(logging.WARNING):
+        summary = generate_images(path, out, _config(model_dir),
+                                  progress=False)
+    assert summary.truncated_prompts == 1 and summary.generated == 2
+    assert "1 caption(s) were longer than the text encoder's context (77 " \
+        'tokens) and were truncated' in caplog.text
+    short, long_ = (load_generation_records(out)[i] for i in (0, 1))
+    assert (short.prompt_tokens, short.prompt_truncated,
+            short.prompt_used) == (8, False, None)  # 5 words, '.', BOS, EOS
+    assert long_.status == 'ok' and long_.caption == LONG_CAPTION
+    assert (long_.prompt_tokens, long_.prompt_truncated) == (96, True)
+    # 75 words + BOS + EOS = 77: what the text encoder saw
+    assert long_.prompt_used == ' '.join(LONG_CAPTION.split()[:75])
+    pipe = gen.load_pipeline(model_dir)
+    assert len(pipe.tokenizer(long_.prompt_used).input_ids) == 77
+    # the records of a rerun stay as they are (nothing is regenerated)
+    again = generate_images(path, out, _config(model_dir), progress=False)
+    assert (again.already_done, again.truncated_prompts) == (2, 0)
+
+
+def _nan_red_channel_pipeline(model_dir):
+    """The tiny pipeline with a NaN bias on the VAE's red output: the red
+    channel of every image is NaN, green and blue stay varied (a plain
+    uint8 conversion would pass it as a valid image)."""
+    pipe = gen.load_pipeline(model_dir)
+    with torch.no_grad():
+        pipe.vae.decoder.conv_out.bias[0] = float('nan')
+    return pipe
+
+
+def test_nonfinite_images_fail_and_a_rerun_retries_them(model_dir, tmp_path,
+                                                        caplog):
+    path = tmp_path / 'captions.txt'
+    path.write_text('a dog\na cat\n')
+    out = str(tmp_path / 'out')
+    with caplog.at_level(logging.WARNING):
+        summary = generate_images(path, out, _config(model_dir),
+                                  progress=False,
+                                  pipeline=_nan_red_channel_pipeline(
+                                      model_dir))
+    assert summary.failed == [0, 1] and summary.generated == 0
+    assert summary.retry_on_rerun == [0, 1]
+    assert 'a rerun tries them again' in caplog.text
+    records = load_generation_records(out)
+    for r in records.values():
+        assert (r.status, r.file, r.seed) == ('failed', None, None)
+        assert [a.result for a in r.attempts] == ['nonfinite'] * 3
+        assert all(a.pixel_std > 2 for a in r.attempts)  # not just blank
+        assert r.reason == ('3 attempt(s) rejected: 3 x non-finite pixels '
+                            '(NaN/inf; a rerun tries again)')
+        assert r.retry_on_rerun
+    assert not os.listdir(osp.join(out, 'images', '000000'))
+    # a rerun with sound weights makes them (unlike a content failure)
+    summary = generate_images(path, out, _config(model_dir), progress=False)
+    assert (summary.already_done, summary.generated) == (0, 2)
+    records = load_generation_records(out)
+    assert [records[i].status for i in (0, 1)] == ['ok', 'ok']
+    assert records[0].reason is None and not records[0].retry_on_rerun
+
+
+@pytest.mark.parametrize('content', [b'', b'\n  \n\t\n', b'\xff\n\n'])
+def test_empty_caption_file_is_refused_before_loading(model_dir, tmp_path,
+                                                      monkeypatch, content):
+    path = tmp_path / 'captions.txt'
+    path.write_bytes(content)
+    loaded = _spy_load_pipeline(monkeypatch)
+    out = tmp_path / 'out'
+    with pytest.raises(InputError) as err:
+        generate_images(path, out, _config(model_dir), progress=False)
+    assert str(err.value).startswith(f'{path}: no captions in it (')
+    assert str(err.value).endswith('; give a text file with one caption '
+                                   'per line')
+    assert loaded == [] and not out.exists()
+
+
+def test_command_line_refuses_an_empty_caption_file(model_dir, tmp_path):
+    path = tmp_path / 'captions.txt'
+    path.write_text('\n\n')
+    out = tmp_path / 'out'
+    done = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'data', 'generate_images.py'),
+         str(path), str(out), '--model', model_dir, '--no-progress'],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert f'{path}: no captions in it (2 line(s): 2 empty, 0 unreadable); ' \
+        'give a text file with one caption per line' in done.stderr
+    assert not out.exists()
 
 
 def test_missing_model_folder(captions_file, tmp_path):

@@ -4,10 +4,20 @@ PCM-Net trains on Stable Diffusion images of the training captions (one image
 per caption). :func:`generate_images` makes them, resumable and sharded over
 torchrun ranks; ``tools/data/generate_images.py`` is its command line.
 
-Input: a caption file, one caption per line (UTF-8). Item ``i`` is line
-``i + 1``; empty and non-UTF-8 lines are reported (``file:line``) and skipped,
+Input: a caption file, one caption per line (UTF-8; other encodings as
+:mod:`mmpcm.utils.text_io` decodes them). Item ``i`` is line ``i + 1``;
+empty, non-UTF-8 and NUL-byte lines are reported (``file:line``) and skipped,
 so they leave a gap in the indices and every caption's index stays its line
-number minus one.
+number minus one. A file without any caption is refused before the pipeline
+is loaded.
+
+Prompts: the text encoder takes at most ``pipe.tokenizer.model_max_length``
+tokens (77 for Stable Diffusion's CLIP, start and end tokens included) and
+the pipeline cuts longer captions. Each record keeps the caption's token
+count (``prompt_tokens``, by the pipeline's own tokenizer, before the cut)
+and whether it was cut (``prompt_truncated``; then ``prompt_used`` holds the
+caption's leading words that fit whole); the run's summary counts the cut
+captions (``truncated_prompts``).
 
 Output layout::
 
@@ -30,10 +40,14 @@ hash, so items do not share noise) with its own CPU ``torch.Generator``, so a
 rerun reproduces an image on any device (bit-exact for the same batch
 composition and hardware). An attempt flagged by the safety checker
 (``nsfw_content_detected``; SD blacks the image out) or near-constant (largest
-per-channel pixel std below ``min_pixel_std``, on 0-255) is retried with the
-next attempt's seed, up to ``max_attempts``; then the item is recorded as
-``failed``, with no image. Every attempt (seed, result, pixel std) is kept in
-the item's record.
+per-channel pixel std below ``min_pixel_std``, on 0-255) or with non-finite
+pixels (NaN/inf in the pipeline's float output, e.g. a float16 overflow; the
+check comes before the conversion to uint8) is retried with the next
+attempt's seed, up to ``max_attempts``; then the item is recorded as
+``failed``, with no image and a ``reason``. Every attempt (seed, result,
+pixel std) is kept in the item's record. A failed item is final (a rerun
+skips it) unless one of its attempts had non-finite pixels: that is a
+numerical fault, not the caption's content, so a rerun tries it again.
 
 Sharding: chunk ``c`` belongs to rank ``c % WORLD_SIZE``, so each chunk's
 image folder and record file have exactly one writer, and a rerun with another
@@ -61,6 +75,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from mmpcm.utils.cli import InputError
 from .corpus import SkippedLine, read_text_corpus
 from .sharding import (PathLike, RankInfo, atomic_write, atomic_write_json,
                        device_for_rank, get_rank_info, remove_tmp_files)
@@ -94,8 +109,9 @@ _MAX_REPORTED_LINES = 20
 __all__ = [
     'CaptionItem', 'SkippedLine', 'CaptionFile', 'read_caption_file',
     'GenerationConfig', 'Attempt', 'ItemRecord', 'GenerationSummary',
-    'PipelineImage', 'item_seed', 'pixel_std', 'resolve_model_source',
-    'load_pipeline', 'run_pipeline', 'save_image', 'generate_images',
+    'PipelineImage', 'PromptTokens', 'item_seed', 'pixel_std',
+    'resolve_model_source', 'load_pipeline', 'prompt_tokens',
+    'run_pipeline', 'save_image', 'generate_images',
     'read_generation_meta', 'load_generation_records', 'image_relpath',
     'apply_speed_settings', 'DEFAULT_MODEL', 'DEFAULT_COMPILE_MODE'
 ]
@@ -139,10 +155,11 @@ class CaptionFile:
 def read_caption_file(path: PathLike) -> CaptionFile:
     """Read a caption corpus: one caption per line.
 
-    Never fails on content: empty lines and lines that are not UTF-8 are
-    skipped and listed with their line numbers (and logged). Lines are read
-    and cleaned as every corpus is (:func:`~mmpcm.preprocessing.corpus.
-    read_text_corpus`); this adds line indices and the file's hash.
+    Bad lines do not stop it: empty lines, lines that are not UTF-8 and
+    lines with a NUL byte are skipped and listed with their line numbers
+    (and logged). Lines are read and cleaned as every corpus is
+    (:func:`~mmpcm.preprocessing.corpus.read_text_corpus`); this adds line
+    indices and the file's hash.
 
     Args:
         path (str | PathLike): The caption file.
@@ -152,9 +169,16 @@ def read_caption_file(path: PathLike) -> CaptionFile:
 
     Raises:
         FileNotFoundError: If the file does not exist.
+        InputError: If the file has no caption at all (empty, only blank or
+            unreadable lines), or is not text in a supported encoding.
     """
     corpus = read_text_corpus(path)
     path = os.fspath(path)
+    if not corpus.captions:
+        raise InputError(
+            path, f'no captions in it ({corpus.num_lines} line(s): '
+            f'{corpus.num_empty} empty, {corpus.num_invalid} unreadable)',
+            'give a text file with one caption per line')
     with open(path, 'rb') as f:
         digest = hashlib.sha256(f.read()).hexdigest()
     items = [CaptionItem(n - 1, c)
@@ -263,8 +287,9 @@ class GenerationConfig:
 class Attempt(NamedTuple):
     """One try at an item: its seed, outcome and pixel std.
 
-    ``result`` is ``'ok'``, ``'nsfw'`` (flagged by the safety checker) or
-    ``'degenerate'`` (near-constant image).
+    ``result`` is ``'ok'``, ``'nsfw'`` (flagged by the safety checker),
+    ``'degenerate'`` (near-constant image) or ``'nonfinite'`` (NaN or inf
+    pixels in the pipeline's output).
     """
     seed: int
     result: str
@@ -283,6 +308,18 @@ class ItemRecord:
             None when failed.
         seed (int, optional): Seed of the kept image; None when failed.
         attempts (list[Attempt]): Every attempt, in order.
+        reason (str, optional): Why the item failed (every attempt's
+            rejection, counted); None when ok.
+        prompt_tokens (int, optional): Tokens of the caption by the
+            pipeline's tokenizer, start and end tokens included, before
+            any cut; None when the pipeline has no tokenizer (or the record
+            predates the field).
+        prompt_truncated (bool): The caption had more tokens than the text
+            encoder takes (``tokenizer.model_max_length``) and was cut: the
+            image shows ``prompt_used``, not the whole caption.
+        prompt_used (str, optional): When cut, the caption's leading words
+            whose tokens all fit (the encoder may also have seen the first
+            tokens of the next word); None otherwise.
     """
     index: int
     caption: str
@@ -290,6 +327,17 @@ class ItemRecord:
     file: Optional[str]
     seed: Optional[int]
     attempts: List[Attempt] = field(default_factory=list)
+    reason: Optional[str] = None
+    prompt_tokens: Optional[int] = None
+    prompt_truncated: bool = False
+    prompt_used: Optional[str] = None
+
+    @property
+    def retry_on_rerun(self) -> bool:
+        """Whether a rerun tries this item again: it failed, and at least
+        one attempt had non-finite pixels (a numerical fault)."""
+        return self.status == 'failed' and any(
+            a.result == 'nonfinite' for a in self.attempts)
 
     def to_dict(self) -> Dict[str, Any]:
         data = asdict(self)
@@ -313,6 +361,11 @@ class GenerationSummary:
         regenerated (int): Of those, items that needed more than one attempt.
         failed (list[int]): Indices recorded as failed in this run.
         skipped_lines (list[SkippedLine]): Unusable caption-file lines.
+        truncated_prompts (int): Captions of this run (ok or failed) longer
+            than the text encoder's context, cut (flagged
+            ``prompt_truncated`` in their records).
+        retry_on_rerun (list[int]): Of ``failed``, the indices a rerun
+            tries again (non-finite pixels).
     """
     assigned: int = 0
     already_done: int = 0
@@ -320,6 +373,8 @@ class GenerationSummary:
     regenerated: int = 0
     failed: List[int] = field(default_factory=list)
     skipped_lines: List[SkippedLine] = field(default_factory=list)
+    truncated_prompts: int = 0
+    retry_on_rerun: List[int] = field(default_factory=list)
 
 
 def item_seed(base_seed: int, index: int, attempt: int) -> int:
@@ -570,17 +625,93 @@ def _describe_speed(config: GenerationConfig) -> str:
 
 
 class PipelineImage(NamedTuple):
-    """One pipeline output: ``(H, W, 3)`` uint8 image and its NSFW flag."""
+    """One pipeline output: ``(H, W, 3)`` uint8 image, its NSFW flag and
+    whether every pixel of the float output was finite (True for a PIL
+    output, already 8-bit)."""
     image: np.ndarray
     nsfw: bool
+    finite: bool = True
 
 
-def _to_uint8(image: Any) -> np.ndarray:
-    """A pipeline image (float [0, 1] array or PIL) as ``(H, W, 3)`` uint8."""
+def _to_uint8(image: Any) -> Tuple[np.ndarray, bool]:
+    """A pipeline image (float [0, 1] array or PIL) as ``(H, W, 3)`` uint8,
+    and whether all its values were finite before the conversion (which
+    would turn NaN into an arbitrary byte and inf into 0 or 255)."""
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert('RGB'))
+        return np.asarray(image.convert('RGB')), True
+    if isinstance(image, torch.Tensor):  # output_type='pt': (3, H, W)
+        image = image.detach().float().cpu().permute(1, 2, 0).numpy()
     array = np.asarray(image, dtype=np.float32)
-    return (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
+    finite = bool(np.isfinite(array).all())
+    array = np.nan_to_num(array, nan=0.0, posinf=1.0, neginf=0.0)
+    return (np.clip(array, 0, 1) * 255).round().astype(np.uint8), finite
+
+
+class PromptTokens(NamedTuple):
+    """A caption's length for the pipeline's text encoder.
+
+    Attributes:
+        tokens (int, optional): Tokens, start and end included, before any
+            cut; None when the pipeline has no tokenizer.
+        truncated (bool): More than the encoder takes: the pipeline cuts it.
+        used (str, optional): When truncated, the leading words that fit
+            whole; else None.
+    """
+    tokens: Optional[int]
+    truncated: bool = False
+    used: Optional[str] = None
+
+
+def _token_limit(pipe: Any) -> Optional[int]:
+    """``pipe.tokenizer.model_max_length`` (None without a sane one)."""
+    limit = getattr(getattr(pipe, 'tokenizer', None), 'model_max_length',
+                    None)
+    # transformers' "no limit" is a huge int (VERY_LARGE_INTEGER)
+    return limit if isinstance(limit, int) and 0 < limit < 1 << 20 else None
+
+
+def prompt_tokens(pipe: Any, prompts: List[str]) -> List[PromptTokens]:
+    """Token count of each prompt by the pipeline's own tokenizer, and the
+    cut the pipeline makes at ``tokenizer.model_max_length``.
+
+    Diffusers' text-to-image pipelines tokenize with ``truncation=True,
+    max_length=tokenizer.model_max_length`` (77 for Stable Diffusion's
+    CLIP, start and end tokens included) and warn on the log only.
+
+    Args:
+        pipe (DiffusionPipeline): The pipeline (its ``tokenizer``).
+        prompts (list[str]): The captions.
+
+    Returns:
+        list[PromptTokens]: One per prompt; all ``tokens=None`` when the
+        pipeline has no tokenizer with a length limit.
+    """
+    limit = _token_limit(pipe)
+    if limit is None:
+        return [PromptTokens(None) for _ in prompts]
+    tokenizer = pipe.tokenizer
+
+    def count(texts: List[str]) -> List[int]:
+        ids = tokenizer(texts, truncation=False, verbose=False).input_ids
+        return [len(i) for i in ids]
+
+    lengths = []
+    for prompt, n in zip(prompts, count(list(prompts)), strict=True):
+        if n <= limit:
+            lengths.append(PromptTokens(n))
+            continue
+        # Most leading words that fit: each word's tokens add up (CLIP's
+        # BPE never merges across whitespace), so the count grows with k.
+        words = prompt.split()
+        lo, hi = 0, len(words) - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if count([' '.join(words[:mid])])[0] <= limit:
+                lo = mid
+            else:
+                hi = mid - 1
+        lengths.append(PromptTokens(n, True, ' '.join(words[:lo])))
+    return lengths
 
 
 def run_pipeline(pipe: Any, prompts: List[str], seeds: List[int],
@@ -594,7 +725,8 @@ def run_pipeline(pipe: Any, prompts: List[str], seeds: List[int],
         config (GenerationConfig): Steps, guidance and size.
 
     Returns:
-        list[PipelineImage]: One per prompt, in order.
+        list[PipelineImage]: One per prompt, in order; ``finite`` is False
+        for an image with NaN or inf in the float output.
     """
     generators = [torch.Generator('cpu').manual_seed(s) for s in seeds]
     output = pipe(
@@ -607,10 +739,11 @@ def run_pipeline(pipe: Any, prompts: List[str], seeds: List[int],
         output_type='np')
     flags = getattr(output, 'nsfw_content_detected', None)
     flags = [False] * len(prompts) if flags is None else list(flags)
-    return [
-        PipelineImage(_to_uint8(image), bool(flag))
-        for image, flag in zip(output.images, flags, strict=True)
-    ]
+    images = []
+    for image, flag in zip(output.images, flags, strict=True):
+        pixels, finite = _to_uint8(image)
+        images.append(PipelineImage(pixels, bool(flag), finite))
+    return images
 
 
 def save_image(path: str, image: np.ndarray, image_format: str) -> None:
@@ -789,6 +922,8 @@ def load_generation_records(out_dir: PathLike) -> Dict[int, ItemRecord]:
 def _classify(image: PipelineImage, config: GenerationConfig) -> Attempt:
     """Judge one output (seed filled in by the caller)."""
     std = round(pixel_std(image.image), 3)
+    if not image.finite:
+        return Attempt(0, 'nonfinite', std)
     if image.nsfw:
         return Attempt(0, 'nsfw', std)
     if std < config.min_pixel_std:
@@ -805,6 +940,7 @@ def _generate_batch(
         list[tuple[ItemRecord, np.ndarray | None]]: Per item (in order), the
         record (``file`` not yet set) and the kept image (None if failed).
     """
+    lengths = prompt_tokens(pipe, [it.caption for it in items])
     attempts: Dict[int, List[Attempt]] = {it.index: [] for it in items}
     kept: Dict[int, Tuple[np.ndarray, int]] = {}
     todo = list(items)
@@ -824,12 +960,34 @@ def _generate_batch(
                 retry.append(item)
         todo = retry
     results = []
-    for item in items:
+    for item, length in zip(items, lengths, strict=True):
         image, seed = kept.get(item.index, (None, None))
         status = 'failed' if image is None else 'ok'
-        results.append((ItemRecord(item.index, item.caption, status, None,
-                                   seed, attempts[item.index]), image))
+        reason = (_failure_reason(attempts[item.index])
+                  if image is None else None)
+        results.append((ItemRecord(
+            item.index, item.caption, status, None, seed,
+            attempts[item.index], reason=reason,
+            prompt_tokens=length.tokens, prompt_truncated=length.truncated,
+            prompt_used=length.used), image))
     return results
+
+
+_REJECTIONS = {
+    'nonfinite': 'non-finite pixels (NaN/inf; a rerun tries again)',
+    'nsfw': 'flagged by the safety checker',
+    'degenerate': 'near-constant image',
+}
+
+
+def _failure_reason(attempts: List[Attempt]) -> str:
+    """``'3 attempts rejected: 2 x non-finite pixels ..., 1 x ...'``."""
+    counts: Dict[str, int] = {}
+    for attempt in attempts:
+        counts[attempt.result] = counts.get(attempt.result, 0) + 1
+    parts = ', '.join(f'{n} x {_REJECTIONS.get(result, result)}'
+                      for result, n in counts.items())
+    return f'{len(attempts)} attempt(s) rejected: {parts}'
 
 
 def _batches(items: List[CaptionItem], size: int) -> Iterator[List[
@@ -880,10 +1038,12 @@ def _rank_items(captions: CaptionFile, chunk_size: int,
 
 def _done_indices(out_dir: str, items: List[CaptionItem],
                   chunk_size: int) -> set:
+    """Indices with a final record (ok, or failed for its content)."""
     chunks = sorted({it.index // chunk_size for it in items})
     done = set()
     for chunk in chunks:
-        done.update(_read_chunk_records(_chunk_file(out_dir, chunk), chunk))
+        records = _read_chunk_records(_chunk_file(out_dir, chunk), chunk)
+        done.update(i for i, r in records.items() if not r.retry_on_rerun)
     return done
 
 
@@ -911,11 +1071,14 @@ def generate_images(captions_file: PathLike,
             Defaults to None.
 
     Returns:
-        GenerationSummary: Counts of this rank's run.
+        GenerationSummary: Counts of this rank's run, the cut prompts
+        included (``truncated_prompts``; also logged).
 
     Raises:
         FileNotFoundError: If the model folder or caption file is missing
             (before anything is written).
+        InputError: If the caption file has no caption, or is not text
+            (before the pipeline is loaded and anything is written).
         ValueError: If ``out_dir`` holds images generated with other
             settings or another caption file (speed settings, batch size
             and device may differ), or a speed setting is asked of a
@@ -956,6 +1119,19 @@ def generate_images(captions_file: PathLike,
     _run(pipe, pending, out_dir, config, summary,
          tqdm(total=len(pending), unit='img', disable=not progress,
               desc=f'generate [rank {info.rank}/{info.world_size}]'))
+    if summary.truncated_prompts:
+        logger.warning(
+            f'{summary.truncated_prompts} caption(s) were longer than the '
+            f'text encoder\'s context ({_token_limit(pipe)} tokens) and were '
+            'truncated: their images show only the leading words (flagged '
+            'prompt_truncated in their records, with prompt_tokens and '
+            'prompt_used)')
+    if summary.retry_on_rerun:
+        logger.warning(
+            f'{len(summary.retry_on_rerun)} caption(s) gave non-finite pixels '
+            '(NaN/inf) in every attempt and were recorded as failed; a rerun '
+            'tries them again (if float16 overflows, generate into a new '
+            'folder with --dtype float32 or bfloat16)')
     return summary
 
 
@@ -981,13 +1157,14 @@ def _run(pipe: Any, pending: List[CaptionItem], out_dir: str,
 def _count(results: List[Tuple[ItemRecord, Optional[np.ndarray]]],
            summary: GenerationSummary) -> None:
     for record, _ in results:
+        summary.truncated_prompts += record.prompt_truncated
         if record.status == 'failed':
             summary.failed.append(record.index)
+            if record.retry_on_rerun:
+                summary.retry_on_rerun.append(record.index)
             logger.warning(
-                f'caption {record.index} (line {record.index + 1}) failed '
-                f'after {len(record.attempts)} attempts '
-                f'({[a.result for a in record.attempts]}): '
-                f'{record.caption!r}')
+                f'caption {record.index} (line {record.index + 1}) failed, '
+                f'{record.reason}: {record.caption!r}')
             continue
         summary.generated += 1
         summary.regenerated += len(record.attempts) > 1
