@@ -20,6 +20,7 @@ from mmpcm.datasets.feature_store import (CLIPFeatureInfo, FeatureStore,
                                           read_meta)
 from mmpcm.datasets.synth_imgcap import SynthImgCapDataset
 from mmpcm.registry import DATASETS, FUNCTIONS
+from mmpcm.utils.cli import InputError, MissingInputError, error_line
 
 N, DV, D = 4, 8, 6  # tiny num_patches, patch_dim, embed_dim
 CAPTIONS = [f'a photo of thing {i}' for i in range(10)]
@@ -58,6 +59,13 @@ def _has_preadv() -> bool:
 
 def _dataset(root, **kwargs) -> SynthImgCapDataset:
     return SynthImgCapDataset(data_root=str(root), **kwargs)
+
+
+def _one_line(error: BaseException) -> str:
+    """The line a tool prints for ``error`` (without ``'error: '``)."""
+    line, user_error = error_line(error)
+    assert user_error and '\n' not in line
+    return line
 
 
 # --------------------------------------------------------------------------
@@ -221,17 +229,25 @@ def test_text_embeds_all_or_none(tmp_path):
 # --------------------------------------------------------------------------
 def test_missing_root(tmp_path):
     root = tmp_path / 'nope'
-    with pytest.raises(FileNotFoundError,
-                       match=f'feature store directory {root} does not'):
+    with pytest.raises(FileNotFoundError) as err:
         FeatureStore(root)
-    with pytest.raises(FileNotFoundError, match='does not exist'):
+    assert isinstance(err.value, MissingInputError)
+    with pytest.raises(FileNotFoundError) as err:
         _dataset(root)
+    line = _one_line(err.value)
+    assert line.startswith(f'{root}: no such feature store folder')
+    assert 'extract the features first with tools/data/extract_features.py'\
+        in line
 
 
 def test_missing_meta(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         _dataset(tmp_path)
-    assert f'{tmp_path / "meta.json"} not found' in str(err.value)
+    assert isinstance(err.value, MissingInputError)
+    line = _one_line(err.value)
+    assert line.startswith(f'{tmp_path / "meta.json"}: no meta.json, so the '
+                           'feature store is incomplete')
+    assert 're-run tools/data/extract_features.py' in line
 
 
 def test_bad_meta_json(tmp_path, store):
@@ -247,6 +263,21 @@ def test_bad_meta_json(tmp_path, store):
         f.write('{not json')
     with pytest.raises(ValueError, match='meta.json: not valid JSON'):
         FeatureStore(store.root)
+    meta['num_items'] = 10
+    meta['clip']['patch_dim'] = 0
+    with open(store.meta_path, 'w') as f:
+        json.dump(meta, f)
+    with pytest.raises(InputError) as err:
+        FeatureStore(store.root)
+    assert _one_line(err.value).startswith(
+        f'{store.meta_path}: clip.patch_dim must be a positive int, got 0; '
+        'rebuild the store')
+    del meta['clip']['model']
+    with open(store.meta_path, 'w') as f:
+        json.dump(meta, f)
+    with pytest.raises(InputError, match=r"meta.json: clip: missing key\(s\) "
+                       r"\['model'\]"):
+        FeatureStore(store.root)
 
 
 def test_missing_shard_file(store):
@@ -254,8 +285,8 @@ def test_missing_shard_file(store):
     os.remove(path)
     with pytest.raises(FileNotFoundError) as err:
         _dataset(store.root)
-    msg = str(err.value)
-    assert f'{path} not found' in msg and 'shape (4, 6)' in msg
+    msg = _one_line(err.value)
+    assert msg.startswith(f'{path}: missing') and 'shape (4, 6)' in msg
 
 
 def test_array_shape_not_matching_meta(store):
@@ -263,9 +294,9 @@ def test_array_shape_not_matching_meta(store):
     np.save(path, np.zeros((2, N, DV + 1), np.float16))
     with pytest.raises(ValueError) as err:
         FeatureStore(store.root)
-    assert str(err.value) == (
+    assert str(err.value).startswith(
         f'{path}: array is float16 of shape (2, 4, 9), {store.meta_path} '
-        'expects float16 of shape (2, 4, 8)')
+        'expects float16 of shape (2, 4, 8); rebuild the store')
 
 
 def test_truncated_array(store):
@@ -293,8 +324,12 @@ def test_records_count_not_matching_meta(store):
 def test_meta_disagrees_with_dataset_args(store, arg, value, key, found):
     with pytest.raises(ValueError) as err:
         _dataset(store.root, **{arg: value})
-    assert str(err.value) == (f'{store.meta_path}: {key} is {found}, the '
-                              f'config expects {value!r}')
+    assert _one_line(err.value) == (
+        f'{store.meta_path}: {key} is {found}, the config expects {value!r}: '
+        "the store was made with another CLIP than the config's; use the "
+        "config of the store's CLIP, or extract the features with the "
+        "config's CLIP into a new folder (tools/data/extract_features.py) "
+        'and point data_root at it')
 
 
 def test_check_accepts_nested_and_rejects_unknown_keys(store):
@@ -311,7 +346,8 @@ def test_training_needs_captions(tmp_path, caption):
     path = os.path.join(store.root, 'shard_00001', 'records.jsonl')
     with pytest.raises(ValueError) as err:
         _dataset(store.root)
-    assert f'{path} line 2: caption is {caption!r}' in str(err.value)
+    assert _one_line(err.value).startswith(
+        f'{path}: line 2: caption is {caption!r}, but training')
     dataset = _dataset(store.root, with_caption=False, test_mode=True)
     assert 'gt_caption' not in dataset[5]['data_samples']
     assert dataset[4]['data_samples'].gt_caption == CAPTIONS[4]

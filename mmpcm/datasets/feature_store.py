@@ -28,6 +28,8 @@ from typing import (Any, Dict, Iterator, List, Mapping, NamedTuple, Optional,
 
 import numpy as np
 
+from mmpcm.utils.cli import InputError, MissingInputError
+
 PathLike = Union[str, 'os.PathLike[str]']
 
 FORMAT_NAME = 'mmpcm-features'
@@ -43,6 +45,11 @@ _HAS_PREADV = hasattr(os, 'preadv')
 """Linux, BSD and macOS >= 11; elsewhere rows are copied from memory maps."""
 _TMP_SHARD_RE = re.compile(r'^\.shard_\d+\.tmp-\d+$')
 _NORM_TOL = 2e-2  # float16 rounding of a unit vector stays well inside this
+_EXTRACT_TOOL = 'tools/data/extract_features.py'
+_REBUILD = (f'rebuild the store: re-run {_EXTRACT_TOOL} (or '
+            'tools/data/import_release_features.py for the released '
+            'features) into a new folder')
+"""What to do about a store whose files are damaged or not mmpcm's."""
 
 __all__ = [
     'CLIPFeatureInfo', 'ShardInfo', 'FeatureStoreMeta', 'FeatureItem',
@@ -55,19 +62,30 @@ __all__ = [
 # meta.json
 # --------------------------------------------------------------------------
 def _check_keys(data: Mapping, required: Sequence[str],
-                optional: Sequence[str], where: str) -> None:
-    """Raise ``ValueError`` on a missing or unknown key of a meta dict."""
+                optional: Sequence[str], path: str, what: str = '') -> None:
+    """Raise :class:`InputError` on a missing or unknown key of a meta dict.
+
+    Args:
+        path (str): The meta.json file (named first in the message).
+        what (str): The part of it being checked (``'clip'``,
+            ``'shards[2]'``); empty for the top level.
+    """
+    where = f'{what}: ' if what else ''
+    keys = list(required) + list(optional)
     if not isinstance(data, Mapping):
-        raise ValueError(f'{where}: expected a JSON object, found '
-                         f'{type(data).__name__}')
+        raise InputError(
+            path, f'{where}expected a JSON object, found '
+            f'{type(data).__name__}', _REBUILD)
     missing = [k for k in required if k not in data]
     if missing:
-        raise ValueError(f'{where}: missing key(s) {missing}; expected keys '
-                         f'{list(required) + list(optional)}')
+        raise InputError(
+            path, f'{where}missing key(s) {missing} (expected keys {keys})',
+            _REBUILD)
     unknown = sorted(set(data) - set(required) - set(optional))
     if unknown:
-        raise ValueError(f'{where}: unknown key(s) {unknown}; expected keys '
-                         f'{list(required) + list(optional)}')
+        raise InputError(
+            path, f'{where}unknown key(s) {unknown} (expected keys {keys})',
+            _REBUILD)
 
 
 def _check_positive_int(value: Any, name: str) -> None:
@@ -118,14 +136,24 @@ class CLIPFeatureInfo:
         return {k: getattr(self, k) for k in self._KEYS}
 
     @classmethod
-    def from_dict(cls, data: Mapping,
-                  source: str = 'clip info') -> 'CLIPFeatureInfo':
-        """Build from a ``clip`` block; errors name ``source``."""
-        _check_keys(data, required=cls._KEYS, optional=(), where=source)
+    def from_dict(cls, data: Mapping, source: str = 'clip info',
+                  what: str = '') -> 'CLIPFeatureInfo':
+        """Build from a ``clip`` block.
+
+        Args:
+            data (Mapping): The block.
+            source (str): The file it comes from, named first in errors.
+            what (str): Where in the file (``'clip'``). Defaults to ''.
+
+        Raises:
+            InputError: On a missing, unknown or invalid key.
+        """
+        _check_keys(data, required=cls._KEYS, optional=(), path=source,
+                    what=what)
         try:
             return cls(**{k: data[k] for k in cls._KEYS})
         except ValueError as err:
-            raise ValueError(f'{source}: {err}') from None
+            raise InputError(source, str(err), _REBUILD) from None
 
     def diff(self, other: 'CLIPFeatureInfo') -> List[Tuple[str, Any, Any]]:
         """List ``(key, self value, other value)`` for every differing key."""
@@ -235,14 +263,22 @@ class FeatureStoreMeta:
     @classmethod
     def from_dict(cls, data: Mapping,
                   source: str = META_FILE) -> 'FeatureStoreMeta':
-        """Parse and validate a meta.json object; errors name ``source``."""
-        _check_keys(data, cls._REQUIRED, cls._OPTIONAL, where=source)
-        clip = CLIPFeatureInfo.from_dict(data['clip'], f'{source}: clip')
+        """Parse and validate a meta.json object.
+
+        Raises:
+            InputError: Naming ``source`` (the meta.json file), on a
+                missing, unknown or invalid key.
+        """
+        _check_keys(data, cls._REQUIRED, cls._OPTIONAL, path=source)
+        clip = CLIPFeatureInfo.from_dict(data['clip'], source, what='clip')
         if not isinstance(data['shards'], list):
-            raise ValueError(f'{source}: shards must be a list, found '
-                             f'{type(data["shards"]).__name__}')
+            raise InputError(
+                source, 'shards must be a list, found '
+                f'{type(data["shards"]).__name__}', _REBUILD)
+        shards = [
+            cls._parse_shard(s, source, i) for i, s in enumerate(data['shards'])
+        ]
         try:
-            shards = [cls._parse_shard(s) for s in data['shards']]
             meta = cls(
                 clip=clip,
                 shards=shards,
@@ -252,43 +288,55 @@ class FeatureStoreMeta:
                 version=data['version'],
                 dtype=data['dtype'])
         except ValueError as err:
-            raise ValueError(f'{source}: {err}') from None
+            raise InputError(source, str(err), _REBUILD) from None
         if data['num_items'] != meta.num_items:
-            raise ValueError(
-                f'{source}: num_items is {data["num_items"]!r} but the shard '
-                f'counts sum to {meta.num_items}')
+            raise InputError(
+                source, f'num_items is {data["num_items"]!r} but the shard '
+                f'counts sum to {meta.num_items}', _REBUILD)
         return meta
 
     @staticmethod
-    def _parse_shard(data: Any) -> ShardInfo:
-        _check_keys(data, ('name', 'count'), (), where='shard entry')
-        return ShardInfo(name=data['name'], count=data['count'])
+    def _parse_shard(data: Any, source: str, index: int) -> ShardInfo:
+        what = f'shards[{index}]'
+        _check_keys(data, ('name', 'count'), (), path=source, what=what)
+        try:
+            return ShardInfo(name=data['name'], count=data['count'])
+        except ValueError as err:
+            raise InputError(source, f'{what}: {err}', _REBUILD) from None
 
 
 def read_meta(root: PathLike) -> FeatureStoreMeta:
     """Read and validate ``<root>/meta.json``.
 
     Raises:
-        FileNotFoundError: If ``root`` or its meta.json does not exist.
-        ValueError: If meta.json is not valid JSON or not a valid meta.
+        MissingInputError: If ``root`` or its meta.json does not exist (a
+            ``FileNotFoundError``).
+        InputError: If meta.json is not valid JSON or not a valid meta (a
+            ``ValueError``).
     """
     root = os.fspath(root)
     if not osp.isdir(root):
-        raise FileNotFoundError(
-            f'feature store directory {root} does not exist; expected a '
-            f'directory written by FeatureStoreWriter with {META_FILE} and '
-            'shard_* folders in it')
+        raise MissingInputError(
+            root, f'no such feature store folder (a store is a folder with '
+            f'{META_FILE} and shard_* folders in it)',
+            f'extract the features first with {_EXTRACT_TOOL} (or '
+            'tools/data/import_release_features.py for the released '
+            'features), or point data_root at an existing store')
     path = osp.join(root, META_FILE)
     if not osp.isfile(path):
-        raise FileNotFoundError(
-            f'{path} not found: expected the feature store\'s {META_FILE} '
-            '(FeatureStoreWriter writes it after the first complete shard and '
-            'on close(); a store without it is incomplete)')
+        raise MissingInputError(
+            path, f'no {META_FILE}, so the feature store is incomplete (it '
+            'is written after the first complete shard and when the '
+            'extraction ends)',
+            f'finish the extraction: re-run {_EXTRACT_TOOL} with this folder '
+            'as its output (it resumes), or point data_root at a complete '
+            'store')
     with open(path, encoding='utf-8') as f:
         try:
             data = json.load(f)
-        except json.JSONDecodeError as err:
-            raise ValueError(f'{path}: not valid JSON ({err})') from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise InputError(path, f'not valid JSON ({err})',
+                             _REBUILD) from None
     return FeatureStoreMeta.from_dict(data, source=path)
 
 
@@ -332,37 +380,46 @@ def _open_npy(path: str, expected_shape: Tuple[int, ...],
               meta_path: str) -> np.memmap:
     """Memory-map an .npy file and check its shape and dtype against meta."""
     if not osp.isfile(path):
-        raise FileNotFoundError(
-            f'{path} not found: {meta_path} lists this shard as complete, so '
-            f'a {DTYPE} array of shape {expected_shape} was expected')
+        raise MissingInputError(
+            path, f'missing, but {meta_path} lists its shard as complete, so '
+            f'a {DTYPE} array of shape {expected_shape} was expected',
+            _REBUILD)
     try:
         array = np.load(path, mmap_mode='r')
     except (ValueError, OSError) as err:
-        raise ValueError(f'{path}: cannot be read as an .npy array of shape '
-                         f'{expected_shape} ({err})') from None
+        raise InputError(
+            path, f'cannot be read as an .npy array of shape '
+            f'{expected_shape} ({err})', _REBUILD) from None
     if tuple(array.shape) != expected_shape or array.dtype != DTYPE:
-        raise ValueError(
-            f'{path}: array is {array.dtype} of shape {tuple(array.shape)}, '
-            f'{meta_path} expects {DTYPE} of shape {expected_shape}')
+        raise InputError(
+            path, f'array is {array.dtype} of shape {tuple(array.shape)}, '
+            f'{meta_path} expects {DTYPE} of shape {expected_shape}',
+            _REBUILD)
     return array
 
 
 def _iter_jsonl(path: str) -> Iterator[Tuple[int, dict]]:
     """Yield ``(line number, record)`` of a records.jsonl file."""
     if not osp.isfile(path):
-        raise FileNotFoundError(
-            f'{path} not found: expected one JSON record per item')
+        raise MissingInputError(
+            path, 'missing: expected one JSON record per item', _REBUILD)
     with open(path, encoding='utf-8') as f:
         for lineno, line in enumerate(f, start=1):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(
-                    f'{path} line {lineno}: not valid JSON ({err})') from None
+                raise InputError(path, f'line {lineno}: not valid JSON '
+                                 f'({err})', _REBUILD) from None
             if not isinstance(record, dict) or 'image_id' not in record:
-                raise ValueError(f'{path} line {lineno}: expected a JSON '
-                                 'object with an "image_id" key')
+                raise InputError(
+                    path, f'line {lineno}: expected a JSON object with an '
+                    '"image_id" key', _REBUILD)
             yield lineno, record
+
+
+class ShortReadError(InputError, OSError):
+    """A shard array shorter than its .npy header says (an ``OSError`` and
+    an :class:`~mmpcm.utils.cli.InputError`)."""
 
 
 class _RowSource(NamedTuple):
@@ -390,9 +447,10 @@ class FeatureStore:
         root (str | PathLike): The store directory.
 
     Raises:
-        FileNotFoundError: If the directory, meta.json or a shard file is
-            missing.
-        ValueError: If meta.json or a shard array disagrees with the format.
+        MissingInputError: If the directory, meta.json or a shard file is
+            missing (a ``FileNotFoundError``).
+        InputError: If meta.json or a shard array disagrees with the format
+            (a ``ValueError``).
     """
 
     def __init__(self, root: PathLike) -> None:
@@ -456,10 +514,10 @@ class FeatureStore:
                     self._expected_shape(shard, filename), self.meta_path)
             records = self.shard_path(shard, RECORDS_FILE)
             if not osp.isfile(records):
-                raise FileNotFoundError(
-                    f'{records} not found: {self.meta_path} lists this shard '
+                raise MissingInputError(
+                    records, f'missing, but {self.meta_path} lists its shard '
                     f'as complete, so {self.meta.shards[shard].count} JSON '
-                    'records were expected')
+                    'records were expected', _REBUILD)
 
     def check(self, expected: Mapping[str, Any]) -> None:
         """Check meta values against what a config expects.
@@ -471,9 +529,9 @@ class FeatureStore:
                 are skipped.
 
         Raises:
-            KeyError: If a key is not in meta.json.
-            ValueError: On the first mismatch, naming meta.json, the key, the
-                value found and the value expected.
+            KeyError: If a key is not in meta.json (a caller's mistake).
+            InputError: On the first mismatch, naming meta.json, the key, the
+                value found and the value expected (a ``ValueError``).
         """
         found = _flatten(self.meta.to_dict())
         for key, want in _flatten(expected).items():
@@ -482,9 +540,19 @@ class FeatureStore:
             if key not in found:
                 raise KeyError(f'{self.meta_path} has no key {key!r}; known '
                                f'keys: {sorted(found)}')
-            if found[key] != want:
-                raise ValueError(f'{self.meta_path}: {key} is {found[key]!r}, '
-                                 f'the config expects {want!r}')
+            if found[key] == want:
+                continue
+            problem = f'{key} is {found[key]!r}, the config expects {want!r}'
+            if key.startswith('clip.'):
+                raise InputError(
+                    self.meta_path, f'{problem}: the store was made with '
+                    'another CLIP than the config\'s',
+                    'use the config of the store\'s CLIP, or extract the '
+                    'features with the config\'s CLIP into a new folder '
+                    f'({_EXTRACT_TOOL}) and point data_root at it')
+            raise InputError(
+                self.meta_path, problem, 'point data_root at a store made '
+                f'for this config ({_EXTRACT_TOOL})')
 
     # ---- records ---------------------------------------------------------
     def iter_records(self) -> Iterator[Tuple[str, int, dict]]:
@@ -493,8 +561,8 @@ class FeatureStore:
         Reads the shards' records.jsonl in order without caching them.
 
         Raises:
-            ValueError: If a records file has a bad line or a line count
-                different from meta.json.
+            InputError: If a records file has a bad line or a line count
+                different from meta.json (a ``ValueError``).
         """
         for shard, info in enumerate(self.meta.shards):
             path = self.shard_path(shard, RECORDS_FILE)
@@ -506,9 +574,9 @@ class FeatureStore:
             if lineno != info.count:
                 found = (f'more than {info.count}'
                          if lineno > info.count else str(lineno))
-                raise ValueError(
-                    f'{path}: has {found} records, {self.meta_path} lists '
-                    f'{info.count} for {info.name}')
+                raise InputError(
+                    path, f'has {found} records, {self.meta_path} lists '
+                    f'{info.count} for {info.name}', _REBUILD)
 
     @property
     def records(self) -> List[dict]:
@@ -559,11 +627,11 @@ class FeatureStore:
         nbytes = os.preadv(source.fd, [out],
                            source.offset + row * out.nbytes)
         if nbytes != out.nbytes:
-            raise OSError(
-                f'{self.shard_path(shard, filename)}: read {nbytes} of '
-                f'{out.nbytes} bytes of row {row}; the file is shorter than '
-                f'its .npy header says (truncated after the store was '
-                f'opened?)')
+            raise ShortReadError(
+                self.shard_path(shard, filename),
+                f'read {nbytes} of {out.nbytes} bytes of row {row}: the file '
+                'is shorter than its .npy header says (truncated after the '
+                'store was opened?)', _REBUILD)
         return out
 
     def _row_source(self, shard: int, filename: str) -> _RowSource:
@@ -738,8 +806,8 @@ class FeatureStoreWriter:
             Defaults to None (not recorded).
 
     Raises:
-        ValueError: If ``root`` holds a store with different clip info or
-            another ``clip_score_text``.
+        InputError: If ``root`` holds a store with different clip info or
+            another ``clip_score_text`` (a ``ValueError``).
     """
 
     def __init__(self,
@@ -769,16 +837,18 @@ class FeatureStoreWriter:
         if diff:
             found = ', '.join(f'clip.{k} is {a!r} (writer: {b!r})'
                               for k, a, b in diff)
-            raise ValueError(
-                f'{meta_path}: the existing store was written with other '
-                f'CLIP settings: {found}. Use a new root, or the same '
-                'clip info to resume.')
+            raise InputError(
+                meta_path, 'the existing store was written with other CLIP '
+                f'settings: {found}',
+                'write to a new output folder, or resume with the same CLIP '
+                'settings')
         if meta.clip_score_text != self.clip_score_text:
-            raise ValueError(
-                f'{meta_path}: clip_score_text is {meta.clip_score_text!r} '
+            raise InputError(
+                meta_path, f'clip_score_text is {meta.clip_score_text!r} '
                 'but this writer scores captions normalised as '
-                f'{self.clip_score_text!r} (None: not recorded); one store '
-                'must not mix scores of the two. Use a new root.')
+                f'{self.clip_score_text!r} (None: not recorded), and one '
+                'store must not mix scores of the two',
+                'write to a new output folder')
         FeatureStore(self.root)  # the completed shards must be readable
         return meta
 
@@ -823,11 +893,12 @@ class FeatureStoreWriter:
 
     def _check_text_consistency(self, has_text: bool) -> None:
         if self.meta.shards and has_text != self.meta.has_text_embeds:
-            raise ValueError(
-                f'{osp.join(self.root, META_FILE)}: has_text_embeds is '
+            raise InputError(
+                osp.join(self.root, META_FILE), 'has_text_embeds is '
                 f'{self.meta.has_text_embeds}, so every shard must '
                 f'{"have" if self.meta.has_text_embeds else "lack"} '
-                'text_embeds')
+                'text_embeds', 'write to a new output folder, or resume '
+                'with the same captions as the finished shards')
 
     def write_shard(self,
                     patch_tokens: Any,

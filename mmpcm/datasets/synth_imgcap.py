@@ -9,6 +9,7 @@ from mmengine.dataset import BaseDataset
 from mmpretrain.structures import DataSample
 
 from mmpcm.registry import DATASETS
+from mmpcm.utils.cli import InputError
 from .feature_store import FeatureStore
 
 # dataset argument -> meta.json key it is checked against
@@ -71,12 +72,12 @@ class SynthImgCapDataset(BaseDataset):
             Defaults to 1000.
 
     Raises:
-        FileNotFoundError: If the store directory, its meta.json or a shard
-            file is missing.
-        ValueError: If the store disagrees with the expected CLIP settings
+        MissingInputError: If the store directory, its meta.json or a shard
+            file is missing (a ``FileNotFoundError``).
+        InputError: If the store disagrees with the expected CLIP settings
             (naming meta.json, the key and both values), or, with
             ``with_caption=True``, a record has no caption (naming the
-            records file and line).
+            records file and line); a ``ValueError``.
 
     Examples:
         >>> dataset = SynthImgCapDataset(
@@ -154,10 +155,12 @@ class SynthImgCapDataset(BaseDataset):
     @staticmethod
     def _check_caption(caption: Any, path: str, lineno: int) -> None:
         if not isinstance(caption, str) or not caption.strip():
-            raise ValueError(
-                f'{path} line {lineno}: caption is {caption!r}; training '
+            raise InputError(
+                path, f'line {lineno}: caption is {caption!r}, but training '
                 '(with_caption=True) needs a non-empty caption in every '
-                'record. Set with_caption=False to read captionless items.')
+                'record', 'set with_caption=False in the dataset config to '
+                'read captionless items (testing), or extract the store with '
+                'captions')
 
     def set_caption_tokenizer(
             self, tokenizer: Optional[Callable[[str], np.ndarray]]) -> None:
