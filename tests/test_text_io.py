@@ -1,7 +1,7 @@
 """Users' text files in every encoding mmpcm meets: one decoding rule.
 
 Every reader (caption corpora, the generation caption file, image lists,
-Karpathy JSON) is fed the same files, written in UTF-8 with a byte-order
+Karpathy JSON, noun lists and prompt templates) is fed the same files, written in UTF-8 with a byte-order
 mark, UTF-16 LE/BE with and without one and UTF-32 with one: each must give
 the captions a UTF-8 file gives, and none may hold a NUL character.
 """
@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from mmpcm.preprocessing.concepts import NounList, read_templates
 from mmpcm.preprocessing.corpus import (read_image_list, read_karpathy,
                                         read_text_corpus)
 from mmpcm.preprocessing.extraction import items_from_list
@@ -67,6 +68,13 @@ def test_lists_and_json_decode_every_encoding(tmp_path, name):
         'sentences': [{'raw': c} for c in CAPTIONS]}]}, ensure_ascii=False),
         name))
     assert read_karpathy(karpathy).train_captions() == CAPTIONS
+    nouns = tmp_path / 'nouns.txt'
+    nouns.write_bytes(_encode('# nouns\r\ndog dogs\ncafé\n', name))
+    assert NounList.load(nouns).nouns == ('dog', 'café')
+    templates = tmp_path / 'templates.txt'
+    templates.write_bytes(_encode('a photo of a {}.\r\n# x\n{} 日本\n',
+                                  name))
+    assert read_templates(templates) == ('a photo of a {}.', '{} 日本')
 
 
 def test_detected_encodings():

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from mmpcm.models.backbones.open_clip_vit import build_open_clip
 from mmpcm.models.utils.concepts import ConceptVocabulary
 from mmpcm.models.utils.vocab import tokenize_caption
+from mmpcm.utils.text_io import read_text
 
 PathLike = Union[str, 'os.PathLike[str]']
 
@@ -171,11 +172,10 @@ class NounList:
         if not osp.isfile(path):
             raise FileNotFoundError(f'noun list not found: {path}')
         entries = []
-        with open(path, encoding='utf-8') as f:
-            for line in f:
-                words = line.split('#', 1)[0].lower().split()
-                if words:
-                    entries.append(words)
+        for line in read_text(path).split('\n'):
+            words = line.split('#', 1)[0].lower().split()
+            if words:
+                entries.append(words)
         if not entries:
             raise ValueError(f'{path}: the noun list is empty')
         return cls.from_entries(entries, source=path)
@@ -256,10 +256,9 @@ def read_templates(path: PathLike) -> Tuple[str, ...]:
     path = os.fspath(path)
     if not osp.isfile(path):
         raise FileNotFoundError(f'template file not found: {path}')
-    with open(path, encoding='utf-8') as f:
-        templates = tuple(
-            line.strip() for line in f
-            if line.strip() and not line.lstrip().startswith('#'))
+    templates = tuple(
+        line.strip() for line in read_text(path).split('\n')
+        if line.strip() and not line.lstrip().startswith('#'))
     _check_templates(templates, path)
     return templates
 
