@@ -276,7 +276,8 @@ class FeatureStoreMeta:
                 source, 'shards must be a list, found '
                 f'{type(data["shards"]).__name__}', _REBUILD)
         shards = [
-            cls._parse_shard(s, source, i) for i, s in enumerate(data['shards'])
+            cls._parse_shard(shard, source, i)
+            for i, shard in enumerate(data['shards'])
         ]
         try:
             meta = cls(
