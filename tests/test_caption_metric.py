@@ -188,6 +188,26 @@ def test_cider_by_hand_string_ids(tmp_path):
     assert scores == {'cap/CIDEr': pytest.approx(expected, rel=1e-9)}
 
 
+def test_cider_of_one_image_warns_that_it_is_zero(tmp_path):
+    """One scored image: every idf is log(1/1) = 0, so even a perfect
+    caption gets CIDEr 0; the warning names the count. Two images do not
+    warn (their distinct n-grams have idf log 2)."""
+    references = {1: ['a dog runs on the grass'], 2: ['a red bus']}
+    metric = PCMCaptionMetric(
+        ann_file=write_ann(tmp_path / 'ann.json', references),
+        metrics=('CIDEr', ))
+    with pytest.warns(caption_metric.FewImagesCIDErWarning,
+                      match=r'CIDEr of 1 scored image\(s\) is 0 by '
+                      'construction'):
+        scores = evaluate(metric, {1: 'a dog runs on the grass'})
+    assert scores == {'coco-caption/CIDEr': 0.0}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', caption_metric.FewImagesCIDErWarning)
+        scores = evaluate(metric, {i: c[0] for i, c in references.items()})
+    assert scores['coco-caption/CIDEr'] > 0
+
+
 def test_int_and_str_ids_are_not_cast(tmp_path):
     references = {7: ['a man rides a horse'], '7': ['a boat on a lake']}
     metric = PCMCaptionMetric(

@@ -247,8 +247,17 @@ def rouge_score(gts: Captions, res: Captions) -> Dict[str, float]:
     return {'ROUGE_L': float(score)}
 
 
+class FewImagesCIDErWarning(UserWarning):
+    """CIDEr of fewer than two images, which is 0 whatever the captions."""
+
+
 def cider_score(gts: Captions, res: Captions) -> Dict[str, float]:
     """CIDEr-D (n = 1..4, sigma 6), document frequencies from ``gts``.
+
+    As pycocoevalcap computes it (Vedantam et al., CVPR 2015), the inverse
+    document frequency of an n-gram is ``log(N / df)`` over the ``N`` scored
+    images' references: with one image every idf is 0, so CIDEr is 0 by
+    construction (a :class:`FewImagesCIDErWarning` says so).
 
     Args:
         gts (dict): Tokenized references per image id.
@@ -257,6 +266,12 @@ def cider_score(gts: Captions, res: Captions) -> Dict[str, float]:
     Returns:
         dict: ``CIDEr`` (CIDEr-D, about 0..10).
     """
+    if len(res) < 2:
+        warnings.warn(
+            f'CIDEr of {len(res)} scored image(s) is 0 by construction: its '
+            'document frequencies come from the references of the scored '
+            'images; score at least two images (a whole split) for a '
+            'meaningful CIDEr.', FewImagesCIDErWarning, stacklevel=2)
     score, _ = Cider().compute_score(gts, res)
     return {'CIDEr': float(score)}
 
