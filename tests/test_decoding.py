@@ -150,3 +150,31 @@ def test_head_decodes_the_same_with_and_without_kv_cache(beam_size):
     assert torch.equal(cached.tokens, full.tokens)
     assert torch.allclose(cached.scores, full.scores, atol=1e-4)
     assert cached.tokens.shape[1] > 3  # the random model writes sentences
+
+
+@pytest.mark.parametrize('kv_cache', [True, False])
+@pytest.mark.parametrize('beam_size', [1, 3])
+def test_head_never_decodes_unk(beam_size, kv_cache):
+    """<unk> is a training class but never a decoded word: with logits that
+    favour <unk> at every step (then 'dog', then <eos>), greedy and beam
+    search write 'dog', not the literal '<unk>' the metric would score."""
+    from mmpcm.models import PCMCaptionHead
+    torch.manual_seed(0)
+    words = ['<pad>', '<bos>', '<eos>', '<unk>', 'a', 'dog']
+    head = PCMCaptionHead(words, model_dim=16, num_layers=1, num_heads=2,
+                          ffn_dim=32, max_len=4, beam_size=beam_size,
+                          kv_cache=kv_cache).eval()
+    vocab = head.vocab
+    with torch.no_grad():  # logits independent of the decoder state
+        head.output.weight.zero_()
+        head.output.bias.fill_(-5.)
+        head.output.bias[[vocab.unk_id, vocab._index['dog'],
+                          vocab.eos_id]] = torch.tensor([10., 5., 4.])
+    logits = head.predict_logits(torch.randn(1, 16))
+    assert logits.argmax(-1).item() == vocab.unk_id
+    decoded = head.predict(torch.randn(2, 3, 16),
+                           torch.zeros(2, 3, dtype=torch.bool))
+    assert decoded.tokens[:, 0].tolist() == [vocab._index['dog']] * 2
+    assert not (decoded.tokens == vocab.unk_id).any()
+    assert all('<unk>' not in text and text.startswith('dog')
+               for text in head.decode_text(decoded))

@@ -112,8 +112,9 @@ def test_encoder_is_the_release_gtransformer_encoder(converted):
 # ---------------------------------------------------------------- tokens
 def test_token_conventions(converted):
     """Release id 0 ('.') is BOS at the input and EOS at the output; 'UNK'
-    is <unk>; the log-probabilities over the release's classes are the
-    release's."""
+    is <unk>; the loss's log-probabilities over the release's classes are
+    the release's; decoding's are the release's without 'UNK'
+    (renormalised), which it never emits."""
     s, conv, model = converted
     vocab = model.head.vocab
     release_words = ['.'] + WORDS
@@ -128,11 +129,21 @@ def test_token_conventions(converted):
     cols = [vocab.eos_id] + [vocab.unk_id if w == 'UNK' else
                              conv.vocab.index(w) for w in WORDS]
     h = torch.randn(5, 64, generator=torch.Generator().manual_seed(0))
-    theirs = F.linear(h, out, s['predictor.logits.bias']).log_softmax(-1)
+    release_logits = F.linear(h, out, s['predictor.logits.bias'])
     with torch.no_grad():
-        ours = model.head._log_probs(h)  # (5, V) with <pad>, <bos> masked
-    torch.testing.assert_close(ours[:, cols], theirs, rtol=1e-5, atol=1e-6)
+        logits = model.head.predict_logits(h)
+        ours = model.head.mask_never_emitted(logits).log_softmax(-1)
+        decoding = model.head._log_probs(h)  # <pad>, <bos>, <unk> masked
+    torch.testing.assert_close(ours[:, cols], release_logits.log_softmax(-1),
+                               rtol=1e-5, atol=1e-6)
     assert torch.isinf(ours[:, [vocab.pad_id, vocab.bos_id]]).all()
+    release_unk = release_words.index('UNK')
+    theirs = release_logits.index_fill(
+        -1, torch.tensor([release_unk]), float('-inf')).log_softmax(-1)
+    torch.testing.assert_close(decoding[:, cols], theirs, rtol=1e-5,
+                               atol=1e-6)
+    assert torch.isinf(
+        decoding[:, [vocab.pad_id, vocab.bos_id, vocab.unk_id]]).all()
     # a release caption '. a dog .' decodes to the same words
     assert vocab.decode([conv.vocab.index('a'), conv.vocab.index('dog'),
                          vocab.eos_id, vocab.eos_id]) == 'a dog'

@@ -58,7 +58,11 @@ class PCMCaptionHead(BaseModule):
     ``attn_dropout``, hidden/FFN dropout ``dropout`` and LayerNorm epsilon
     ``layer_norm_eps``; dropout ``predictor_dropout`` before the vocabulary
     projection. ``<pad>`` and ``<bos>`` are never predicted: their logits
-    are left out of the loss's softmax and of decoding.
+    are left out of the loss's softmax and of decoding. ``<unk>`` stays a
+    training target, as in the release (X-modaler's preprocessing maps rare
+    words to ``'UNK'`` and its loss predicts it), but decoding never emits
+    it: the metric would score the literal ``<unk>`` as a word, and the
+    sentence is better off with the best real word.
 
     Args:
         vocab (WordVocabulary | list | str | dict): The word vocabulary, a
@@ -146,6 +150,11 @@ class PCMCaptionHead(BaseModule):
             'never_emitted',
             torch.tensor([self.vocab.pad_id, self.vocab.bos_id]),
             persistent=False)
+        self.register_buffer(
+            'never_decoded',
+            torch.tensor(
+                [self.vocab.pad_id, self.vocab.bos_id, self.vocab.unk_id]),
+            persistent=False)
         self.loss_module = MODELS.build(loss) if isinstance(loss, dict) else loss
         # The vocabulary travels in the state dict as UTF-8 JSON bytes: a
         # tensor, so mmengine's broadcasts, weights_only loading and
@@ -224,8 +233,14 @@ class PCMCaptionHead(BaseModule):
                             memory_key_padding_mask=memory_padding)  # (B, L, d)
 
     def mask_never_emitted(self, logits: torch.Tensor) -> torch.Tensor:
-        """``(..., V)`` logits with ``<pad>`` and ``<bos>`` set to -inf."""
+        """``(..., V)`` logits with ``<pad>`` and ``<bos>`` set to -inf
+        (the loss's classes)."""
         return logits.index_fill(-1, self.never_emitted, float('-inf'))
+
+    def mask_never_decoded(self, logits: torch.Tensor) -> torch.Tensor:
+        """``(..., V)`` logits with ``<pad>``, ``<bos>`` and ``<unk>`` set
+        to -inf (the classes greedy and beam search choose from)."""
+        return logits.index_fill(-1, self.never_decoded, float('-inf'))
 
     @property
     def tokenizer(self) -> CaptionTokenizer:
@@ -294,9 +309,11 @@ class PCMCaptionHead(BaseModule):
         return beam_search(step, b, k, *args, reorder_fn=reorder)
 
     def _log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
-        """``(B', d)`` last-position states -> ``(B', V)`` log-probabilities."""
+        """``(B', d)`` last-position states -> ``(B', V)`` decoding
+        log-probabilities, renormalised without ``<pad>``, ``<bos>`` and
+        ``<unk>`` (-inf there)."""
         logits = self.predict_logits(hidden).float()  # (B', V)
-        return self.mask_never_emitted(logits).log_softmax(dim=-1)
+        return self.mask_never_decoded(logits).log_softmax(dim=-1)
 
     def _full_step(self, memory: torch.Tensor, memory_padding: torch.Tensor,
                    beams: int):
