@@ -200,6 +200,36 @@ def test_concept_file_for_another_clip(tmp_path):
         PCMNeck(concepts=str(tmp_path / 'missing.safetensors'))
 
 
+def test_concept_file_errors_are_one_line_naming_the_file(tmp_path):
+    from mmpcm.utils.cli import InputError, MissingInputError, error_line
+    path = str(tmp_path / 'concepts.safetensors')
+    ConceptVocabulary(['x', 'y', '-x'], CONCEPTS, 'ViT-L-14').save(path)
+    with pytest.raises(InputError) as err:  # width of another CLIP
+        PCMNeck(concepts=path, clip_model='ViT-L-14', embed_dim=512)
+    line, user_error = error_line(err.value)
+    assert user_error and line == (
+        f"{path}: concept embeddings are 2-d (CLIP 'ViT-L-14'), but the "
+        'model expects 512-d CLIP embeddings; build the concepts with the '
+        "model's CLIP (tools/data/build_concepts.py), or use the config of "
+        'the CLIP that made them')
+    with pytest.raises(InputError) as err:  # another CLIP's name
+        PCMNeck(concepts=path, clip_model='ViT-B-32', embed_dim=2)
+    assert str(err.value).startswith(
+        f"{path}: concepts were embedded with CLIP 'ViT-L-14', but the model "
+        "uses 'ViT-B-32'; build the concepts with the model's CLIP "
+        '(tools/data/build_concepts.py --clip-model ViT-B-32)')
+    missing = str(tmp_path / 'missing.safetensors')
+    with pytest.raises(MissingInputError, match='build it with tools/data/'
+                       'build_concepts.py'):
+        ConceptVocabulary.load(missing)
+    text = tmp_path / 'concepts.pkl'
+    text.write_text('not a safetensors file')
+    with pytest.raises(InputError) as err:
+        ConceptVocabulary.load(str(text))
+    assert error_line(err.value)[0].startswith(
+        f'{text}: not a readable safetensors concept file')
+
+
 def test_concepts_travel_in_checkpoint():
     neck = make_neck()
     bare = make_neck(concepts=None)

@@ -12,10 +12,13 @@ from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from mmpcm.utils.cli import InputError, MissingInputError
+
 CONCEPTS_FORMAT = 'mmpcm-concepts'
+_BUILD_TOOL = 'tools/data/build_concepts.py'
 
 
 @dataclass
@@ -61,24 +64,68 @@ class ConceptVocabulary:
 
         Returns:
             ConceptVocabulary: The loaded vocabulary.
+
+        Raises:
+            MissingInputError: If the file does not exist (a
+                ``FileNotFoundError``).
+            InputError: If it is not an mmpcm concept file, or was made with
+                another CLIP than ``clip_model`` / ``embed_dim`` (a
+                ``ValueError``).
         """
+        path = str(path)
         if not osp.isfile(path):
-            raise FileNotFoundError(f'Concept vocabulary file not found: {path}')
-        with safe_open(path, framework='pt') as f:
-            meta = f.metadata() or {}
-            if meta.get('format') != CONCEPTS_FORMAT:
-                raise ValueError(
-                    f'{path}: not an mmpcm concept file (metadata format is '
-                    f'{meta.get("format")!r}, expected {CONCEPTS_FORMAT!r}).')
-            embeddings = f.get_tensor('embeddings')
-        vocab = cls(json.loads(meta['words']), embeddings, meta['clip_model'])
+            raise MissingInputError(
+                path, 'no such concept vocabulary file',
+                f'build it with {_BUILD_TOOL} using the model\'s CLIP, or '
+                'set the neck\'s concepts to an existing file')
+        vocab = cls._read(path)
         if clip_model is not None and vocab.clip_model != clip_model:
-            raise ValueError(
-                f'{path}: concepts were embedded with CLIP '
-                f'{vocab.clip_model!r}, but the model uses {clip_model!r}. '
-                'Re-embed the concept words with the run\'s CLIP.')
+            raise InputError(
+                path, f'concepts were embedded with CLIP '
+                f'{vocab.clip_model!r}, but the model uses {clip_model!r}',
+                f'build the concepts with the model\'s CLIP ({_BUILD_TOOL} '
+                f'--clip-model {clip_model}), or use the config of CLIP '
+                f'{vocab.clip_model!r}')
         if embed_dim is not None and vocab.embeddings.shape[1] != embed_dim:
-            raise ValueError(
-                f'{path}: concept embeddings are {vocab.embeddings.shape[1]}-d, '
-                f'but the model expects {embed_dim}-d CLIP embeddings.')
+            raise InputError(
+                path, f'concept embeddings are {vocab.embeddings.shape[1]}-d '
+                f'(CLIP {vocab.clip_model!r}), but the model expects '
+                f'{embed_dim}-d CLIP embeddings',
+                f'build the concepts with the model\'s CLIP ({_BUILD_TOOL}), '
+                'or use the config of the CLIP that made them')
         return vocab
+
+    @classmethod
+    def _read(cls, path: str) -> 'ConceptVocabulary':
+        """Read a concept file; anything but one of ours is an InputError."""
+        remedy = (f'pass a concept file written by {_BUILD_TOOL} (its '
+                  'from-release command converts the authors\' pickle)')
+        try:
+            with safe_open(path, framework='pt') as f:
+                meta = f.metadata() or {}
+                if meta.get('format') != CONCEPTS_FORMAT:
+                    raise InputError(
+                        path, 'not an mmpcm concept file (metadata format is '
+                        f'{meta.get("format")!r}, expected '
+                        f'{CONCEPTS_FORMAT!r})', remedy)
+                embeddings = f.get_tensor('embeddings')
+        except SafetensorError as err:
+            raise InputError(path, 'not a readable safetensors concept file '
+                             f'({err})', remedy) from None
+        try:
+            words = json.loads(meta['words'])
+            clip_model = meta['clip_model']
+        except (KeyError, ValueError) as err:
+            raise InputError(path, f'incomplete concept file metadata '
+                             f'({type(err).__name__}: {err})',
+                             remedy) from None
+        if not isinstance(words, list) or not all(
+                isinstance(w, str) for w in words):
+            raise InputError(path, 'the metadata "words" is not a list of '
+                             'str', remedy)
+        if embeddings.ndim != 2 or embeddings.shape[0] != len(words):
+            raise InputError(
+                path, f'embeddings of shape {tuple(embeddings.shape)} for '
+                f'{len(words)} words; expected (K, D) with K = the number of '
+                'words', remedy)
+        return cls(words, embeddings, clip_model)
