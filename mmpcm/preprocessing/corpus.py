@@ -26,13 +26,12 @@ val/test feature stores and the references agree without further steps.
 import json
 import os
 import os.path as osp
-import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import (Any, Dict, Iterable, List, Mapping, Optional, Sequence,
                     Tuple, Union)
 
-from mmpcm.models.utils.vocab import WordVocabulary
+from mmpcm.models.utils.vocab import VocabularyReport, WordVocabulary
 from mmpcm.utils.cli import InputError
 from mmpcm.utils.text_io import read_text, read_text_lines
 
@@ -46,8 +45,6 @@ TRAIN_CAPTIONS_FILE = 'train_captions.txt'
 VOCAB_FILE = 'vocab.json'
 _IMAGE_KEYS = ('filename', 'split', 'sentences')
 _JSON_SUFFIXES = ('.json', )
-# A \u0000 escape whose backslash is not itself escaped.
-_JSON_NUL_ESCAPE = re.compile(r'(?<!\\)(?:\\\\)*\\u0000')
 
 __all__ = [
     'ImageIdScheme', 'SkippedLine', 'TextCorpus', 'KarpathySentence',
@@ -312,15 +309,29 @@ def load_json(path: PathLike, what: str) -> Any:
     """
     path = _check_file(path, what)
     text = read_text(path)
-    nul = _JSON_NUL_ESCAPE.search(text)
+    nul = _json_nul_escape(text)
     if nul is not None:  # decodes to a NUL character inside a string
-        lineno = text.count('\n', 0, nul.end()) + 1
+        lineno = text.count('\n', 0, nul) + 1
         raise InputError(path, f'line {lineno} holds a NUL character (a '
                          '\\u0000 escape)', 'remove it')
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f'{path}: not valid JSON ({err})') from None
+
+
+def _json_nul_escape(text: str) -> Optional[int]:
+    """Where JSON text has a ``\\u0000`` escape (whose backslash is not
+    itself escaped), or None."""
+    start = text.find('\\u0000')
+    while start >= 0:
+        slashes = 0
+        while start - slashes > 0 and text[start - slashes - 1] == '\\':
+            slashes += 1
+        if slashes % 2 == 0:
+            return start
+        start = text.find('\\u0000', start + 1)
+    return None
 
 
 def _require(mapping: Any, keys: Sequence[str], where: str,
@@ -643,6 +654,10 @@ class PreparedCorpus:
         id_scheme (str): The image id scheme used. Defaults to ''.
         num_empty_sentences (int): Empty Karpathy sentences dropped.
             Defaults to 0.
+        vocab_report (VocabularyReport, optional): What the vocabulary
+            drops (words that become ``<unk>``, characters the tokenizer
+            removes); ``str()`` of it is a summary to print. Defaults to
+            None.
     """
     train_captions: str
     vocab: str
@@ -652,6 +667,7 @@ class PreparedCorpus:
     skipped: List[SkippedLine] = field(default_factory=list)
     id_scheme: str = ''
     num_empty_sentences: int = 0
+    vocab_report: Optional[VocabularyReport] = None
 
 
 def prepare_corpus(corpus: PathLike,
@@ -741,10 +757,12 @@ def _write_train_files(out_dir: str, captions: Sequence[str],
     corpus_path = osp.join(out_dir, TRAIN_CAPTIONS_FILE)
     vocab_path = osp.join(out_dir, VOCAB_FILE)
     n = write_text_corpus(corpus_path, captions)
-    vocab = WordVocabulary.from_captions(captions, min_count=min_count)
+    vocab, report = WordVocabulary.from_captions_with_report(
+        captions, min_count=min_count)
     vocab.save(vocab_path)
     return PreparedCorpus(
         train_captions=corpus_path,
         vocab=vocab_path,
         num_train_captions=n,
-        vocab_size=len(vocab))
+        vocab_size=len(vocab),
+        vocab_report=report)
