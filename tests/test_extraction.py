@@ -418,7 +418,7 @@ def test_image_list_with_a_missing_file(data, tmp_path):
                                _config(), progress=False)
     assert summary.extracted == 2
     assert [f.image_id for f in summary.failed] == ['gone']
-    assert 'No such file' in summary.failed[0].reason
+    assert summary.failed[0].reason == 'no such file'  # load_image's words
 
 
 def test_caption_file_mismatch(data, tmp_path):

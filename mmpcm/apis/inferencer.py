@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from mmpcm.datasets.transforms import (ImageLoadError, clip_image_tensor,
                                        load_image)
+from mmpcm.utils.cli import InputError
 from .best_checkpoint import resolve_checkpoint
 from .release import ConfigLike, build_captioner
 
@@ -118,10 +119,16 @@ def expand_inputs(inputs: InputsType) -> List[InputItem]:
             any of these.
 
     Returns:
-        list[InputItem]: The images, in order.
+        list[InputItem]: The images, in order (not empty).
+
+    Raises:
+        InputError: If the inputs name no file at all (empty folders or
+            list files, or an empty list), naming the inputs: a run over
+            nothing is not a success.
     """
     if isinstance(inputs, (str, os.PathLike, np.ndarray, Image.Image)):
         inputs = [inputs]
+    inputs = list(inputs)
     items: List[InputItem] = []
     for index, entry in enumerate(inputs):
         if isinstance(entry, np.ndarray):
@@ -137,6 +144,12 @@ def expand_inputs(inputs: InputsType) -> List[InputItem]:
                 items += [InputItem(p, p) for p in read_image_list(path)]
             else:
                 items.append(InputItem(path, path))
+    if not items:
+        names = ', '.join(os.fspath(e) for e in inputs) or '(no inputs)'
+        raise InputError(
+            names, 'no images found (empty folder or list file)',
+            'pass image files, a folder holding images, or a list file '
+            'naming them')
     return items
 
 
@@ -240,6 +253,10 @@ class PCMCaptionInferencer:
 
         Yields:
             CaptionResult | ImageFailure: In input order.
+
+        Raises:
+            InputError: If the inputs hold no file (:func:`expand_inputs`),
+                before any image is read.
         """
         items = expand_inputs(inputs)
         loader = DataLoader(
@@ -279,6 +296,9 @@ class PCMCaptionInferencer:
         Returns:
             list[dict]: Per image, in order: ``{'image', 'caption',
             'score'}``, or ``{'image', 'error'}`` for an unreadable file.
+
+        Raises:
+            InputError: If the inputs hold no file (:func:`expand_inputs`).
         """
         return [
             r.to_dict() for r in self.iter_results(inputs, batch_size,
@@ -305,7 +325,13 @@ def caption_to_jsonl(inferencer: PCMCaptionInferencer,
         progress (bool): Progress bar on stderr. Defaults to True.
 
     Returns:
-        CaptionSummary: How many were captioned and how many failed.
+        CaptionSummary: How many were captioned and how many failed (a
+        caller reports a run with failures, e.g. every file unreadable, as
+        not successful: ``tools/caption.py`` exits 1).
+
+    Raises:
+        InputError: If the inputs hold no file (:func:`expand_inputs`),
+            before anything is written to ``out``.
     """
     done = failed = 0
     for result in inferencer.iter_results(inputs, batch_size, num_workers,

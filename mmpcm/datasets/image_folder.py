@@ -8,10 +8,44 @@ from mmengine.dataset import BaseDataset
 from mmpretrain.structures import DataSample
 
 from mmpcm.registry import DATASETS
-from .transforms import clip_image_tensor, load_image
+from mmpcm.utils.cli import InputError
+from .transforms import (ImageLoadError, check_image, clip_image_tensor,
+                         load_image)
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff',
                     '.webp')
+SHOWN_BAD_IMAGES = 5
+"""How many unreadable files a :func:`check_image_files` error names."""
+
+
+def check_image_files(paths: Sequence[str], source: str,
+                      remedy: str) -> None:
+    """Check every file cheaply (:func:`check_image`); report all bad ones.
+
+    Args:
+        paths (Sequence[str]): The image files.
+        source (str): The list file or folder they come from, for the
+            error.
+        remedy (str): What to do, for the error.
+
+    Raises:
+        InputError: If any file is missing, not an image or truncated:
+            names ``source``, how many of how many files are bad, and the
+            first :data:`SHOWN_BAD_IMAGES` with their reasons.
+    """
+    bad = []
+    for path in paths:
+        try:
+            check_image(path)
+        except ImageLoadError as error:
+            bad.append(f'{path} ({error.reason})')
+    if bad:
+        shown = ', '.join(bad[:SHOWN_BAD_IMAGES])
+        more = (f', and {len(bad) - SHOWN_BAD_IMAGES} more'
+                if len(bad) > SHOWN_BAD_IMAGES else '')
+        raise InputError(
+            source, f'{len(bad)} of {len(paths)} images cannot be read: '
+            f'{shown}{more}', remedy)
 
 
 def scan_images(folder: str,
@@ -96,10 +130,12 @@ class ImageFolderCaptionDataset(BaseDataset):
     Each item is ``dict(inputs=dict(images=(3, S, S) uint8 tensor),
     data_samples=DataSample)`` with ``image_id``, ``sample_idx`` and
     ``img_path`` in the metainfo; batch with
-    ``collate_fn=dict(type='pcm_collate')``. Preprocessing is open_clip's
-    evaluation transform up to ``ToTensor`` (see
-    :func:`~mmpcm.datasets.transforms.clip_image_tensor`); the backbone
-    normalises.
+    ``collate_fn=dict(type='pcm_collate')``. Files are read by the loader
+    every tool shares (:func:`~mmpcm.datasets.transforms.load_image`: EXIF
+    orientation, transparency on white, 16-bit / float scaled, 8-bit RGB
+    before resizing), then open_clip's evaluation transform up to
+    ``ToTensor`` (see :func:`~mmpcm.datasets.transforms.clip_image_tensor`);
+    the backbone normalises.
 
     Where the images come from (``ann_file``, relative to ``data_root``):
 
@@ -128,6 +164,12 @@ class ImageFolderCaptionDataset(BaseDataset):
         test_mode (bool): Defaults to True.
         indices (int | Sequence[int], optional): Use only these items.
             Defaults to None (all).
+        check_images (bool): When the images are listed (at init, or at
+            ``full_init`` with ``lazy_init``), check every file with
+            :func:`~mmpcm.datasets.transforms.check_image` (header, PNG
+            checksums, JPEG end marker; about 0.1 ms a file) and report all
+            bad files in one error, before a runner loads a checkpoint or
+            runs the model. Defaults to True.
         lazy_init (bool): Defer listing the images. Defaults to False.
         serialize_data (bool): Keep the list as one shared buffer.
             Defaults to True.
@@ -136,9 +178,13 @@ class ImageFolderCaptionDataset(BaseDataset):
 
     Raises:
         FileNotFoundError: If the folder or the ann/list file is missing.
+        InputError: If no image is found, or (``check_images``) some files
+            are missing, not images or truncated: one error naming the
+            folder or file, the count and the first bad files.
         ValueError: If a COCO file lacks ``file_name``/``id`` or repeats an
-            id, two files share a stem, or no image is found.
-        ImageLoadError: (on access) for an unreadable image file.
+            id, or two files share a stem.
+        ImageLoadError: (on access) for an image file that passed the check
+            but does not decode (e.g. JPEG data corrupted inside).
     """
 
     def __init__(self,
@@ -151,11 +197,13 @@ class ImageFolderCaptionDataset(BaseDataset):
                  pipeline: Sequence[Union[dict, Callable]] = (),
                  test_mode: bool = True,
                  indices: Optional[Union[int, Sequence[int]]] = None,
+                 check_images: bool = True,
                  lazy_init: bool = False,
                  serialize_data: bool = True,
                  max_refetch: int = 1000) -> None:
         self.image_size = image_size
         self.extensions = tuple(e.lower() for e in extensions)
+        self.check_images = check_images
         super().__init__(
             ann_file=ann_file,
             metainfo=metainfo,
@@ -178,6 +226,10 @@ class ImageFolderCaptionDataset(BaseDataset):
 
         Returns:
             list[dict]: One dict per image.
+
+        Raises:
+            InputError: If there is no image, or some are unreadable
+                (``check_images``).
         """
         if not self.ann_file:
             folder = self.image_folder or '.'
@@ -192,10 +244,17 @@ class ImageFolderCaptionDataset(BaseDataset):
         else:
             paths = read_list_file(self.ann_file)
             items = list(zip(paths, stem_image_ids(paths)))
+        source = self.ann_file or self.image_folder or '.'
         if not items:
-            raise ValueError(
-                f'No images found (folder {self.image_folder!r}, list '
-                f'{self.ann_file!r}).')
+            raise InputError(
+                source, 'no images found',
+                'check the path (an image folder, or a COCO-format or list '
+                'file naming images)')
+        if self.check_images:
+            check_image_files(
+                [path for path, _ in items], source,
+                'fix or remove them (from the list or COCO file when there '
+                'is one) and rerun: nothing was run')
         return [
             dict(sample_idx=i, img_path=path, image_id=image_id)
             for i, (path, image_id) in enumerate(items)

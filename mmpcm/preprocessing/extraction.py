@@ -24,10 +24,14 @@ Inputs (:class:`ExtractionItem` lists):
   or a text file of image paths, one per line, relative to the list file's
   folder (:func:`items_from_list`). ``image_id`` is the file stem.
 
-Images are decoded in DataLoader workers with open_clip's own eval transform
-for the model (resize shortest side, center crop), kept as uint8 [0, 255]:
-the backbone normalises with CLIP's mean/std itself. An unreadable image
-(missing, truncated, not an image) is skipped and listed in ``failed.txt``.
+Images are decoded in DataLoader workers by the loader every tool shares,
+:func:`mmpcm.datasets.transforms.load_image` (EXIF orientation applied,
+transparency composited on white, 16-bit and float images scaled to 8-bit
+RGB, first frame of an animation; the same pixels as captioning and testing
+from images), then open_clip's own eval transform for the model (resize
+shortest side, center crop), kept as uint8 [0, 255]: the backbone
+normalises with CLIP's mean/std itself. An unreadable image (missing,
+truncated, not an image) is skipped and listed in ``failed.txt``.
 
 Decoding on the device (``ExtractionConfig.decode='device'``, the tool's
 ``--decode device``): PIL decoding and resizing cost about 5 ms of a host
@@ -39,11 +43,11 @@ nvJPEG on CUDA) and resizes / center-crops it there
 item, everything else falls back to the PIL path, so it is decoded, or fails
 with the same ``failed.txt`` reason, exactly as with ``decode='cpu'``:
 
-* in the worker, a file is only sent to the device if it is a complete
-  RGB or grayscale JPEG (PIL reads its header: format JPEG/MPO, mode RGB or
-  L; the file ends with the JPEG end-of-image marker). PNGs and other
-  formats, CMYK JPEGs, truncated and unreadable files take the PIL path in
-  the worker;
+* in the worker, a file is only sent to the device if it is a complete,
+  upright RGB or grayscale JPEG (PIL reads its header: format JPEG/MPO,
+  mode RGB or L, no EXIF orientation other than 1; the file ends with the
+  JPEG end-of-image marker). PNGs and other formats, CMYK and EXIF-rotated
+  JPEGs, truncated and unreadable files take the PIL path in the worker;
 * a JPEG the device decoder rejects (the batch call fails, then each image
   is retried alone) is decoded with PIL in the main process.
 
@@ -111,8 +115,11 @@ from mmpcm.datasets.feature_store import (META_FILE, RECORDS_FILE,
                                           CLIPFeatureInfo, FeatureStore,
                                           FeatureStoreMeta, FeatureStoreWriter,
                                           ShardInfo, read_meta, write_meta)
+from mmpcm.datasets.transforms import (ImageLoadError, exif_orientation,
+                                       load_image)
 from mmpcm.models.backbones.open_clip_vit import (OpenCLIPVisionBackbone,
                                                   build_open_clip)
+from mmpcm.utils.cli import InputError
 from mmpcm.utils.text_io import read_text
 from .generation import load_generation_records, read_caption_file
 from .sharding import (PathLike, RankInfo, atomic_write_json,
@@ -601,33 +608,42 @@ class FailedImage(NamedTuple):
 
 def _load_image(path: str, transform: Callable
                 ) -> Tuple[Optional[torch.Tensor], Optional[str]]:
-    """Decode and transform one image; the error text if it cannot be."""
+    """Decode one image with the loader of every tool, then ``transform``.
+
+    :func:`~mmpcm.datasets.transforms.load_image` applies EXIF orientation,
+    composites transparency on white and scales 16-bit / float images to
+    8-bit RGB before ``transform`` resizes, as captioning and testing from
+    images do.
+
+    Returns:
+        tuple: ``((3, S, S) uint8 tensor, None)``, or ``(None, reason)``
+        if the file cannot be read.
+    """
     try:
-        with Image.open(path) as img:
-            img.load()
-            rgb = img.convert('RGB')
-    except (OSError, ValueError, SyntaxError,
-            Image.DecompressionBombError) as err:
-        return None, f'{type(err).__name__}: {err}'
+        rgb = load_image(path)
+    except ImageLoadError as err:
+        return None, err.reason
     return transform(rgb), None
 
 
 def _device_jpeg_bytes(path: str) -> Optional[np.ndarray]:
     """The file's bytes if the device decoder is to take it, else None.
 
-    Only complete RGB or grayscale JPEGs qualify: PIL reads the header
-    (tens of microseconds, no decoding) and the file must end with the
-    end-of-image marker. Everything else, unreadable files included, takes
-    the PIL path, where it decodes or fails exactly as with
+    Only complete, upright RGB or grayscale JPEGs qualify: PIL reads the
+    header (tens of microseconds, no decoding), the EXIF orientation must be
+    absent or 1 (the device decoder does not rotate) and the file must end
+    with the end-of-image marker. Everything else, unreadable files
+    included, takes the PIL path, where it decodes or fails exactly as with
     ``decode='cpu'``.
     """
     try:
         data = np.fromfile(path, dtype=np.uint8)  # (num_bytes, )
         with Image.open(io.BytesIO(data)) as img:  # reads the header only
             fmt, mode = img.format, img.mode
+            upright = fmt in _DEVICE_FORMATS and exif_orientation(img) == 1
     except Exception:  # noqa: BLE001  (the PIL path reports it)
         return None
-    if (fmt not in _DEVICE_FORMATS or mode not in _DEVICE_MODES
+    if (not upright or mode not in _DEVICE_MODES
             or data[-2:].tobytes() != _JPEG_EOI):
         return None
     return data
@@ -988,6 +1004,8 @@ def extract_features(items: Sequence[ExtractionItem],
         ExtractionSummary: This rank's counts.
 
     Raises:
+        InputError: If ``items`` is empty (naming ``source``, else
+            ``out_dir``), before anything is written.
         FileNotFoundError: If the CLIP weights or model config are missing.
         ValueError: On duplicate image ids, mixed captioned/uncaptioned
             items, another input list, decode mode or other CLIP settings
@@ -995,7 +1013,7 @@ def extract_features(items: Sequence[ExtractionItem],
             transform :func:`device_preprocess` does not copy.
     """
     out_dir = os.fspath(out_dir)
-    _check_items(items)
+    _check_items(items, source or out_dir)
     info = rank_info or get_rank_info()
     device = device_for_rank(info, config.device)
     extractor = CLIPFeatureExtractor(spec, device, config.amp)
@@ -1037,7 +1055,24 @@ def extract_features(items: Sequence[ExtractionItem],
     return summary
 
 
-def _check_items(items: Sequence[ExtractionItem]) -> None:
+def _check_items(items: Sequence[ExtractionItem], source: str) -> None:
+    """Refuse an empty, mixed or id-repeating item list, before writing.
+
+    Args:
+        items (Sequence[ExtractionItem]): The items of every rank.
+        source (str): Where they come from (or the output folder), for the
+            error.
+
+    Raises:
+        InputError: If there is no item: a store of 0 items would look
+            finished to a later run.
+        ValueError: On repeated ids, or captioned and uncaptioned items.
+    """
+    if not items:
+        raise InputError(
+            source, 'no images to extract (an empty folder or list file, or '
+            'a generation folder without a finished image)',
+            'check the input path; nothing was written')
     _check_unique_ids(items)
     captioned = {it.caption is not None for it in items}
     if len(captioned) > 1:
