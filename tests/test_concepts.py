@@ -107,6 +107,10 @@ def test_read_templates(tmp_path):
     path.write_text('a photo\n')
     with pytest.raises(ValueError, match='exactly one'):
         read_templates(path)
+    with pytest.raises(FileNotFoundError,
+                       match=f'{tmp_path / "none.txt"}: no such prompt '
+                       'template file; pass an existing file to --templates'):
+        read_templates(tmp_path / 'none.txt')
 
 
 # --------------------------------------------------------------------------
@@ -199,9 +203,11 @@ def test_release_tool_and_clip_model_check(tmp_path, capsys):
     vocab = ConceptVocabulary.load(str(out), clip_model='ViT-B-32',
                                    embed_dim=512)
     assert vocab.words == WORDS
-    with pytest.raises(ValueError, match="512-d but CLIP 'ViT-L-14' embeds "
-                       'in 768-d'):
+    with pytest.raises(ValueError) as err:
         convert_release_concepts(path, 'ViT-L-14')
+    assert str(err.value).startswith(
+        f"{path}: embeddings are 512-d but CLIP 'ViT-L-14' embeds in 768-d; "
+        'pass the --clip-model that made them')
     with pytest.raises(SystemExit):  # --clip-model is required
         _tool('build_concepts').main(['from-release', path, str(out)])
 
@@ -240,8 +246,11 @@ def test_malicious_pickle_refused(tmp_path, how, payload):
 
 
 def test_release_content_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match='released concept file'):
+    with pytest.raises(FileNotFoundError) as err:
         load_release_concepts(tmp_path / 'nope.pkl')
+    assert str(err.value).startswith(
+        f'{tmp_path / "nope.pkl"}: no such released concept file; pass the '
+        'concept file released by the authors')
     bad = _save(tmp_path / 'a.pkl', (WORDS[:2], _release_tensor()), 'pickle')
     with pytest.raises(ValueError, match='shape'):
         load_release_concepts(bad)

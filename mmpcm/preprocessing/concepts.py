@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from mmpcm.models.backbones.open_clip_vit import build_open_clip
 from mmpcm.models.utils.concepts import ConceptVocabulary
 from mmpcm.models.utils.vocab import tokenize_caption
+from mmpcm.utils.cli import InputError, MissingInputError
 from mmpcm.utils.text_io import read_text
 
 PathLike = Union[str, 'os.PathLike[str]']
@@ -57,6 +58,10 @@ DEFAULT_TEMPLATES: Tuple[str, ...] = (
 
 _NOUNS_RESOURCE = 'resources/nouns.txt'
 _VOWELS = 'aeiou'
+_NOUN_LIST_REMEDY = ('write one noun per line, singular first, then any '
+                     'plural forms')
+_RELEASE_CONCEPTS_REMEDY = ('pass the concept file released by the authors '
+                            '(a pickle of (list of words, (K, D) tensor))')
 
 __all__ = [
     'DEFAULT_NUM_CONCEPTS', 'DEFAULT_TEMPLATES', 'NounList', 'NounCount',
@@ -127,16 +132,17 @@ class NounList:
             NounList: The list.
 
         Raises:
-            ValueError: On an empty entry, a repeated noun or a plural form
-                claimed by two nouns.
+            InputError: On an empty entry, a repeated noun or a plural form
+                claimed by two nouns (a ``ValueError``, naming ``source``).
         """
         entries = [tuple(e) for e in entries]
         nouns = tuple(e[0] for e in entries if e)
         if len(nouns) != len(entries):
-            raise ValueError(f'{source}: empty entry')
+            raise InputError(source, 'empty entry', _NOUN_LIST_REMEDY)
         repeated = sorted(w for w, c in Counter(nouns).items() if c > 1)
         if repeated:
-            raise ValueError(f'{source}: nouns listed twice: {repeated}')
+            raise InputError(source, f'nouns listed twice: {repeated}',
+                             'list each noun once')
         forms: Dict[str, str] = {noun: noun for noun in nouns}
         claimed: Dict[str, str] = {}
         for entry in entries:
@@ -145,10 +151,10 @@ class NounList:
                 if form in forms and forms[form] == form:
                     continue  # a listed noun counts for itself only
                 if form in claimed and claimed[form] != noun:
-                    raise ValueError(
-                        f'{source}: {form!r} is a plural of both '
-                        f'{claimed[form]!r} and {noun!r}; spell out the '
-                        'plurals of one of them')
+                    raise InputError(
+                        source, f'{form!r} is a plural of both '
+                        f'{claimed[form]!r} and {noun!r}',
+                        'spell out the plurals of one of them')
                 claimed[form] = noun
         forms.update(claimed)
         return cls(nouns=nouns, forms=forms)
@@ -170,14 +176,18 @@ class NounList:
         """
         path = default_nouns_path() if path is None else os.fspath(path)
         if not osp.isfile(path):
-            raise FileNotFoundError(f'noun list not found: {path}')
+            raise MissingInputError(
+                path, 'no such noun list file',
+                'pass an existing file to --nouns, or leave the option out '
+                'for the shipped list')
         entries = []
         for line in read_text(path).split('\n'):
             words = line.split('#', 1)[0].lower().split()
             if words:
                 entries.append(words)
         if not entries:
-            raise ValueError(f'{path}: the noun list is empty')
+            raise InputError(path, 'the noun list is empty',
+                             _NOUN_LIST_REMEDY)
         return cls.from_entries(entries, source=path)
 
     def singular(self, token: str) -> Optional[str]:
@@ -255,7 +265,10 @@ def read_templates(path: PathLike) -> Tuple[str, ...]:
     """
     path = os.fspath(path)
     if not osp.isfile(path):
-        raise FileNotFoundError(f'template file not found: {path}')
+        raise MissingInputError(
+            path, 'no such prompt template file',
+            'pass an existing file to --templates, or leave the option out '
+            'for the default templates')
     templates = tuple(
         line.strip() for line in read_text(path).split('\n')
         if line.strip() and not line.lstrip().startswith('#'))
@@ -264,12 +277,15 @@ def read_templates(path: PathLike) -> Tuple[str, ...]:
 
 
 def _check_templates(templates: Sequence[str], source: str) -> None:
+    """Raise :class:`InputError` (naming ``source``) on bad templates."""
+    remedy = 'write one template per line, each with one "{}" for the word'
     if not templates:
-        raise ValueError(f'{source}: no prompt template')
+        raise InputError(source, 'no prompt template', remedy)
     bad = [t for t in templates if t.count('{}') != 1]
     if bad:
-        raise ValueError(f'{source}: every template needs exactly one "{{}}" '
-                         f'for the word; bad: {bad}')
+        raise InputError(
+            source, 'every template needs exactly one "{}" for the word; '
+            f'bad: {bad}', remedy)
 
 
 # --------------------------------------------------------------------------
@@ -478,29 +494,34 @@ def load_release_concepts(path: PathLike) -> Tuple[List[str], torch.Tensor]:
         embeddings as float32.
 
     Raises:
-        FileNotFoundError: If the file does not exist.
+        MissingInputError: If the file does not exist (a
+            ``FileNotFoundError``).
         UnsafeConceptFileError: If the file holds any other object type.
-        ValueError: If the content is not ``(list of K str, (K, D)
-            tensor)``.
+        InputError: If the content is not ``(list of K str, (K, D)
+            tensor)`` (a ``ValueError``).
     """
     path = os.fspath(path)
     if not osp.isfile(path):
-        raise FileNotFoundError(f'released concept file not found: {path}')
+        raise MissingInputError(path, 'no such released concept file',
+                                _RELEASE_CONCEPTS_REMEDY)
     obj = _load_concept_pickle(path)
     expected = 'expected a pair (list of K words, (K, D) tensor)'
     if not isinstance(obj, (tuple, list)) or len(obj) != 2:
-        raise ValueError(f'{path}: found {type(obj).__name__}, {expected}')
+        raise InputError(path, f'found {type(obj).__name__}, {expected}',
+                         _RELEASE_CONCEPTS_REMEDY)
     words, embeddings = obj
     if not isinstance(words, (list, tuple)) or not all(
             isinstance(w, str) and w for w in words):
-        raise ValueError(f'{path}: the first element must be a list of '
-                         f'non-empty str; {expected}')
+        raise InputError(
+            path, 'the first element must be a list of non-empty str '
+            f'({expected})', _RELEASE_CONCEPTS_REMEDY)
     if not isinstance(embeddings, torch.Tensor) or embeddings.ndim != 2 or (
             embeddings.shape[0] != len(words)):
         shape = tuple(getattr(embeddings, 'shape', ()))
-        raise ValueError(f'{path}: the second element is '
-                         f'{type(embeddings).__name__} of shape {shape} for '
-                         f'{len(words)} words; {expected}')
+        raise InputError(
+            path, f'the second element is {type(embeddings).__name__} of '
+            f'shape {shape} for {len(words)} words ({expected})',
+            _RELEASE_CONCEPTS_REMEDY)
     return list(words), embeddings.float()
 
 
@@ -528,11 +549,14 @@ def convert_release_concepts(path: PathLike,
     if embed_dim is None:
         embed_dim = _known_embed_dim(clip_model)
     if embed_dim is not None and embeddings.shape[1] != embed_dim:
-        raise ValueError(
-            f'{path}: embeddings are {embeddings.shape[1]}-d but CLIP '
-            f'{clip_model!r} embeds in {embed_dim}-d; check --clip-model')
+        raise InputError(
+            path, f'embeddings are {embeddings.shape[1]}-d but CLIP '
+            f'{clip_model!r} embeds in {embed_dim}-d',
+            'pass the --clip-model that made them (or their --embed-dim), '
+            'or the concept file of this CLIP')
     if (embeddings.norm(dim=-1) == 0).any():
-        raise ValueError(f'{path}: some embeddings are all zeros')
+        raise InputError(path, 'some embeddings are all zeros',
+                         _RELEASE_CONCEPTS_REMEDY)
     return ConceptVocabulary(words, embeddings, clip_model)
 
 
