@@ -76,9 +76,11 @@ def find_best_checkpoint(work_dir: PathLike,
         str: The ``best_<metric>_*.pth`` file.
 
     Raises:
-        CheckpointNotFoundError: If ``work_dir`` does not exist, or holds no
-            such checkpoint (the best files of other metrics are named, if
-            any), or several (runs started afresh in one work dir).
+        CheckpointNotFoundError: If ``work_dir`` does not exist, holds no
+            checkpoint at all (a folder that is no training work dir: said
+            so, with the releases in it, if any), holds no such checkpoint
+            (the best files of other metrics are named, if any), or several
+            (runs started afresh in one work dir).
     """
     work_dir = os.fspath(work_dir)
     if not osp.isdir(work_dir):
@@ -95,6 +97,16 @@ def find_best_checkpoint(work_dir: PathLike,
         raise CheckpointNotFoundError(
             f'{work_dir}: {len(found)} best-{metric} checkpoints ({names}), '
             'left by separate runs in one work dir; pass the one to use')
+    if not glob.glob(osp.join(glob.escape(work_dir), '*.pth')):
+        models = sorted(osp.basename(p) for p in glob.glob(
+            osp.join(glob.escape(work_dir), '*.safetensors')))
+        remedy = (f'pass one of its model files ({", ".join(models[:3])}'
+                  f'{", ..." if len(models) > 3 else ""})' if models else
+                  'train the config first, or pass a checkpoint file (.pth '
+                  'or .safetensors)')
+        raise CheckpointNotFoundError(
+            f'{work_dir}: a folder with no checkpoint (.pth) in it, not the '
+            f'work dir of a training run; {remedy}')
     others = sorted(osp.basename(p) for p in glob.glob(
         osp.join(glob.escape(work_dir), 'best_*.pth')))
     also = f' (it has {", ".join(others)})' if others else ''
@@ -140,8 +152,9 @@ def resolve_checkpoint(model: Optional[PathLike],
         ResolvedCheckpoint: The file, and the work dir it came from.
 
     Raises:
-        CheckpointNotFoundError: For a work dir without one best checkpoint,
-            or no ``model`` and a missing ``work_dir``.
+        CheckpointNotFoundError: For a folder that is no work dir with one
+            best checkpoint (see :func:`find_best_checkpoint`), or no
+            ``model`` and a missing ``work_dir``.
     """
     if model is None:
         if work_dir is None:

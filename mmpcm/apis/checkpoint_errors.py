@@ -1,10 +1,11 @@
 """Name the checkpoint file in errors raised while a Runner loads it."""
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from mmengine.runner import Runner, find_latest_checkpoint
 
 from mmpcm.models.utils.errors import CheckpointMismatchError
+from mmpcm.utils.cli import InputError
 
 
 def checkpoint_in_use(runner: Runner) -> Optional[str]:
@@ -14,9 +15,27 @@ def checkpoint_in_use(runner: Runner) -> Optional[str]:
     return runner._load_from
 
 
+def config_name(cfg: Any) -> str:
+    """How messages name a run's config: its file, when it has one.
+
+    Args:
+        cfg (Config | dict | str | None): A config, or its file name.
+
+    Returns:
+        str: The file name, or ``'the config'``.
+    """
+    if isinstance(cfg, str):
+        return cfg
+    return getattr(cfg, 'filename', None) or 'the config'
+
+
 @contextmanager
 def naming_checkpoint(runner: Runner) -> Iterator[None]:
     """Re-raise :class:`CheckpointMismatchError` with the file name in front.
+
+    A mismatch that already names its file (an :class:`InputError` such as
+    :class:`~mmpcm.models.utils.errors.ConfigMismatchError`) passes
+    unchanged.
 
     Args:
         runner (Runner): The runner about to train or test.
@@ -24,4 +43,6 @@ def naming_checkpoint(runner: Runner) -> Iterator[None]:
     try:
         yield
     except CheckpointMismatchError as err:
+        if isinstance(err, InputError):
+            raise
         raise type(err)(f'{checkpoint_in_use(runner)}: {err}') from err

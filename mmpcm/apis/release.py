@@ -188,11 +188,17 @@ def read_release_info(path: str) -> ReleaseInfo:
         ReleaseInfo: The info.
 
     Raises:
-        FileNotFoundError: If there is no such file.
+        MissingInputError: If there is no such file (a FileNotFoundError).
+        InputError: For a folder, or a file of another kind (an image, a
+            torch checkpoint, a truncated safetensors file, ...; see
+            :func:`mmpcm.utils.checkpoint.check_checkpoint_file`).
         ReleaseFormatError: If it is not an mmpcm release.
     """
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'Release file not found: {path}')
+    from mmpcm.utils.checkpoint import (SAFETENSORS, check_checkpoint_file,
+                                        describe_checkpoint_file)
+    if describe_checkpoint_file(path).kind != 'unknown':
+        # Unknown binary content is left to safetensors' parser to word.
+        check_checkpoint_file(path, accept=(SAFETENSORS, ))
     try:
         with safe_open(path, framework='pt') as file:
             metadata = file.metadata() or {}
@@ -343,7 +349,8 @@ def checkpoint_state(path: str) -> Dict[str, Any]:
         dict: The checkpoint (``state_dict`` and, usually, ``meta``).
 
     Raises:
-        FileNotFoundError: If there is no such file.
+        MissingInputError: If there is no such file (a FileNotFoundError).
+        InputError: If it is not a complete torch checkpoint.
         UntrustedCheckpointError: If it holds other pickled objects.
         ValueError: If it holds no PCMCaptioner state.
     """
@@ -397,14 +404,17 @@ def load_model_source(path: str,
         ModelSource: A buildable config and the weights.
 
     Raises:
-        FileNotFoundError: If there is no such file.
+        MissingInputError: If there is no such file (a FileNotFoundError).
+        InputError: For a folder, or a file that is no model (an image,
+            JSON, text, an empty or truncated checkpoint, ...; see
+            :func:`mmpcm.utils.checkpoint.check_checkpoint_file`).
         ReleaseFormatError: For a safetensors file that is no release.
         UntrustedCheckpointError: For a checkpoint with other pickled
             objects (see :func:`mmpcm.utils.checkpoint.load_checkpoint_file`).
     """
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'Model file not found: {path}')
-    if is_release_file(path):
+    from mmpcm.utils.checkpoint import SAFETENSORS, check_checkpoint_file
+    if (check_checkpoint_file(path).kind == SAFETENSORS
+            or is_release_file(path)):
         release = load_release(path)
         return ModelSource(release.info.model_cfg(), release.state_dict,
                            'release', path, release.info)
@@ -427,6 +437,36 @@ def build_model(model_cfg: dict) -> nn.Module:
         return MODELS.build(copy.deepcopy(model_cfg))
 
 
+def check_source_fits(captioner: nn.Module, source: ModelSource,
+                      config: Optional[ConfigLike] = None) -> None:
+    """Refuse weights that do not fit the captioner, in one line.
+
+    Args:
+        captioner (nn.Module): Built from ``source.model_cfg``.
+        source (ModelSource): The weights and where they came from.
+        config (str | Config | dict, optional): The config the model was
+            built from, for the message; None when it is the file's own.
+
+    Raises:
+        ConfigMismatchError: Naming the file, the config and what
+            disagrees (see
+            :func:`mmpcm.models.utils.errors.state_dict_mismatch`).
+    """
+    from mmpcm.models.utils.errors import check_state_dict_fits
+    from .checkpoint_errors import config_name
+    if source.kind == 'release':
+        name, remedy = 'its own model config', ('the release is damaged: '
+                                               'publish it again')
+    elif config is None:
+        name = 'the config stored in it (meta.cfg)'
+        remedy = 'pass the config the checkpoint was trained with'
+    else:
+        name = config_name(config)
+        remedy = 'pass the config the checkpoint was trained with'
+    check_state_dict_fits(captioner, source.state_dict, source.path, name,
+                          remedy)
+
+
 def build_captioner(model: str,
                     config: Optional[ConfigLike] = None,
                     device: Optional[Union[str, torch.device]] = None
@@ -443,9 +483,14 @@ def build_captioner(model: str,
 
     Returns:
         nn.Module: The ``PCMCaptioner``.
+
+    Raises:
+        ConfigMismatchError: If the weights do not fit the model the config
+            builds (one line naming both; see :func:`check_source_fits`).
     """
     source = load_model_source(model, config)
     captioner = build_model(source.model_cfg)
+    check_source_fits(captioner, source, config)
     captioner.load_state_dict(source.state_dict, strict=True)
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
     return captioner.to(device).eval()
@@ -538,6 +583,7 @@ def publish_release(checkpoint: str,
     full_cfg = _checkpoint_model_cfg(checkpoint, ckpt, config)
     source = _checkpoint_source(checkpoint, ckpt, full_cfg)
     model = build_model(source.model_cfg)
+    check_source_fits(model, source, config)
     model.load_state_dict(source.state_dict, strict=True)
     state = model.state_dict()
     stored = strip_model_files(full_cfg)
@@ -554,7 +600,8 @@ def publish_release(checkpoint: str,
 
 __all__ = [
     'ModelSource', 'Release', 'ReleaseFormatError', 'ReleaseInfo',
-    'build_captioner', 'build_model', 'clip_identity', 'is_release_file',
+    'build_captioner', 'build_model', 'check_source_fits', 'clip_identity',
+    'is_release_file',
     'load_model_source', 'load_release', 'model_cfg_from_text',
     'publish_release', 'read_release_info', 'save_release',
     'strip_model_files'

@@ -47,11 +47,29 @@ def fix_dataloaders(cfg: Config) -> None:
             loader['persistent_workers'] = False
 
 
+def add_checkpoint_hooks(cfg: Config) -> None:
+    """Add the hooks that make loading a checkpoint say what went wrong.
+
+    * :class:`~mmpcm.engine.hooks.PCMCheckpointFitHook`: a ``load_from`` or
+      resumed checkpoint whose tensors do not fit the config's model is
+      refused with one summary line, instead of mmengine's key dump and a
+      partly loaded model.
+    * :class:`~mmpcm.engine.hooks.PCMResumeScheduleHook` (with a
+      ``param_scheduler``): a resumed run follows the config's schedule
+      settings from the checkpoint's step, each changed value logged,
+      instead of the checkpoint's settings.
+    """
+    _add_custom_hook(cfg, dict(type='PCMCheckpointFitHook'))
+    if cfg.get('param_scheduler'):
+        _add_custom_hook(cfg, dict(type='PCMResumeScheduleHook'))
+
+
 def prepare_cfg(cfg: Config) -> Config:
     """Apply every run-time adaptation to a merged config (in place)."""
     check_amp_device(cfg)
     fix_dataloaders(cfg)
     adapt_cfg_for_device(cfg)
+    add_checkpoint_hooks(cfg)
     return cfg
 
 
@@ -78,15 +96,18 @@ def apply_checkpoint_to_cfg(cfg: Config, checkpoint: str) -> Config:
         Config: ``cfg``.
 
     Raises:
-        FileNotFoundError: If there is no such file.
+        MissingInputError: If there is no such file (a FileNotFoundError).
+        InputError: For a folder, or a file that is no model (an image,
+            JSON, text, an empty or truncated checkpoint, ...; see
+            :func:`mmpcm.utils.checkpoint.check_checkpoint_file`).
         UntrustedCheckpointError: If a ``.pth`` holds other pickled objects.
         ReleaseFormatError: For a safetensors file that is no release.
     """
     from mmpcm.models.heads import decode_vocab_tensor
-    from mmpcm.utils.checkpoint import load_checkpoint_file
-    if not osp.isfile(checkpoint):
-        raise FileNotFoundError(f'Checkpoint not found: {checkpoint}')
-    if is_release_file(checkpoint):
+    from mmpcm.utils.checkpoint import (SAFETENSORS, check_checkpoint_file,
+                                        load_checkpoint_file)
+    if (check_checkpoint_file(checkpoint).kind == SAFETENSORS
+            or is_release_file(checkpoint)):
         cfg.model = read_release_info(checkpoint).model_cfg()
         cfg.load_from = None
         _add_custom_hook(cfg, dict(type='PCMLoadReleaseHook',
@@ -161,7 +182,9 @@ class CaptionTestResult(NamedTuple):
 def _add_custom_hook(cfg: Config, hook: dict) -> None:
     """Append a hook to ``cfg.custom_hooks`` unless its type is there."""
     hooks = list(cfg.get('custom_hooks') or [])
-    if not any(h.get('type') == hook['type'] for h in hooks):
+    if not any(
+            isinstance(h, dict) and h.get('type') == hook['type']
+            for h in hooks):
         hooks.append(hook)
     cfg.custom_hooks = hooks
 

@@ -1,8 +1,10 @@
-from .hooks import (PCMCaptionIdsHook, PCMLoadReleaseHook,
-                    PCMPredictionDumpHook)
+from .hooks import (PCMCaptionIdsHook, PCMCheckpointFitHook,
+                    PCMLoadReleaseHook, PCMPredictionDumpHook,
+                    PCMResumeScheduleHook)
 from .schedulers import NoamLR, NoamParamScheduler, noam_value
 
 __all__ = [
-    'NoamLR', 'NoamParamScheduler', 'PCMCaptionIdsHook', 'PCMLoadReleaseHook',
-    'PCMPredictionDumpHook', 'noam_value'
+    'NoamLR', 'NoamParamScheduler', 'PCMCaptionIdsHook',
+    'PCMCheckpointFitHook', 'PCMLoadReleaseHook', 'PCMPredictionDumpHook',
+    'PCMResumeScheduleHook', 'noam_value'
 ]

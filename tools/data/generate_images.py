@@ -12,7 +12,10 @@ Several GPUs / nodes (each rank takes the chunks ``c % WORLD_SIZE == RANK``)::
 Rerunning resumes; output layout and seeding are described in
 ``mmpcm/preprocessing/generation.py``. ``--channels-last`` and
 ``--compile-unet`` only change speed (images by rounding at most): they are
-not recorded, and a resumed run may add or drop them.
+not recorded, and a resumed run may add or drop them. Exit status: 0 when
+every caption has its image, 1 when some failed (listed on stderr; those
+whose failure may pass, e.g. NaN pixels, are retried by a rerun), 1 with one
+``error:`` line on bad input.
 """
 import argparse
 import logging
@@ -112,11 +115,15 @@ def generate(args: argparse.Namespace) -> int:
           f'{summary.already_done} already done, {summary.generated} '
           f'generated ({summary.regenerated} after a retry), '
           f'{len(summary.failed)} failed, {len(summary.skipped_lines)} '
-          'caption lines skipped')
+          f'caption lines skipped, {summary.truncated_prompts} prompts cut '
+          "to the text encoder's length")
     if summary.failed:
         print('failed caption indices (line = index + 1): '
-              f'{summary.failed}')
-    return 0
+              f'{summary.failed}', file=sys.stderr)
+        if summary.retry_on_rerun:
+            print(f'{len(summary.retry_on_rerun)} of them are tried again '
+                  'by rerunning the same command', file=sys.stderr)
+    return 1 if summary.failed else 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
