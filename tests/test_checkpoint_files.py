@@ -24,7 +24,8 @@ from mmpcm.registry import MODELS
 from mmpcm.testing import (TinyRegressionDataset, TinyRegressionModel,
                            random_concepts, tiny_captioner_cfg,
                            write_smoke_data)
-from mmpcm.utils.checkpoint import (SAFETENSORS, TORCH, UntrustedCheckpointError,
+from mmpcm.utils.checkpoint import (SAFETENSORS, TORCH,
+                                    UntrustedCheckpointError,
                                     describe_checkpoint_file,
                                     load_checkpoint_file,
                                     load_trusted_checkpoint)
@@ -155,6 +156,7 @@ def test_load_checkpoint_file(files, name):
         assert line == f'{path}: {problem}; {remedy}'
         assert isinstance(error, InputError)
         assert not isinstance(error, UntrustedCheckpointError)
+    assert isinstance(error, MissingInputError) == (name == 'missing')
     assert isinstance(error, FileNotFoundError) == (name == 'missing')
 
 
@@ -348,5 +350,5 @@ def test_test_path_with_a_config_that_does_not_fit(smoke_checkpoint,
     # The config it was trained with loads.
     cfg = Config.fromfile(SMOKE)
     cfg.work_dir = str(cwd / 'test_ok')
-    Runner.from_cfg(prepare_cfg(apply_checkpoint_to_cfg(cfg,
-                                                        ckpt))).load_or_resume()
+    cfg = prepare_cfg(apply_checkpoint_to_cfg(cfg, ckpt))
+    Runner.from_cfg(cfg).load_or_resume()

@@ -267,18 +267,19 @@ def _describe_safetensors(path: str, head: bytes,
         return None
     if not isinstance(header, dict):
         return None
-    ends = [
-        entry['data_offsets'][1] for entry in header.values()
-        if isinstance(entry, dict) and isinstance(
-            entry.get('data_offsets'), list) and len(entry['data_offsets']) == 2
+    offsets = [
+        entry.get('data_offsets') for entry in header.values()
+        if isinstance(entry, dict)
     ]
+    ends = [o[1] for o in offsets if isinstance(o, list) and len(o) == 2]
     needed = 8 + length + max(ends, default=0)
     if needed > size:
         return CheckpointFile(
             'truncated', f'truncated safetensors file (its tensors end at '
             f'byte {needed}, the file has {size})')
     metadata = header.get('__metadata__') or {}
-    if isinstance(metadata, dict) and metadata.get('format') == 'mmpcm-release':
+    if (isinstance(metadata, dict)
+            and metadata.get('format') == 'mmpcm-release'):
         return CheckpointFile(SAFETENSORS,
                               'a safetensors file (an mmpcm release)')
     return CheckpointFile(SAFETENSORS, 'a safetensors file')
@@ -356,7 +357,8 @@ def describe_checkpoint_file(path: Union[str, 'os.PathLike[str]']
         return CheckpointFile(TORCH, 'a torch checkpoint (legacy format)',
                               legacy=True)
     if head[:1] == b'\x80' and 2 <= head[1:2][0] <= 5:
-        return CheckpointFile('other', 'a Python pickle, not a torch checkpoint')
+        return CheckpointFile('other',
+                              'a Python pickle, not a torch checkpoint')
     for magic, name in _IMAGE_MAGIC:
         if head.startswith(magic):
             return CheckpointFile('image', f'a {name} image')
@@ -491,7 +493,8 @@ def _damage(found: CheckpointFile, filename: str,
                 isinstance(error, RuntimeError) and 'unexpected EOF' in first
         ) or (isinstance(error, pickle.UnpicklingError)
               and _legacy_pickles_end_early(filename)):
-            return 'truncated torch checkpoint (legacy format, the data ends early)'
+            return ('truncated torch checkpoint (legacy format, the data '
+                    'ends early)')
         return None
     if isinstance(error, RuntimeError) and any(
             word in first for word in ('PytorchStreamReader', 'miniz',

@@ -81,8 +81,8 @@ def state_dict_mismatch(
     Returns:
         str, optional: E.g. ``'12 tensors differ in shape (first:
         head.word_embed.weight [1000, 512] in the checkpoint vs [1200, 512]
-        in the model), 2 missing from the checkpoint (first: neck.norm.bias)'``;
-        None when the state fits.
+        in the model), 2 tensors of the model missing from the checkpoint
+        (first: neck.norm.bias)'``; None when the state fits.
     """
     theirs = dict(zip(_revise(state_dict, revise_keys), state_dict.values()))
     for key, ours in model_state.items():
