@@ -8,7 +8,6 @@ images (ImageFolderCaptionDataset), the caption inferencer
 values."""
 import os.path as osp
 import runpy
-import sys
 
 import numpy as np
 import pytest
@@ -363,23 +362,28 @@ def test_no_images_is_an_error_everywhere(tmp_path):
         assert not out_dir.exists()
 
 
-def test_caption_tool_fails_when_no_image_was_captioned(tmp_path, monkeypatch,
-                                                       capsys):
-    """Only unreadable files: tools/caption.py exits 1, not 0. (No file at
-    all: caption_to_jsonl raises, test_no_images_is_an_error_everywhere.)"""
+def test_caption_tool_fails_when_no_image_was_captioned(tmp_path, capsys):
+    """No file at all: one error line (exit 2); only unreadable files:
+    exit 1, not 0."""
     cfg = _tiny_captioner_cfg(tmp_path)
     ckpt = str(tmp_path / 'epoch_1.pth')
     torch.save(dict(meta=dict(cfg=Config(dict(model=cfg)).pretty_text),
                     state_dict=MODELS.build(cfg).state_dict()), ckpt)
+    empty = tmp_path / 'empty'
+    empty.mkdir()
     unreadable = tmp_path / 'unreadable'
     unreadable.mkdir()
     (unreadable / 'notes.txt').write_text('not an image')
     (unreadable / 'cut.png').write_bytes(b'\x89PNG\r\n\x1a\n')
+    main = runpy.run_path(osp.join(ROOT, 'tools', 'caption.py'))['main']
+    options = ['--num-workers', '0', '--no-progress']
+
+    assert main([ckpt, str(empty), *options]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {empty}: no images found')
+    assert len(err.splitlines()) == 1
+
     out = tmp_path / 'captions.jsonl'
-    monkeypatch.setattr(sys, 'argv', [
-        'caption.py', ckpt, str(unreadable), '--out', str(out),
-        '--num-workers', '0', '--no-progress'])
-    tool = runpy.run_path(osp.join(ROOT, 'tools', 'caption.py'))
-    assert tool['main']() == 1
+    assert main([ckpt, str(unreadable), '--out', str(out), *options]) == 1
     assert 'captioned 0 images, 2 skipped' in capsys.readouterr().err
     assert out.read_text() == ''
