@@ -14,6 +14,7 @@ from mmpcm.preprocessing.release_import import (clip_feature_info,
                                                 import_release_features,
                                                 load_caption_map,
                                                 load_clip_scores)
+from mmpcm.utils.cli import InputError, error_line
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 N, DV, D = 4, 8, 6
@@ -247,8 +248,16 @@ def test_clip_scores_file(tmp_path, caplog):
     with pytest.raises(ValueError, match=r"score of id '7' is -2.51, beyond "
                        r'\+-1'):
         load_clip_scores(path, scale=1)
-    with pytest.raises(ValueError, match='scale must be a positive number'):
+    with pytest.raises(ValueError, match='--clip-score-scale: must be a '
+                       'positive number, got 0'):
         load_clip_scores(path, scale=0)
+    path.write_text(json.dumps([0.5]))
+    with pytest.raises(InputError) as err:
+        load_clip_scores(path)
+    assert error_line(err.value)[0] == (
+        f'{path}: expected a JSON object {{id: score}}, found list; pass the '
+        "release's CLIP score file, a JSON object {id: score} "
+        '(--clip-scores)')
 
 
 def test_raw_cosines_with_the_release_scale_are_warned_about(tmp_path,
@@ -277,9 +286,9 @@ def _one_file_release(tmp_path, **arrays):
 
 
 @pytest.mark.parametrize('arrays,error,message', [
-    (dict(features=np.zeros((N, DV))), KeyError,
+    (dict(features=np.zeros((N, DV))), ValueError,
      r"3.npz: no 'g_feature' array \(found \['features'\]\)"),
-    (dict(g_feature=np.ones(D)), KeyError, "no 'features' array"),
+    (dict(g_feature=np.ones(D)), ValueError, "no 'features' array"),
     (dict(features=np.zeros((N + 1, DV)), g_feature=np.ones(D)), ValueError,
      r"features has shape \(5, 8\), but CLIP 'tiny' features are \(4, 8\)"),
     (dict(features=np.zeros((N, DV)), g_feature=np.ones((2, D))), ValueError,
@@ -291,9 +300,10 @@ def _one_file_release(tmp_path, **arrays):
 ])
 def test_bad_npz(tmp_path, arrays, error, message):
     root, path = _one_file_release(tmp_path, **arrays)
-    with pytest.raises(error, match=message):
+    with pytest.raises(error, match=message) as err:
         import_release_features(root, tmp_path / 'store', {'3': 'x'},
                                 _info())
+    assert error_line(err.value)[0].startswith(f'{path}: ')
 
 
 def test_missing_caption_or_score(tmp_path):
@@ -306,12 +316,26 @@ def test_missing_caption_or_score(tmp_path):
     with pytest.raises(ValueError, match='have no CLIP score'):
         import_release_features(root, tmp_path / 'store', CAPTIONS, _info(),
                                 clip_scores={'12': 0.2})
+    # read from a file, the ids are checked against that file
+    scores = tmp_path / 'scores.json'
+    scores.write_text(json.dumps({'12': 0.5}))
+    with pytest.raises(InputError) as err:
+        import_release_features(root, tmp_path / 'store', CAPTIONS, _info(),
+                                clip_scores=load_clip_scores(scores))
+    assert error_line(err.value)[0].startswith(
+        f"{scores}: 5 released file(s) have no CLIP score in the score file, "
+        "e.g. '3' (")
+    assert str(err.value).endswith('; pass the CLIP score file of these '
+                                   'released features (--clip-scores)')
     assert not (tmp_path / 'store').exists()  # checked before writing
 
 
 def test_bad_release_layout(tmp_path):
-    with pytest.raises(FileNotFoundError, match='not found'):
+    with pytest.raises(FileNotFoundError) as err:
         find_release_files(tmp_path / 'nope')
+    assert error_line(err.value)[0] == (
+        f'{tmp_path / "nope"}: no such release feature folder; pass the '
+        'folder that holds the released <feats>_sp<k> folders')
     (tmp_path / 'empty').mkdir()
     with pytest.raises(FileNotFoundError, match=r'no <feats>_sp<k> folder'):
         find_release_files(tmp_path / 'empty')

@@ -40,6 +40,7 @@ from mmpcm.datasets.feature_store import (CLIPFeatureInfo, FeatureStore,
 from mmpcm.preprocessing.corpus import (load_json, clean_caption,
                                         read_text_corpus)
 from mmpcm.preprocessing.extraction import CLIP_SCORE_TEXT
+from mmpcm.utils.cli import InputError, MissingInputError
 
 PathLike = Union[str, 'os.PathLike[str]']
 logger = logging.getLogger(__name__)
@@ -58,9 +59,18 @@ PAPER_PATCH_POOL = {'ViT-B-32': 1, 'ViT-L-14': 2}
 
 _PART_DIR_RE = re.compile(r'^(?P<prefix>.+)_sp(?P<index>\d+)$')
 _NPZ_SUFFIX = '.npz'
+_RELEASE_ROOT_REMEDY = ('pass the folder that holds the released '
+                        '<feats>_sp<k> folders')
+_CAPTIONS_REMEDY = ('pass the release\'s caption file (--captions): COCO-'
+                    'format or Karpathy JSON, JSON {id: caption} or list, or '
+                    'a text corpus')
+_SCORES_REMEDY = ('pass the release\'s CLIP score file, a JSON object '
+                  '{id: score} (--clip-scores)')
+_NPZ_REMEDY = ('restore the file from the release (or remove it and its '
+               'caption)')
 
 __all__ = [
-    'ReleaseFile', 'ReleaseItem', 'ImportResult', 'clip_feature_info',
+    'ReleaseFile', 'ReleaseItem', 'ImportResult', 'IdMap', 'clip_feature_info',
     'find_release_files', 'load_caption_map', 'load_clip_scores',
     'read_release_npz', 'import_release_features', 'PAPER_PATCH_POOL',
     'RELEASE_CLIP_SCORE_SCALE'
@@ -114,9 +124,10 @@ def clip_feature_info(clip_model: str,
                        ('embed_dim', embed_dim)) if not v
     ]
     if missing:
-        raise ValueError(
-            f'open_clip has no config for {clip_model!r}; give {missing} '
-            'explicitly')
+        options = ', '.join('--' + name.replace('_', '-') for name in missing)
+        raise InputError(
+            '--clip-model', f'open_clip has no config for {clip_model!r}, '
+            f'so {missing} are unknown', f'give them explicitly ({options})')
     return CLIPFeatureInfo(
         model=clip_model,
         num_patches=int(num_patches),
@@ -154,18 +165,19 @@ def _part_dirs(root: str, prefix: Optional[str]) -> List[tuple]:
                 (int(match['index']), osp.join(root, name)))
     if prefix is not None:
         if prefix not in found:
-            raise FileNotFoundError(
-                f'{root}: no folder named {prefix}_sp<k>; found feature '
-                f'folders for {sorted(found) or "nothing"}')
+            raise MissingInputError(
+                root, f'no folder named {prefix}_sp<k> (found feature '
+                f'folders for {sorted(found) or "nothing"})',
+                'check --prefix')
         return sorted(found[prefix])
     if not found:
-        raise FileNotFoundError(
-            f'{root}: no <feats>_sp<k> folder (e.g. clip_feats_sp0) holding '
-            'the released .npz files')
+        raise MissingInputError(
+            root, 'no <feats>_sp<k> folder (e.g. clip_feats_sp0) holding the '
+            'released .npz files', _RELEASE_ROOT_REMEDY)
     if len(found) > 1:
-        raise ValueError(
-            f'{root}: feature folders of several kinds {sorted(found)}; pick '
-            'one with --prefix')
+        raise InputError(
+            root, f'feature folders of several kinds {sorted(found)}',
+            'pick one with --prefix')
     return sorted(next(iter(found.values())))
 
 
@@ -186,13 +198,15 @@ def find_release_files(root: PathLike,
         list[ReleaseFile]: Every file.
 
     Raises:
-        FileNotFoundError: If ``root`` or the folders are missing.
-        ValueError: If an id appears in two folders, or the kind of folder
-            is ambiguous.
+        MissingInputError: If ``root`` or the folders are missing (a
+            ``FileNotFoundError``).
+        InputError: If an id appears in two folders, or the kind of folder
+            is ambiguous (a ``ValueError``).
     """
     root = os.fspath(root)
     if not osp.isdir(root):
-        raise FileNotFoundError(f'release feature folder not found: {root}')
+        raise MissingInputError(root, 'no such release feature folder',
+                                _RELEASE_ROOT_REMEDY)
     match = _PART_DIR_RE.match(osp.basename(osp.normpath(root)))
     if match and not any(
             _PART_DIR_RE.match(n) for n in os.listdir(root)):
@@ -207,43 +221,65 @@ def find_release_files(root: PathLike,
         for name in names:
             stem, path = name[:-len(_NPZ_SUFFIX)], osp.join(folder, name)
             if stem in seen:
-                raise ValueError(f'id {stem!r} appears twice: {seen[stem]} '
-                                 f'and {path}')
+                raise InputError(
+                    path, f'id {stem!r} appears twice (also {seen[stem]})',
+                    'remove one of the two files')
             seen[stem] = path
             files.append(ReleaseFile(index, stem, path))
     if not files:
-        raise FileNotFoundError(f'{root}: the feature folders hold no .npz '
-                                'file')
+        raise MissingInputError(root, 'the feature folders hold no .npz file',
+                                _RELEASE_ROOT_REMEDY)
     return files
 
 
 # --------------------------------------------------------------------------
 # captions and scores
 # --------------------------------------------------------------------------
-def _add(mapping: Dict[str, Any], key: Any, value: Any, source: str) -> None:
+class IdMap(dict):
+    """Id -> value, read from a file (:func:`load_caption_map`,
+    :func:`load_clip_scores`), which it remembers for error messages.
+
+    Args:
+        data (Mapping): The ids and values.
+        path (str, optional): The file they come from. Defaults to None.
+    """
+
+    def __init__(self, data: Mapping = (), path: Optional[str] = None):
+        super().__init__(data)
+        self.path = path
+
+
+def _add(mapping: Dict[str, Any], key: Any, value: Any, source: str,
+         where: str = '') -> None:
     key = str(key)
     if key in mapping:
-        raise ValueError(f'{source}: id {key!r} appears twice')
+        raise InputError(source, f'{where}id {key!r} appears twice',
+                         'give each id one caption (--id-key picks the id '
+                         'field)')
     mapping[key] = value
 
 
-def _caption(value: Any, key: Any, source: str) -> str:
+def _caption(value: Any, key: Any, source: str, where: str = '') -> str:
     if not isinstance(value, str):
-        raise ValueError(f'{source}: the caption of id {key!r} is not a str '
-                         f'({value!r})')
+        raise InputError(
+            source, f'{where}the caption of id {key!r} is not a str '
+            f'({value!r})', _CAPTIONS_REMEDY)
     return clean_caption(value)
 
 
-def _captions_of_records(records: Sequence[Any], id_key: str,
-                         source: str) -> Dict[str, str]:
+def _captions_of_records(records: Sequence[Any], id_key: str, source: str,
+                         where: str = '') -> Dict[str, str]:
     out: Dict[str, str] = {}
     for i, rec in enumerate(records):
         if not isinstance(rec, Mapping) or id_key not in rec or (
                 'caption' not in rec):
-            raise ValueError(f'{source}: entry {i} needs {id_key!r} and '
-                             '"caption" keys')
-        _add(out, rec[id_key], _caption(rec['caption'], rec[id_key], source),
-             source)
+            raise InputError(
+                source, f'{where}entry {i} needs {id_key!r} and "caption" '
+                'keys', 'name the id field with --id-key, or pass another '
+                'caption file (--captions)')
+        _add(out, rec[id_key],
+             _caption(rec['caption'], rec[id_key], source, where), source,
+             where)
     return out
 
 
@@ -267,19 +303,25 @@ def load_caption_map(path: PathLike, id_key: str = 'id') -> Dict[str, str]:
             Defaults to 'id'.
 
     Returns:
-        dict[str, str]: Id -> caption (cleaned of newlines).
+        IdMap: Id -> caption (cleaned of newlines), a dict remembering
+        ``path``.
 
     Raises:
-        ValueError: On an unknown layout, a missing key or a repeated id.
+        InputError: On an unknown layout, a missing key or a repeated id
+            (a ``ValueError``).
     """
     source = os.fspath(path)
+    return IdMap(_read_caption_map(source, id_key), source)
+
+
+def _read_caption_map(source: str, id_key: str) -> Dict[str, str]:
     if not source.lower().endswith('.json'):
-        captions = read_text_corpus(path).captions
+        captions = read_text_corpus(source).captions
         return {str(i): c for i, c in enumerate(captions)}
-    data = load_json(path, 'caption file')
+    data = load_json(source, 'caption file')
     if isinstance(data, dict) and 'annotations' in data:
-        return _captions_of_records(data['annotations'], id_key,
-                                    f'{source}: annotations')
+        return _captions_of_records(data['annotations'], id_key, source,
+                                    'annotations: ')
     if isinstance(data, dict) and isinstance(data.get('images'), list):
         return _karpathy_sentences(data['images'], source)
     if isinstance(data, dict):
@@ -288,21 +330,23 @@ def load_caption_map(path: PathLike, id_key: str = 'id') -> Dict[str, str]:
         return {str(i): clean_caption(c) for i, c in enumerate(data)}
     if isinstance(data, list):
         return _captions_of_records(data, id_key, source)
-    raise ValueError(f'{source}: expected a caption JSON object, list or '
-                     f'COCO/Karpathy file, found {type(data).__name__}')
+    raise InputError(
+        source, 'expected a caption JSON object, list or COCO/Karpathy file, '
+        f'found {type(data).__name__}', _CAPTIONS_REMEDY)
 
 
 def _karpathy_sentences(images: Sequence[Any], source: str) -> Dict[str, str]:
     out: Dict[str, str] = {}
     for i, image in enumerate(images):
         if not isinstance(image, Mapping) or 'sentences' not in image:
-            raise ValueError(f'{source}: images[{i}]: missing key '
-                             "'sentences'")
+            raise InputError(source, f'images[{i}]: missing key '
+                             "'sentences'", _CAPTIONS_REMEDY)
         for j, sent in enumerate(image['sentences']):
             if not isinstance(sent, Mapping) or not {'sentid', 'raw'} <= set(
                     sent):
-                raise ValueError(f'{source}: images[{i}].sentences[{j}] '
-                                 'needs "sentid" and "raw"')
+                raise InputError(
+                    source, f'images[{i}].sentences[{j}] needs "sentid" and '
+                    '"raw"', _CAPTIONS_REMEDY)
             _add(out, sent['sentid'],
                  _caption(sent['raw'], sent['sentid'], source), source)
     return out
@@ -330,33 +374,41 @@ def load_clip_scores(path: PathLike,
             :data:`RELEASE_CLIP_SCORE_SCALE`.
 
     Returns:
-        dict[str, float | None]: Id (as str) -> cosine in [-1, 1].
+        IdMap: Id (as str) -> cosine in [-1, 1], a dict remembering
+        ``path``.
 
     Raises:
-        ValueError: If the file is not such an object, a score is not a
+        InputError: If the file is not such an object, a score is not a
             finite number or null, or a score exceeds ``scale`` in
-            magnitude.
+            magnitude (a ``ValueError``).
     """
     source = os.fspath(path)
     if isinstance(scale, bool) or not isinstance(
             scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
-        raise ValueError(f'{source}: the CLIP score scale must be a positive '
-                         f'number, got {scale!r}')
-    data = load_json(path, 'CLIP score file')
+        raise InputError(
+            '--clip-score-scale', f'must be a positive number, got '
+            f'{scale!r}',
+            f'give the factor the scores were stored with '
+            f'({RELEASE_CLIP_SCORE_SCALE} for the release, 1 for raw '
+            'cosines)')
+    data = load_json(source, 'CLIP score file')
     if not isinstance(data, dict):
-        raise ValueError(f'{source}: expected a JSON object {{id: score}}, '
-                         f'found {type(data).__name__}')
-    scores: Dict[str, Optional[float]] = {}
+        raise InputError(
+            source, 'expected a JSON object {id: score}, found '
+            f'{type(data).__name__}', _SCORES_REMEDY)
+    scores = IdMap(path=source)
     for key, value in data.items():
         if value is not None and (isinstance(value, bool) or not isinstance(
                 value, (int, float)) or not math.isfinite(value)):
-            raise ValueError(f'{source}: score of id {key!r} must be a '
-                             f'finite number or null, got {value!r}')
+            raise InputError(
+                source, f'score of id {key!r} must be a finite number or '
+                f'null, got {value!r}', _SCORES_REMEDY)
         if value is not None and abs(value) > scale:
-            raise ValueError(
-                f'{source}: score of id {key!r} is {value}, beyond +-{scale}, '
-                f'so it is not {scale} x a cosine; give the scale the file '
-                'was stored with (--clip-score-scale)')
+            raise InputError(
+                source, f'score of id {key!r} is {value}, beyond +-{scale}, '
+                f'so it is not {scale} x a cosine',
+                'give the scale the file was stored with '
+                '(--clip-score-scale)')
         scores[str(key)] = None if value is None else float(value) / scale
     _warn_if_raw_cosines(scores, scale, source)
     return scores
@@ -391,20 +443,44 @@ def _pool_patches(tokens: np.ndarray, pool: int, path: str) -> np.ndarray:
     n, dim = tokens.shape
     side = int(round(math.sqrt(n)))
     if side * side != n or side % pool:
-        raise ValueError(f'{path}: {n} patches do not form a square grid '
-                         f'divisible by pool {pool}')
+        raise InputError(
+            path, f'{n} patches do not form a square grid divisible by pool '
+            f'{pool}', 'check --pool (and --clip-model)')
     grid = tokens.reshape(side // pool, pool, side // pool, pool, dim)
     return grid.mean(axis=(1, 3)).reshape(-1, dim)  # (N / pool^2, Dv)
 
 
-def _array(npz: Any, key: str, path: str) -> np.ndarray:
-    if key not in npz.files:
-        raise KeyError(
-            f'{path}: no {key!r} array (found {sorted(npz.files)}); a '
-            f'released feature file holds {FEATURES_KEY!r} (N, Dv) patch '
-            f'tokens and {GLOBAL_KEY!r} (D,) or (1, D) global embedding')
-    array = np.asarray(npz[key], dtype=np.float32)
-    return array
+def _read_arrays(path: str) -> Dict[str, np.ndarray]:
+    """The float32 ``features`` and ``g_feature`` arrays of a release file.
+
+    Raises:
+        InputError: If the file is not an .npz of number arrays, or lacks
+            one of the two.
+    """
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise InputError(path, f'cannot be read as an .npz of arrays ({err})',
+                         _NPZ_REMEDY) from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise InputError(path, 'holds one .npy array, not an .npz of arrays',
+                         _NPZ_REMEDY)
+    arrays = {}
+    with npz:
+        for key in (FEATURES_KEY, GLOBAL_KEY):
+            if key not in npz.files:
+                raise InputError(
+                    path, f'no {key!r} array (found {sorted(npz.files)}): a '
+                    f'released feature file holds {FEATURES_KEY!r} (N, Dv) '
+                    f'patch tokens and {GLOBAL_KEY!r} (D,) or (1, D) global '
+                    'embedding', _NPZ_REMEDY)
+            try:
+                arrays[key] = np.asarray(npz[key], dtype=np.float32)
+            except (OSError, ValueError) as err:
+                raise InputError(
+                    path, f'cannot be read as an .npz of arrays ({err})',
+                    _NPZ_REMEDY) from None
+    return arrays
 
 
 def read_release_npz(path: str,
@@ -423,17 +499,12 @@ def read_release_npz(path: str,
         global embedding ``(D,)``.
 
     Raises:
-        KeyError: If ``features`` or ``g_feature`` is missing.
-        ValueError: If a shape disagrees with ``clip_info`` or the file
-            cannot be read.
+        InputError: If ``features`` or ``g_feature`` is missing, a shape
+            disagrees with ``clip_info`` or the file cannot be read (a
+            ``ValueError``).
     """
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            patches = _array(npz, FEATURES_KEY, path)
-            global_ = _array(npz, GLOBAL_KEY, path)
-    except (OSError, ValueError) as err:
-        raise ValueError(f'{path}: cannot be read as an .npz of arrays '
-                         f'({err})') from None
+    arrays = _read_arrays(path)
+    patches, global_ = arrays[FEATURES_KEY], arrays[GLOBAL_KEY]
     if patches.ndim == 3 and patches.shape[0] == 1:
         patches = patches[0]
     if global_.ndim == 2 and global_.shape[0] == 1:
@@ -442,20 +513,20 @@ def read_release_npz(path: str,
         patches = _pool_patches(patches, pool, path)
     want_p = (clip_info.num_patches, clip_info.patch_dim)
     if patches.shape != want_p:
-        raise ValueError(
-            f'{path}: {FEATURES_KEY} has shape {patches.shape}, but CLIP '
+        raise InputError(
+            path, f'{FEATURES_KEY} has shape {patches.shape}, but CLIP '
             f'{clip_info.model!r} features are {want_p} (num_patches, '
-            'patch_dim); check --clip-model (and --pool for an unpooled '
+            'patch_dim)', 'check --clip-model (and --pool for an unpooled '
             'grid)')
     if global_.shape != (clip_info.embed_dim, ):
-        raise ValueError(
-            f'{path}: {GLOBAL_KEY} has shape {global_.shape}, but CLIP '
-            f'{clip_info.model!r} embeds in ({clip_info.embed_dim},); check '
-            '--clip-model')
+        raise InputError(
+            path, f'{GLOBAL_KEY} has shape {global_.shape}, but CLIP '
+            f'{clip_info.model!r} embeds in ({clip_info.embed_dim},)',
+            'check --clip-model')
     norm = float(np.linalg.norm(global_))
     if not math.isfinite(norm) or norm == 0:
-        raise ValueError(f'{path}: {GLOBAL_KEY} has norm {norm}; it cannot '
-                         'be normalised')
+        raise InputError(path, f'{GLOBAL_KEY} has norm {norm}, so it cannot '
+                         'be normalised', _NPZ_REMEDY)
     return ReleaseItem(patches, global_ / norm)
 
 
@@ -479,23 +550,32 @@ class ImportResult:
 
 
 def _check_lookup(files: Sequence[ReleaseFile], table: Mapping[str, Any],
-                  what: str, source: str) -> None:
-    """Raise a ValueError naming ids missing from ``table``."""
+                  what: str, kind: str, option: str) -> None:
+    """Raise an InputError naming ids missing from ``table``.
+
+    Args:
+        what (str): What ``table`` maps ids to (``'caption'``).
+        kind (str): Its file (``'the caption file'``).
+        option (str): The tool option that gives the file, named when
+            ``table`` does not know its file (an :class:`IdMap` does).
+    """
     missing = [f for f in files if f.image_id not in table]
     if missing:
         examples = ', '.join(f'{f.image_id!r} ({f.path})'
                              for f in missing[:5])
-        raise ValueError(
-            f'{len(missing)} released file(s) have no {what} in {source}, '
-            f'e.g. {examples}; ids are the .npz file name stems')
+        raise InputError(
+            getattr(table, 'path', None) or option,
+            f'{len(missing)} released file(s) have no {what} in {kind}, '
+            f'e.g. {examples} (ids are the .npz file name stems)',
+            f'pass the {what} file of these released features ({option})')
 
 
 def _record_id(image_id: str, int_ids: bool, path: str) -> Union[str, int]:
     if not int_ids:
         return image_id
     if not image_id.isdigit():
-        raise ValueError(f'{path}: id {image_id!r} is not an integer; drop '
-                         '--int-ids')
+        raise InputError(path, f'id {image_id!r} is not an integer',
+                         'drop --int-ids')
     return int(image_id)
 
 
@@ -504,15 +584,17 @@ def _check_resume(out_root: str, files: Sequence[ReleaseFile],
     """The stored items must be the first files of this import."""
     for i, (_, _, record) in enumerate(FeatureStore(out_root).iter_records()):
         if i >= len(files):
-            raise ValueError(f'{out_root} holds more items than the '
-                             f'{len(files)} released files')
+            raise InputError(
+                out_root, f'holds more items than the {len(files)} released '
+                'files, so it comes from other input',
+                'use a new output folder')
         want = _record_id(files[i].image_id, int_ids, files[i].path)
         if record['image_id'] != want:
-            raise ValueError(
-                f'{out_root}: stored item {i} has image_id '
+            raise InputError(
+                out_root, f'stored item {i} has image_id '
                 f'{record["image_id"]!r} but this import puts {want!r} '
-                f'({files[i].path}) there; the store comes from other input. '
-                'Use a new output folder.')
+                f'({files[i].path}) there, so the store comes from other '
+                'input', 'use a new output folder')
 
 
 def _batches(items: Sequence[ReleaseFile],
@@ -563,9 +645,11 @@ def import_release_features(release_root: PathLike,
         ImportResult: Counts.
     """
     files = find_release_files(release_root, prefix)
-    _check_lookup(files, captions, 'caption', 'the caption file')
+    _check_lookup(files, captions, 'caption', 'the caption file',
+                  '--captions')
     if clip_scores is not None:
-        _check_lookup(files, clip_scores, 'CLIP score', 'the score file')
+        _check_lookup(files, clip_scores, 'CLIP score', 'the score file',
+                      '--clip-scores')
     out_root = os.fspath(out_root)
     writer = FeatureStoreWriter(
         out_root, clip_info, shard_size=shard_size,
