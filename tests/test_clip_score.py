@@ -11,6 +11,7 @@ from mmpcm.evaluation.metrics.clip_score import harmonic_mean
 from mmpcm.models import OpenCLIPVisionBackbone
 from mmpcm.registry import METRICS
 from mmpcm.testing import TINY_CLIP_CFG, TINY_EMBED_DIM
+from mmpcm.utils.cli import error_line
 
 CAPTIONS = {'a': 'a dog runs on the grass', 'b': 'a red car', 3: 'two cats'}
 
@@ -129,15 +130,31 @@ def test_bad_inputs(tmp_path, tiny_metric_kwargs):
         metric.process(
             dict(inputs=dict(global_embed=torch.ones(1, TINY_EMBED_DIM + 1))),
             sample)
+    # a feature dataset's store is named first, with what to do
+    metric.dataset_meta = dict(feature_store=dict(root='data/store'))
+    with pytest.raises(ValueError) as err:
+        metric.process(
+            dict(inputs=dict(global_embed=torch.ones(1, TINY_EMBED_DIM + 1))),
+            sample)
+    line, user_error = error_line(err.value)
+    assert user_error and line.startswith(
+        f'data/store: image embeddings (1, {TINY_EMBED_DIM + 1}) and the '
+        f'caption embeddings (1, {TINY_EMBED_DIM}) of')
+    assert line.endswith("; set the metric's model_name and pretrained to "
+                         "the CLIP of the features, or extract the features "
+                         "with the metric's CLIP "
+                         '(tools/data/extract_features.py)')
     metric.results = [dict(image_id=1, clip_s=1.0, ref_s=None)] * 2
     with pytest.raises(ValueError, match='more than once'):
         metric.compute_metrics(metric.results)
     with_refs = PCMCLIPScore(ann_file=write_ann(tmp_path / 'ann.json',
                                                 {1: ['a dog']}),
                              **tiny_metric_kwargs)
-    with pytest.raises(KeyError, match='no reference'):
+    with pytest.raises(ValueError, match='ann.json: image ids .* no reference'):
         with_refs.process(
             dict(inputs=dict(global_embed=torch.ones(1, TINY_EMBED_DIM))),
             [dict(image_id='1', pred_caption='a dog')])
-    with pytest.raises(FileNotFoundError, match='weights file'):
+    with pytest.raises(FileNotFoundError,
+                       match=f'{tmp_path / "missing.pt"}: no such CLIP '
+                       'weights file'):
         PCMCLIPScore(pretrained=str(tmp_path / 'missing.pt'))

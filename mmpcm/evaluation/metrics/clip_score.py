@@ -39,6 +39,7 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from mmpcm.models.backbones.open_clip_vit import build_open_clip
 from mmpcm.registry import METRICS
+from mmpcm.utils.cli import InputError, MissingInputError
 from .caption_metric import load_references, plain_image_id
 
 Tokenizer = Callable[[List[str]], torch.Tensor]
@@ -148,7 +149,8 @@ class PCMCLIPScore(BaseMetric):
             'clip-score'.
 
     Raises:
-        FileNotFoundError: If ``pretrained`` names a missing local file.
+        MissingInputError: If ``pretrained`` names a missing local file (a
+            ``FileNotFoundError``).
         ValueError: For an invalid ``ann_file``.
     """
     default_prefix: Optional[str] = 'clip-score'
@@ -275,9 +277,10 @@ class PCMCLIPScore(BaseMetric):
                 with ``pred_caption`` and ``image_id``.
 
         Raises:
-            KeyError: If a sample lacks ``image_id`` or ``pred_caption``, or
-                (with references) its id is not in ``ann_file``.
-            ValueError: If the image and text embeddings differ in width.
+            KeyError: If a sample lacks ``image_id`` or ``pred_caption``.
+            InputError: If (with references) an id is not in ``ann_file``,
+                or the image and text embeddings differ in width (features
+                of another CLIP); a ``ValueError``.
         """
         samples = [
             s.to_dict() if isinstance(s, BaseDataElement) else dict(s)
@@ -292,16 +295,32 @@ class PCMCLIPScore(BaseMetric):
         ids = [plain_image_id(s['image_id']) for s in samples]
         images = self.batch_image_embeds(data_batch)  # (B, D)
         texts = self.embed_texts([str(s['pred_caption']) for s in samples])
+        if images.shape[-1] != texts.shape[-1]:
+            raise InputError(
+                self._features_source(), f'image embeddings '
+                f'{tuple(images.shape)} and the caption embeddings '
+                f'{tuple(texts.shape)} of PCMCLIPScore\'s CLIP '
+                f'{self.model_name!r} disagree: the features were made with '
+                'another CLIP than the metric\'s',
+                'set the metric\'s model_name and pretrained to the CLIP of '
+                'the features, or extract the features with the metric\'s '
+                'CLIP (tools/data/extract_features.py)')
         if images.shape != texts.shape:
             raise ValueError(
-                f'Image embeddings {tuple(images.shape)} and caption '
-                f'embeddings {tuple(texts.shape)} disagree: the features '
-                'were made with another CLIP than the metric\'s.')
+                f'PCMCLIPScore: {images.shape[0]} image embeddings for '
+                f'{texts.shape[0]} predicted captions')
         scores = clip_s(images, texts, self.w).tolist()
         ref_scores = self._reference_scores(ids, texts)
         for image_id, score, ref in zip(ids, scores, ref_scores):
             self.results.append(
                 dict(image_id=image_id, clip_s=float(score), ref_s=ref))
+
+    def _features_source(self) -> str:
+        """The evaluated feature store (its root), for error messages."""
+        store = (self.dataset_meta or {}).get('feature_store')
+        if isinstance(store, Mapping) and store.get('root'):
+            return str(store['root'])
+        return 'the evaluated features'
 
     def _reference_scores(self, ids: List[Hashable],
                           texts: torch.Tensor) -> List[Optional[float]]:
@@ -310,10 +329,11 @@ class PCMCLIPScore(BaseMetric):
             return [None] * len(ids)
         unknown = [i for i in ids if not self.references.get(i)]
         if unknown:
-            raise KeyError(
-                f'Image ids {unknown[:5]!r} have no reference caption in '
-                f'{self.ann_file} (ids are compared as given: 1 and "1" '
-                'differ).')
+            raise InputError(
+                self.ann_file, f'image ids {unknown[:5]!r} have no reference '
+                'caption (ids are compared as given: 1 and "1" differ)',
+                'set the metric\'s ann_file to the references of the '
+                'evaluated images')
         refs = [self.references[i] for i in ids]
         ref_embeds = self.embed_texts([r for rs in refs for r in rs])
         out, start = [], 0
@@ -360,8 +380,10 @@ def _check_local_weights(pretrained: Optional[str]) -> None:
     looks_local = osp.sep in pretrained or pretrained.endswith(
         ('.pt', '.pth', '.bin', '.safetensors'))
     if looks_local and not osp.isfile(pretrained):
-        raise FileNotFoundError(
-            f'PCMCLIPScore: CLIP weights file not found: {pretrained}')
+        raise MissingInputError(
+            pretrained, 'no such CLIP weights file (PCMCLIPScore pretrained)',
+            'pass an existing weights file, or an open_clip pretrained tag '
+            'such as \'openai\'')
 
 
 __all__ = [
