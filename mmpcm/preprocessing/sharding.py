@@ -20,6 +20,8 @@ from typing import Any, Callable, IO, Mapping, Optional, Union
 
 import torch
 
+from mmpcm.utils.cli import InputError
+
 PathLike = Union[str, 'os.PathLike[str]']
 
 TMP_TAG = '.tmp-'
@@ -69,8 +71,9 @@ def _env_int(env: Mapping[str, str], name: str) -> Optional[int]:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f'environment variable {name}={value!r} is not an '
-                         'integer') from None
+        raise InputError(
+            name, f'environment variable is {value!r}, not an integer',
+            'set it to an integer, as torchrun does, or unset it') from None
 
 
 def get_rank_info(env: Optional[Mapping[str, str]] = None) -> RankInfo:
@@ -87,18 +90,30 @@ def get_rank_info(env: Optional[Mapping[str, str]] = None) -> RankInfo:
         RankInfo: This process's place.
 
     Raises:
-        ValueError: On a non-integer value, or a rank outside the world.
+        InputError: On a non-integer value, or a rank outside the world (a
+            ``ValueError``, naming the environment variable).
     """
     env = os.environ if env is None else env
     rank, world = _env_int(env, 'RANK'), _env_int(env, 'WORLD_SIZE')
     local = _env_int(env, 'LOCAL_RANK')
+    if local is not None and local < 0:
+        raise InputError('LOCAL_RANK', f'is {local}, but must be >= 0',
+                         'set it as torchrun does, or unset it')
     if rank is None:
         rank = local or 0
     if world is None:
         if rank:
-            raise ValueError(f'RANK={rank} is set but WORLD_SIZE is not; set '
-                             'both (torchrun does)')
+            raise InputError(
+                'WORLD_SIZE', f'environment variable not set, but RANK={rank} '
+                'is', 'set both, as torchrun does, or unset RANK')
         world = 1
+    both = 'set 0 <= RANK < WORLD_SIZE, as torchrun does'
+    if world < 1:
+        raise InputError('WORLD_SIZE', f'is {world}, but must be >= 1', both)
+    if not 0 <= rank < world:
+        raise InputError(
+            'RANK', f'is {rank}, but RANK must be in [0, {world}) since '
+            f'WORLD_SIZE={world}', both)
     return RankInfo(rank=rank, world_size=world,
                     local_rank=rank if local is None else local)
 
