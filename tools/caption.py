@@ -18,7 +18,8 @@ from contextlib import nullcontext
 from typing import List, Optional
 
 import mmpcm  # noqa: F401  (compat patches before mmpretrain.models)
-from mmpcm.apis import PCMCaptionInferencer, caption_to_jsonl
+from mmpcm.apis import (PCMCaptionInferencer, caption_to_jsonl,
+                        expand_inputs)
 from mmpcm.apis.best_checkpoint import resolve_checkpoint
 from mmpcm.utils.cli import add_debug_flag, check_output_file, run_tool
 
@@ -48,6 +49,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def caption(args: argparse.Namespace) -> int:
     if args.out:
         check_output_file(args.out)
+    expand_inputs(args.inputs)  # no images: an error before --out is made
     model = resolve_checkpoint(args.model)
     if model.work_dir is not None:
         print(model.describe(), file=sys.stderr)
