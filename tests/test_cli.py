@@ -4,6 +4,7 @@ import errno
 import io
 
 import pytest
+import torch
 
 from mmpcm.utils.cli import (EXIT_ERROR, EXIT_INTERRUPTED, InputError,
                              MissingInputError, error_line, run_tool)
@@ -66,3 +67,33 @@ def test_interrupt_exits_130_and_says_work_is_kept():
 def test_status_of_main_is_returned():
     assert run_tool(lambda args: 3, argparse.Namespace()) == 3
     assert run_tool(lambda args: None, argparse.Namespace()) == 0
+
+
+class _FailingDataset(torch.utils.data.Dataset):
+
+    def __init__(self, error):
+        self.error = error
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        raise self.error
+
+
+@pytest.mark.parametrize('error,line,actionable', [
+    (InputError('a.npy', 'short read', 'extract again'),
+     'a.npy: short read; extract again', True),
+    (ZeroDivisionError('division by zero'),
+     'unexpected ZeroDivisionError in a data loader worker: division by '
+     'zero; rerun with --debug for the traceback and report it', False),
+])
+def test_errors_from_data_loader_workers_keep_their_line(error, line,
+                                                         actionable):
+    """torch re-raises a worker's InputError as a RuntimeError holding the
+    worker's traceback: the tool still prints the original line."""
+    loader = torch.utils.data.DataLoader(_FailingDataset(error),
+                                         num_workers=1)
+    with pytest.raises(Exception) as info:
+        next(iter(loader))
+    assert error_line(info.value) == (line, actionable)

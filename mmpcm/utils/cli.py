@@ -39,6 +39,7 @@ import argparse
 import errno
 import logging
 import os
+import re
 import sys
 import traceback
 import warnings
@@ -121,8 +122,45 @@ def _raised_by_mmpcm(error: BaseException) -> bool:
         frames[-1].filename).startswith(package + os.sep)
 
 
+_WORKER_ERROR = re.compile(
+    r'^Caught (?P<type>\w+) in DataLoader worker process \d+\.\n'
+    r'Original Traceback \(most recent call last\):\n(?P<trace>.*)\Z',
+    re.S)
+
+
+def _worker_error_line(error: BaseException) -> Optional[Tuple[str, bool]]:
+    """The line of an error a DataLoader worker raised, as if raised here.
+
+    torch re-raises a worker's exception as ``type(msg)`` with the worker's
+    traceback in ``msg``, or as a RuntimeError when the type does not take
+    one argument (:class:`InputError`). The last traceback line holds the
+    original ``module.Type: message``.
+    """
+    match = _WORKER_ERROR.match(str(error))
+    if match is None:
+        return None
+    trace = match['trace'].rstrip('\n')
+    last = trace.splitlines()[-1] if trace else ''
+    message = last.split(': ', 1)[1] if ': ' in last else last
+    files = re.findall(r'^  File "([^"]+)"', trace, re.M)
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    names = {cls.__name__ for cls in _domain_errors()} | {
+        'MissingInputError', 'ShortReadError'}
+    by_mmpcm = bool(files) and os.path.abspath(files[-1]).startswith(
+        package + os.sep)
+    if match['type'] in names or (
+            by_mmpcm and match['type'] in ('ValueError', 'KeyError')):
+        return ' '.join(message.split()), True
+    return (f'unexpected {match["type"]} in a data loader worker: '
+            f'{message}; rerun with --debug for the traceback and report '
+            'it'), False
+
+
 def error_line(error: BaseException) -> Tuple[str, bool]:
     """The one line (without ``'error: '``) that reports ``error``.
+
+    Errors raised in a DataLoader worker process are reported as the
+    original error (see :func:`_worker_error_line`).
 
     Args:
         error (BaseException): What a tool raised.
@@ -131,6 +169,9 @@ def error_line(error: BaseException) -> Tuple[str, bool]:
         tuple[str, bool]: The line, and whether the error is one the user
         can act on (False: a defect, worth a report with ``--debug``).
     """
+    worker = _worker_error_line(error)
+    if worker is not None:
+        return worker
     if isinstance(error, _domain_errors()):
         return str(error), True
     if isinstance(error, OSError) and error.filename is not None:
