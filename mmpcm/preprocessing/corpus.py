@@ -31,7 +31,7 @@ from enum import Enum
 from typing import (Any, Dict, Iterable, List, Mapping, Optional, Sequence,
                     Tuple, Union)
 
-from mmpcm.models.utils.vocab import WordVocabulary
+from mmpcm.models.utils.vocab import VocabularyReport, WordVocabulary
 from mmpcm.utils.cli import InputError
 from mmpcm.utils.text_io import read_text, read_text_lines
 
@@ -654,6 +654,10 @@ class PreparedCorpus:
         id_scheme (str): The image id scheme used. Defaults to ''.
         num_empty_sentences (int): Empty Karpathy sentences dropped.
             Defaults to 0.
+        vocab_report (VocabularyReport, optional): What the vocabulary
+            drops (words that become ``<unk>``, characters the tokenizer
+            removes); ``str()`` of it is a summary to print. Defaults to
+            None.
     """
     train_captions: str
     vocab: str
@@ -663,6 +667,7 @@ class PreparedCorpus:
     skipped: List[SkippedLine] = field(default_factory=list)
     id_scheme: str = ''
     num_empty_sentences: int = 0
+    vocab_report: Optional[VocabularyReport] = None
 
 
 def prepare_corpus(corpus: PathLike,
@@ -752,10 +757,12 @@ def _write_train_files(out_dir: str, captions: Sequence[str],
     corpus_path = osp.join(out_dir, TRAIN_CAPTIONS_FILE)
     vocab_path = osp.join(out_dir, VOCAB_FILE)
     n = write_text_corpus(corpus_path, captions)
-    vocab = WordVocabulary.from_captions(captions, min_count=min_count)
+    vocab, report = WordVocabulary.from_captions_with_report(
+        captions, min_count=min_count)
     vocab.save(vocab_path)
     return PreparedCorpus(
         train_captions=corpus_path,
         vocab=vocab_path,
         num_train_captions=n,
-        vocab_size=len(vocab))
+        vocab_size=len(vocab),
+        vocab_report=report)
