@@ -30,7 +30,7 @@ SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
 
 # ---------------------------------------------------------------- tokenizer
 # Each character of the (lower-cased, NFC) caption gets a one-character
-# class, so one ASCII regex tokenizes every script: ASCII characters are their
+# class, so one regex tokenizes every script: ASCII characters are their
 # own class, and so is the typographic apostrophe U+2019; other letters and
 # marks 'a', other decimal digits '0', whitespace ' ', characters the PTB
 # tokenizer drops '\x00', quotes and dashes it turns into removed
