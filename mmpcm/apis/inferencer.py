@@ -27,6 +27,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from mmpcm.datasets.image_lists import read_path_list, scan_folder
 from mmpcm.datasets.transforms import (ImageLoadError, clip_image_tensor,
                                        load_image)
 from mmpcm.utils.cli import InputError
@@ -81,42 +82,21 @@ class CaptionSummary(NamedTuple):
     num_failed: int
 
 
-def list_folder(folder: str) -> List[str]:
-    """Every regular, non-hidden file under ``folder``, sorted, recursive.
-
-    Non-image files are kept on purpose: they are reported, not silently
-    skipped.
-    """
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
-        found += [osp.join(root, f) for f in sorted(files)
-                  if not f.startswith('.')]
-    return found
-
-
-def read_image_list(list_file: str) -> List[str]:
-    """Paths in a list file: one per line, relative to the list's folder.
-
-    Blank lines and lines starting with ``#`` are skipped.
-    """
-    folder = osp.dirname(list_file)
-    with open(list_file, encoding='utf-8') as file:
-        lines = [line.strip() for line in file]
-    return [
-        line if osp.isabs(line) else osp.join(folder, line) for line in lines
-        if line and not line.startswith('#')
-    ]
-
-
 def expand_inputs(inputs: InputsType) -> List[InputItem]:
     """Turn user inputs into a flat list of images.
 
     Args:
-        inputs: An image path, a folder (every file in it, recursively), a
-            list file (``.txt``/``.lst``/``.list``: one path per line), an
-            RGB uint8 numpy array ``(H, W, 3)``, a PIL image, or a list of
-            any of these.
+        inputs: An image path, a folder, a list file
+            (``.txt``/``.lst``/``.list``), an RGB uint8 numpy array
+            ``(H, W, 3)``, a PIL image, or a list of any of these. A folder
+            is scanned as everywhere
+            (:func:`~mmpcm.datasets.image_lists.scan_folder`: recursive,
+            sorted, hidden files and folders skipped), but every visible
+            file is taken, whatever its extension, so a file that is not an
+            image is reported as such rather than left out. A list file is
+            read by :func:`~mmpcm.datasets.image_lists.read_path_list` (one
+            path per line, relative to the list's folder; blank lines and
+            ``#`` comments skipped).
 
     Returns:
         list[InputItem]: The images, in order (not empty).
@@ -124,7 +104,8 @@ def expand_inputs(inputs: InputsType) -> List[InputItem]:
     Raises:
         InputError: If the inputs name no file at all (empty folders or
             list files, or an empty list), naming the inputs: a run over
-            nothing is not a success.
+            nothing is not a success; or if a list file is not text
+            (:func:`~mmpcm.datasets.image_lists.read_path_list`).
     """
     if isinstance(inputs, (str, os.PathLike, np.ndarray, Image.Image)):
         inputs = [inputs]
@@ -138,10 +119,15 @@ def expand_inputs(inputs: InputsType) -> List[InputItem]:
         else:
             path = os.fspath(entry)
             if osp.isdir(path):
-                items += [InputItem(p, p) for p in list_folder(path)]
+                # every visible file, not only image extensions: a file that
+                # is not an image is reported, not silently left out
+                files = scan_folder(path, extensions=None).files
+                items += [InputItem(osp.join(path, rel), osp.join(path, rel))
+                          for rel in files]
             elif path.lower().endswith(LIST_FILE_SUFFIXES) and osp.isfile(
                     path):
-                items += [InputItem(p, p) for p in read_image_list(path)]
+                items += [InputItem(image.path, image.path)
+                          for image in read_path_list(path)]
             else:
                 items.append(InputItem(path, path))
     if not items:

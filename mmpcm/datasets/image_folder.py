@@ -1,5 +1,4 @@
 """Real test images read from files, for the online CLIP mode."""
-import os
 import os.path as osp
 from typing import Any, Callable, List, Mapping, Optional, Sequence, Union
 
@@ -8,12 +7,12 @@ from mmengine.dataset import BaseDataset
 from mmpretrain.structures import DataSample
 
 from mmpcm.registry import DATASETS
-from mmpcm.utils.cli import InputError
+from mmpcm.utils.cli import InputError, MissingInputError
+from .image_lists import (IMAGE_EXTENSIONS, read_path_list, scan_folder,
+                          stem_image_ids)
 from .transforms import (ImageLoadError, check_image, clip_image_tensor,
                          load_image)
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff',
-                    '.webp')
 SHOWN_BAD_IMAGES = 5
 """How many unreadable files a :func:`check_image_files` error names."""
 
@@ -48,81 +47,6 @@ def check_image_files(paths: Sequence[str], source: str,
             f'{shown}{more}', remedy)
 
 
-def scan_images(folder: str,
-                extensions: Sequence[str] = IMAGE_EXTENSIONS) -> List[str]:
-    """Image files under ``folder`` (recursive, sorted, hidden ones skipped).
-
-    Args:
-        folder (str): The folder.
-        extensions (Sequence[str]): Lower-case suffixes to keep.
-            Defaults to :data:`IMAGE_EXTENSIONS`.
-
-    Returns:
-        list[str]: Paths relative to ``folder``, POSIX separators.
-    """
-    if not osp.isdir(folder):
-        raise FileNotFoundError(f'Image folder not found: {folder}')
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
-        for name in sorted(files):
-            if not name.startswith('.') and name.lower().endswith(
-                    tuple(extensions)):
-                found.append(
-                    osp.relpath(osp.join(root, name), folder).replace(
-                        os.sep, '/'))
-    return found
-
-
-def read_list_file(path: str) -> List[str]:
-    """Image paths from a list file: one per line; blanks and ``#`` skipped.
-
-    Relative paths are relative to the list file's folder (as in
-    ``tools/data`` feature extraction and ``tools/caption.py``).
-
-    Args:
-        path (str): The list file.
-
-    Returns:
-        list[str]: The paths.
-    """
-    folder = osp.dirname(path)
-    with open(path, encoding='utf-8') as file:
-        lines = [line.strip() for line in file]
-    return [
-        line if osp.isabs(line) else osp.join(folder, line) for line in lines
-        if line and not line.startswith('#')
-    ]
-
-
-def stem_image_ids(paths: Sequence[str]) -> List[str]:
-    """Image ids of listed or scanned files: their file stems, unique.
-
-    The same rule as feature extraction from a folder or list, so features
-    and images of one folder share their ids.
-
-    Args:
-        paths (Sequence[str]): Image paths.
-
-    Returns:
-        list[str]: ``'img_1'`` for ``'sub/img_1.jpg'``.
-
-    Raises:
-        ValueError: If two files share a stem.
-    """
-    ids: List[str] = []
-    seen = {}
-    for path in paths:
-        image_id = osp.splitext(osp.basename(path))[0]
-        if image_id in seen:
-            raise ValueError(
-                f'Image id {image_id!r} (the file stem) is used by both '
-                f'{seen[image_id]} and {path}; image ids must be unique.')
-        seen[image_id] = path
-        ids.append(image_id)
-    return ids
-
-
 @DATASETS.register_module()
 class ImageFolderCaptionDataset(BaseDataset):
     """Real images from files, preprocessed for the online CLIP backbone.
@@ -139,15 +63,20 @@ class ImageFolderCaptionDataset(BaseDataset):
 
     Where the images come from (``ann_file``, relative to ``data_root``):
 
-    * ``''``: every image file under the image folder (recursive, sorted);
+    * ``''``: every image file under the image folder
+      (:func:`~mmpcm.datasets.image_lists.scan_folder`: recursive, sorted,
+      hidden files and folders skipped, extensions matched ignoring case);
       the image id is the file stem (``'img_1'`` for ``sub/img_1.jpg``),
       which must be unique, as in feature extraction from a folder.
     * a ``.json`` file: COCO format, ``images`` with ``id`` and
       ``file_name`` (relative to the image folder); ids are kept as given
       (str or int), so the captions match a COCO-format reference file
       such as the Karpathy test split.
-    * any other file: a list file, one image path per line, relative to
-      the list file's folder unless absolute; ids as for a folder.
+    * any other file: a plain list file
+      (:func:`~mmpcm.datasets.image_lists.read_path_list`: one image path
+      per line, relative to the list file's folder unless absolute; blank
+      lines and ``#`` comments skipped; a ``.jsonl`` typed list is
+      refused); ids as for a folder.
 
     Args:
         data_root (str): Root of ``ann_file`` and ``data_prefix``.
@@ -156,8 +85,9 @@ class ImageFolderCaptionDataset(BaseDataset):
         data_prefix (dict): ``img_path``: the image folder. Defaults to
             ``dict(img_path='')``.
         image_size (int): CLIP's input size. Defaults to 224.
-        extensions (Sequence[str]): Suffixes scanned in folder mode.
-            Defaults to :data:`IMAGE_EXTENSIONS`.
+        extensions (Sequence[str]): Suffixes scanned in folder mode
+            (compared ignoring case). Defaults to
+            :data:`~mmpcm.datasets.image_lists.IMAGE_EXTENSIONS`.
         metainfo (dict, optional): Extra meta information. Defaults to None.
         pipeline (Sequence[dict | Callable]): Transforms applied to each
             item dict. Defaults to ().
@@ -177,12 +107,13 @@ class ImageFolderCaptionDataset(BaseDataset):
             Defaults to 1000.
 
     Raises:
-        FileNotFoundError: If the folder or the ann/list file is missing.
-        InputError: If no image is found, or (``check_images``) some files
-            are missing, not images or truncated: one error naming the
-            folder or file, the count and the first bad files.
+        MissingInputError: If the folder or the ann/list file is missing.
+        InputError: If no image is found, two files share a stem, or
+            (``check_images``) some files are missing, not images or
+            truncated: one error naming the folder or file, the count and
+            the first bad files.
         ValueError: If a COCO file lacks ``file_name``/``id`` or repeats an
-            id, or two files share a stem.
+            id.
         ImageLoadError: (on access) for an image file that passed the check
             but does not decode (e.g. JPEG data corrupted inside).
     """
@@ -231,20 +162,20 @@ class ImageFolderCaptionDataset(BaseDataset):
             InputError: If there is no image, or some are unreadable
                 (``check_images``).
         """
+        source = self.ann_file or self.image_folder or '.'
         if not self.ann_file:
-            folder = self.image_folder or '.'
-            paths = [osp.join(folder, p)
-                     for p in scan_images(folder, self.extensions)]
-            items = list(zip(paths, stem_image_ids(paths)))
-        elif not osp.isfile(self.ann_file):
-            raise FileNotFoundError(f'Image list not found: {self.ann_file}')
+            paths = [osp.join(source, p)
+                     for p in scan_folder(source, self.extensions).files]
+            items = list(zip(paths, stem_image_ids(paths, source)))
         elif self.ann_file.lower().endswith('.json'):
+            if not osp.isfile(self.ann_file):
+                raise MissingInputError(self.ann_file, 'no such COCO file',
+                                        'check ann_file and data_root')
             items = [(osp.join(self.image_folder, name), image_id)
                      for name, image_id in self._read_coco_images()]
         else:
-            paths = read_list_file(self.ann_file)
-            items = list(zip(paths, stem_image_ids(paths)))
-        source = self.ann_file or self.image_folder or '.'
+            paths = [image.path for image in read_path_list(self.ann_file)]
+            items = list(zip(paths, stem_image_ids(paths, source)))
         if not items:
             raise InputError(
                 source, 'no images found',

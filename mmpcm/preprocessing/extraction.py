@@ -22,7 +22,9 @@ Inputs (:class:`ExtractionItem` lists):
   (``clip_score_text``).
 * real: a folder of images, searched recursively (:func:`items_from_folder`),
   or a text file of image paths, one per line, relative to the list file's
-  folder (:func:`items_from_list`). ``image_id`` is the file stem.
+  folder (:func:`items_from_list`); both read by
+  :mod:`mmpcm.datasets.image_lists`, as testing from images and captioning
+  read them. ``image_id`` is the file stem.
 
 Images are decoded in DataLoader workers by the loader every tool shares,
 :func:`mmpcm.datasets.transforms.load_image` (EXIF orientation applied,
@@ -115,12 +117,13 @@ from mmpcm.datasets.feature_store import (META_FILE, RECORDS_FILE,
                                           CLIPFeatureInfo, FeatureStore,
                                           FeatureStoreMeta, FeatureStoreWriter,
                                           ShardInfo, read_meta, write_meta)
+from mmpcm.datasets.image_lists import (IMAGE_EXTENSIONS, read_path_list,
+                                        scan_folder, stem_image_ids)
 from mmpcm.datasets.transforms import (ImageLoadError, exif_orientation,
                                        load_image)
 from mmpcm.models.backbones.open_clip_vit import (OpenCLIPVisionBackbone,
                                                   build_open_clip)
 from mmpcm.utils.cli import InputError
-from mmpcm.utils.text_io import read_text
 from .generation import load_generation_records, read_caption_file
 from .sharding import (PathLike, RankInfo, atomic_write_json,
                        atomic_write_text, contiguous_block, device_for_rank,
@@ -128,8 +131,6 @@ from .sharding import (PathLike, RankInfo, atomic_write_json,
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.gif', '.tif',
-                    '.tiff')
 SOURCE_FILE = 'extraction_source.json'
 INFO_FILE = 'extraction_info.json'
 FAILED_FILE = 'failed.txt'
@@ -224,19 +225,6 @@ def _check_captions_match(gen_dir: str, records: Dict[int, Any],
                        'have no generated image yet')
 
 
-def _image_files(folder: str) -> Tuple[List[str], int]:
-    """Image files under ``folder`` (sorted) and how many others were seen."""
-    found, others = [], 0
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        for name in sorted(files):
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-                found.append(osp.join(root, name))
-            else:
-                others += 1
-    return found, others
-
-
 def _check_unique_ids(items: Sequence[ExtractionItem]) -> None:
     seen: Dict[Union[int, str], str] = {}
     for item in items:
@@ -248,67 +236,69 @@ def _check_unique_ids(items: Sequence[ExtractionItem]) -> None:
         seen[item.image_id] = item.path
 
 
-def items_from_folder(folder: PathLike) -> List[ExtractionItem]:
-    """Every image file under ``folder`` (recursive, sorted by path).
+def _stem_items(paths: Sequence[str], relpaths: Sequence[str],
+                source: str) -> List[ExtractionItem]:
+    """Items of listed or scanned files; ids the (unique) file stems."""
+    ids = stem_image_ids(paths, source)
+    return [ExtractionItem(p, i, r) for p, i, r in zip(paths, ids, relpaths)]
 
-    Files are picked by extension (:data:`IMAGE_EXTENSIONS`); whether they
-    decode is found out during extraction.
+
+def items_from_folder(folder: PathLike) -> List[ExtractionItem]:
+    """Every image file under ``folder``.
+
+    The folder is scanned by
+    :func:`~mmpcm.datasets.image_lists.scan_folder`, as testing from images
+    and captioning scan it: recursive, a folder's files sorted by name
+    before its subfolders, hidden files and folders skipped, image files
+    picked by extension (:data:`IMAGE_EXTENSIONS`, ignoring case); whether
+    they decode is found out during extraction.
 
     Args:
         folder (str | PathLike): The image folder.
 
     Returns:
-        list[ExtractionItem]: ``image_id`` is the file stem.
+        list[ExtractionItem]: ``image_id`` is the file stem, ``relpath``
+        the path relative to ``folder``.
 
     Raises:
-        FileNotFoundError: If ``folder`` does not exist.
-        ValueError: If two files share a stem.
+        MissingInputError: If ``folder`` does not exist.
+        InputError: If two files share a stem.
     """
     folder = os.fspath(folder)
-    if not osp.isdir(folder):
-        raise FileNotFoundError(f'image folder {folder} does not exist')
-    paths, others = _image_files(folder)
-    if others:
-        logger.info(f'{folder}: ignored {others} file(s) without an image '
-                    f'extension {IMAGE_EXTENSIONS}')
-    items = [
-        ExtractionItem(p, osp.splitext(osp.basename(p))[0],
-                       osp.relpath(p, folder)) for p in paths
-    ]
-    _check_unique_ids(items)
-    return items
+    scan = scan_folder(folder)
+    if scan.skipped:
+        logger.info(f'{folder}: ignored {len(scan.skipped)} file(s) without '
+                    f'an image extension {IMAGE_EXTENSIONS}')
+    return _stem_items([osp.join(folder, rel) for rel in scan.files],
+                       scan.files, folder)
 
 
 def items_from_list(list_file: PathLike) -> List[ExtractionItem]:
-    """Images named in a text file, one path per line.
+    """Images named in a plain list file, one path per line.
 
-    Relative paths are relative to the list file's folder; empty lines are
-    skipped. The file is decoded by :func:`mmpcm.utils.text_io.read_text`
+    The file is read by :func:`~mmpcm.datasets.image_lists.read_path_list`,
+    as testing from images and captioning read it: relative paths are
+    relative to the list file's folder, blank lines and ``#`` comments are
+    skipped, the text is decoded by :func:`mmpcm.utils.text_io.read_text`
     (UTF-8, or UTF-16/UTF-32 with a byte-order mark, or BOM-less UTF-16).
+    A typed ``.jsonl`` list is refused (see that function).
 
     Args:
         list_file (str | PathLike): The list file.
 
     Returns:
-        list[ExtractionItem]: In file order; ``image_id`` is the file stem.
+        list[ExtractionItem]: In file order; ``image_id`` is the file stem,
+        ``path`` absolute, ``relpath`` the line as written.
 
     Raises:
-        FileNotFoundError: If the list file does not exist.
-        InputError: If it is not text in a supported encoding or holds a
-            NUL byte.
-        ValueError: If two paths share a stem.
+        MissingInputError: If the list file does not exist.
+        InputError: If it is not text in a supported encoding, holds a
+            NUL byte, is a JSON file, or two paths share a stem.
     """
     list_file = os.fspath(list_file)
-    if not osp.isfile(list_file):
-        raise FileNotFoundError(f'image list {list_file} does not exist')
-    root = osp.dirname(osp.abspath(list_file))
-    lines = [line.strip() for line in read_text(list_file).split('\n')]
-    items = [
-        ExtractionItem(osp.join(root, p), osp.splitext(osp.basename(p))[0], p)
-        for p in lines if p
-    ]
-    _check_unique_ids(items)
-    return items
+    listed = read_path_list(list_file)
+    return _stem_items([osp.abspath(image.path) for image in listed],
+                       [image.entry for image in listed], list_file)
 
 
 # --------------------------------------------------------------------------
