@@ -20,7 +20,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--resume', nargs='?', type=str, const='auto',
         help='resume from this checkpoint, or without a path from the latest '
-        'checkpoint in the work dir')
+        'checkpoint in the work dir; the config\'s param_scheduler applies '
+        'from the checkpoint\'s step (each changed value is logged)')
     parser.add_argument('--amp', action='store_true',
                         help='automatic mixed precision (CUDA only)')
     parser.add_argument('--no-validate', action='store_true',
