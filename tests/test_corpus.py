@@ -209,10 +209,14 @@ def test_prepare_from_text_corpus(tmp_path):
 def test_missing_files(tmp_path):
     with pytest.raises(FileNotFoundError, match='nope.json'):
         prepare_corpus(tmp_path / 'nope.json', tmp_path / 'out')
-    with pytest.raises(FileNotFoundError, match='caption corpus.*nope.txt'):
+    with pytest.raises(FileNotFoundError) as info:
         read_text_corpus(tmp_path / 'nope.txt')
-    with pytest.raises(FileNotFoundError, match='image list'):
+    assert str(info.value) == (f'{tmp_path / "nope.txt"}: no such caption '
+                               'corpus; check the path')
+    with pytest.raises(FileNotFoundError, match='no such image list'):
         read_image_list(tmp_path / 'nope.jsonl')
+    with pytest.raises(ValueError, match='a folder, not a caption corpus'):
+        read_text_corpus(tmp_path)
 
 
 def _broken(tmp_path, mutate):

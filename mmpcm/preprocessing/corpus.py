@@ -32,7 +32,7 @@ from typing import (Any, Dict, Iterable, List, Mapping, Optional, Sequence,
                     Tuple, Union)
 
 from mmpcm.models.utils.vocab import VocabularyReport, WordVocabulary
-from mmpcm.utils.cli import InputError
+from mmpcm.utils.cli import InputError, MissingInputError
 from mmpcm.utils.text_io import read_text, read_text_lines
 
 ImageId = Union[str, int]
@@ -161,9 +161,12 @@ def clean_caption(text: str) -> str:
 
 
 def _check_file(path: PathLike, what: str) -> str:
+    """``path`` as a str; MissingInputError naming ``what`` if not a file."""
     path = os.fspath(path)
+    if osp.isdir(path):
+        raise InputError(path, f'a folder, not a {what}', 'pass the file')
     if not osp.isfile(path):
-        raise FileNotFoundError(f'{what} not found: {path}')
+        raise MissingInputError(path, f'no such {what}', 'check the path')
     return path
 
 

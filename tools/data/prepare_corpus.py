@@ -54,6 +54,8 @@ def prepare(args: argparse.Namespace) -> int:
           f'{result.train_captions}')
     print(f'vocabulary of {result.vocab_size} words (min count '
           f'{args.min_count}) -> {result.vocab}')
+    if result.vocab_report is not None:
+        print(result.vocab_report)
     if result.skipped:
         invalid = [s for s in result.skipped if s.reason != 'empty']
         print(f'skipped {len(result.skipped) - len(invalid)} empty and '

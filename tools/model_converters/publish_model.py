@@ -16,7 +16,8 @@ from typing import List, Optional
 
 import mmpcm  # noqa: F401  (compat patches before mmpretrain.models)
 from mmpcm.apis.release import publish_release
-from mmpcm.utils.cli import InputError, add_debug_flag, run_tool
+from mmpcm.utils.cli import (InputError, add_debug_flag, check_output_file,
+                             run_tool)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -34,6 +35,7 @@ def publish(args: argparse.Namespace) -> int:
     if not args.out.endswith('.safetensors'):
         raise InputError(args.out, 'a release file name must end with '
                          '.safetensors', 'name it OUT.safetensors')
+    check_output_file(args.out)
     info = publish_release(args.checkpoint, args.out, args.config)
     concepts = len(info.concepts) if info.concepts is not None else 'unknown'
     print(f'Wrote {args.out}: {len(info.vocab)} words, concept words: '
