@@ -275,3 +275,18 @@ def test_run_all_passes_every_script_flags_it_accepts(tmp_path):
          'tain'], env={'DRY_RUN': '1', 'PATH': '/usr/bin:/bin'},
         capture_output=True, text=True)
     assert bad.returncode == 2 and 'unknown step: tain' in bad.stderr
+
+
+def test_input_checks_speed_smoke(tmp_path, capsys):
+    bench = _load('input_checks_speed')
+    out_json = tmp_path / 'checks.json'
+    status = bench.main(['--num-images', '3', '--size', '64', '48',
+                         '--num-captions', '50', '--repeats', '1',
+                         '--workdir', str(tmp_path), '--json',
+                         str(out_json)])
+    assert status == 0
+    text = capsys.readouterr().out
+    assert '| check_image, jpg 64x48' in text and '| tokenize_caption' in text
+    results = json.loads(out_json.read_text())['results']
+    assert results['jpg']['check_ms'] > 0 and results['png']['load_ms'] > 0
+    assert results['tokenize']['coco_seconds'] > 0

@@ -97,7 +97,7 @@ class ImageFolderCaptionDataset(BaseDataset):
         check_images (bool): When the images are listed (at init, or at
             ``full_init`` with ``lazy_init``), check every file with
             :func:`~mmpcm.datasets.transforms.check_image` (header, PNG
-            checksums, JPEG end marker; about 0.1 ms a file) and report all
+            checksums, JPEG end marker; no decoding) and report all
             bad files in one error, before a runner loads a checkpoint or
             runs the model. Defaults to True.
         lazy_init (bool): Defer listing the images. Defaults to False.

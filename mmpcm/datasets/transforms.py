@@ -214,8 +214,8 @@ def check_image(path: Union[str, 'os.PathLike[str]']) -> None:
     the pixels: PNG's chunk checksums up to its end chunk (PIL's
     ``verify``; catches truncation and corrupt bytes) and a JPEG's
     end-of-image marker in its last 4 KiB (a truncated JPEG lacks it and
-    fails to decode). About 0.1 ms per file, against about 4 ms to decode a
-    640x480 JPEG. Not caught: a JPEG corrupted inside its compressed data,
+    fails to decode): a small fraction of a decode's cost (figures in
+    docs/benchmarks.md). Not caught: a JPEG corrupted inside its compressed data,
     and truncated files of formats other than PNG and JPEG; those still
     fail, naming the file, when :func:`load_image` decodes them. Stricter
     than decoding in one case: a PNG cut within its last chunks (checksum
