@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import os.path as osp
-import subprocess
 import sys
 
 import numpy as np
@@ -28,6 +27,8 @@ from mmpcm.preprocessing.sharding import (RankInfo, contiguous_block,
 from mmpcm.preprocessing.tiny_pipelines import (TINY_SD_SIZE,
                                                 save_tiny_sd_pipeline)
 from mmpcm.utils.cli import InputError
+
+from tool_loader import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CAPTIONS = [f'a photo of {w}' for w in (
@@ -394,17 +395,16 @@ def test_empty_caption_file_is_refused_before_loading(model_dir, tmp_path,
     assert loaded == [] and not out.exists()
 
 
-def test_command_line_refuses_an_empty_caption_file(model_dir, tmp_path):
+def test_command_line_refuses_an_empty_caption_file(model_dir, tmp_path,
+                                                     capsys):
     path = tmp_path / 'captions.txt'
     path.write_text('\n\n')
     out = tmp_path / 'out'
-    done = subprocess.run(
-        [sys.executable, osp.join(ROOT, 'tools', 'data', 'generate_images.py'),
-         str(path), str(out), '--model', model_dir, '--no-progress'],
-        capture_output=True, text=True, timeout=300)
-    assert done.returncode != 0
+    status = load_tool('data/generate_images').main(
+        [str(path), str(out), '--model', model_dir, '--no-progress'])
+    assert status != 0
     assert f'{path}: no captions in it (2 line(s): 2 empty, 0 unreadable); ' \
-        'give a text file with one caption per line' in done.stderr
+        'give a text file with one caption per line' in capsys.readouterr().err
     assert not out.exists()
 
 

@@ -3,7 +3,6 @@ tools/caption.py (good images, a truncated JPEG, a text file)."""
 import json
 import os
 import os.path as osp
-import subprocess
 import sys
 
 import numpy as np
@@ -24,6 +23,8 @@ from mmpcm.registry import MODELS
 from mmpcm.testing import (TINY_EMBED_DIM, TINY_NUM_PATCHES, TINY_PATCH_DIM,
                            random_concepts, tiny_captioner_cfg)
 from mmpcm.utils.checkpoint import UntrustedCheckpointError
+
+from tool_loader import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 IMAGE_SIZE = 32  # the tiny CLIP's input size
@@ -251,7 +252,7 @@ def test_checkpoint_config_text_is_never_executed(setup, tmp_path):
     assert not marker.exists()
 
 
-def test_caption_tool(setup, tmp_path):
+def test_caption_tool(setup, tmp_path, capsys):
     """Good images are captioned, each bad file gets one line, exit 1."""
     _, ckpt, images, _ = setup
     folder = tmp_path / 'mixed'
@@ -260,25 +261,23 @@ def test_caption_tool(setup, tmp_path):
         (folder / name).write_bytes((images / name).read_bytes())
     add_bad_files(folder)
     out = tmp_path / 'captions.jsonl'
-    proc = subprocess.run(
-        [sys.executable, osp.join(ROOT, 'tools', 'caption.py'), ckpt,
-         str(folder), '--out', str(out), '--batch-size', '2',
-         '--num-workers', '0'],
-        capture_output=True, text=True, timeout=120,
-        env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1'))
-    assert proc.returncode == 1, proc.stderr
+    status = load_tool('caption').main(
+        [ckpt, str(folder), '--out', str(out), '--batch-size', '2',
+         '--num-workers', '0'])
+    stderr = capsys.readouterr().err
+    assert status == 1, stderr
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r['image'] for r in lines] == [str(folder / 'a_rgb.png'),
                                            str(folder / 'b_photo.jpg')]
     assert all(set(r) == {'image', 'caption', 'score'} for r in lines)
-    skipped = [line for line in proc.stderr.splitlines()
+    skipped = [line for line in stderr.splitlines()
                if line.startswith('skipped ')]
     assert len(skipped) == 2
     assert skipped[0].startswith(
         f'skipped {folder / "f_truncated.jpg"}: truncated or corrupt image')
     assert skipped[1] == (f'skipped {folder / "g_notes.txt"}: not an image '
                           'file (unknown or unsupported format)')
-    assert 'captioned 2 images, 2 skipped' in proc.stderr
+    assert 'captioned 2 images, 2 skipped' in stderr
 
 
 def _caption_tool_main(monkeypatch, *argv):

@@ -4,7 +4,6 @@ import json
 import os
 import os.path as osp
 import runpy
-import subprocess
 import sys
 
 import pytest
@@ -13,9 +12,12 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from mmpcm.apis import paper_row, prepare_cfg, publish_release, run_test
+from mmpcm.evaluation.metrics import caption_metric
 from mmpcm.testing import SMOKE_CAPTIONS, write_smoke_data
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from test_tools import one_run, run_tool_here
+from tool_loader import ROOT
+
 CONFIG = osp.join(ROOT, 'configs', 'pcm', 'pcm_smoke.py')
 TEST_TOOL = osp.join(ROOT, 'tools', 'test.py')
 PERFECT_ROW = 'B4 / M / R / C / S: 100.0 / 100.0 / 100.0 / 1000.0 / -'
@@ -41,22 +43,25 @@ def workspace(tmp_path_factory):
         cfg = Config.fromfile(CONFIG)
         cfg.work_dir = str(cwd / 'train')
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
-        Runner.from_cfg(prepare_cfg(cfg)).train()
+        with one_run():
+            Runner.from_cfg(prepare_cfg(cfg)).train()
     return cwd
 
 
-def test_config_checkpoint_writes_predictions_metrics_and_row(workspace):
+def test_config_checkpoint_writes_predictions_metrics_and_row(
+        workspace, monkeypatch, capsys):
     out = workspace / 'out_ckpt'
-    proc = subprocess.run(
-        [sys.executable, TEST_TOOL, CONFIG,
-         str(workspace / 'train' / 'epoch_100.pth'), '--work-dir', str(out)],
-        cwd=workspace, capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1'))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert PERFECT_ROW in proc.stdout.splitlines()
+    monkeypatch.chdir(workspace)
+    # The SPICE warning is issued once per process: as in a fresh one.
+    monkeypatch.setattr(caption_metric, '_spice_warning_issued', False)
+    run = run_tool_here(capsys, 'test', CONFIG,
+                        str(workspace / 'train' / 'epoch_100.pth'),
+                        '--work-dir', str(out))
+    assert run.status == 0, run.err[-3000:]
+    assert PERFECT_ROW in run.out.splitlines()
     # SPICE: CoreNLP is not installed here, so skipped with one warning
     # (one line: the tools print warnings as 'warning: <message>').
-    spice = [line for line in proc.stderr.splitlines() if 'SPICE' in line]
+    spice = [line for line in run.err.splitlines() if 'SPICE' in line]
     assert len(spice) == 1 and spice[0].startswith('warning: SPICE needs')
 
     run_dir, = [p for p in out.iterdir() if p.is_dir()]
@@ -66,7 +71,7 @@ def test_config_checkpoint_writes_predictions_metrics_and_row(workspace):
     metrics = json.loads((run_dir / 'metrics.json').read_text())
     assert metrics['paper_row'] == PERFECT_ROW
     assert metrics['metrics']['coco-caption/Bleu_4'] == pytest.approx(100)
-    assert f'predictions: {run_dir / "predictions.json"}' in proc.stdout
+    assert f'predictions: {run_dir / "predictions.json"}' in run.out
 
 
 def test_release_through_run_test_never_unpickles(workspace, tmp_path,
