@@ -39,14 +39,6 @@ ANY_MODEL = 'pass a .pth or .safetensors model'
 PTH = 'pass a .pth checkpoint'
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """One intra-op thread: the 2-core machine is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_runner(work_dir, model=None, **kwargs):
     """A CPU Runner on the tiny regression model, with mmpcm's hooks."""

@@ -42,14 +42,6 @@ CAPTIONS = ['a red ball on the green grass', 'two dogs play in the snow',
             'a man rides a horse on the beach', 'a cat sleeps on a sofa']
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """One intra-op thread: on a busy 2-core machine more only spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _tiny_captioner_cfg(folder):
     """A tiny random captioner's config (its concepts saved in folder)."""

@@ -1,6 +1,5 @@
 """Resuming with a changed param_scheduler runs the config's schedule from
 the checkpoint's step (PCMResumeScheduleHook), and says what changed."""
-import glob
 import logging
 import math
 import os.path as osp
@@ -17,7 +16,7 @@ from mmpcm.apis import prepare_cfg
 from mmpcm.testing import (TinyRegressionDataset, TinyRegressionModel,
                            write_smoke_data)
 from mmpcm.utils.checkpoint import load_checkpoint_file
-from tool_loader import load_tool
+from tool_loader import run_tool_here
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(ROOT, 'configs', 'pcm', 'pcm_smoke.py')
@@ -161,25 +160,22 @@ def test_prepare_cfg_adds_the_hook():
     assert HOOK not in prepare_cfg(Config(dict())).get('custom_hooks', [])
 
 
-def test_train_tool_resume_with_a_changed_warmup(tmp_path, monkeypatch):
+def test_train_tool_resume_with_a_changed_warmup(tmp_path, monkeypatch,
+                                                 capsys):
     """tools/train.py --resume with another warmup: the new one runs."""
     write_smoke_data(str(tmp_path / 'data' / 'smoke'))
     monkeypatch.chdir(tmp_path)
     work = str(tmp_path / 'run')
-    train = load_tool('train')
 
     def run(epochs, *extra):
-        before = set(glob.glob(osp.join(work, '*', '*.log')))
-        status = train.main([
-            CONFIG, '--work-dir', work, '--no-validate', *extra,
-            '--cfg-options', 'default_hooks.checkpoint.interval=1',
+        result = run_tool_here(
+            capsys, 'train', CONFIG, '--work-dir', work, '--no-validate',
+            *extra, '--cfg-options', 'default_hooks.checkpoint.interval=1',
             'default_hooks.logger.interval=1',
             f'train_cfg.max_epochs={epochs}', *(
-                ['param_scheduler.warmup=20'] if extra else [])])
-        assert status == 0
-        log, = set(glob.glob(osp.join(work, '*', '*.log'))) - before
-        with open(log) as f:
-            return f.read()
+                ['param_scheduler.warmup=20'] if extra else []))
+        assert result.status == 0, result.err[-3000:]
+        return result.log
 
     run(1)
     log = run(2, '--resume')

@@ -15,7 +15,7 @@ from mmpcm.apis import paper_row, prepare_cfg, publish_release, run_test
 from mmpcm.evaluation.metrics import caption_metric
 from mmpcm.testing import SMOKE_CAPTIONS, write_smoke_data
 
-from test_tools import one_run, run_tool_here
+from tool_loader import one_run, run_tool_here
 from tool_loader import ROOT
 
 CONFIG = osp.join(ROOT, 'configs', 'pcm', 'pcm_smoke.py')
