@@ -69,8 +69,11 @@ class ImageIdScheme(str, Enum):
     * ``filename``: the file name with extension (str).
 
     The caption metric compares ids exactly (``1`` and ``'1'`` differ), so
-    the features of the val/test images must carry the same ids: with a
-    scheme other than ``stem``, extract them from the ``.jsonl`` image list.
+    the features of the val/test images must carry the same ids.
+    ``tools/data/extract_features.py`` names images by their file stem, so
+    the test sets of the configs need ``stem``; the ``.jsonl`` image list
+    records the typed ids of another scheme for tools of one's own (none of
+    mmpcm's reads it).
     """
     COCOID = 'cocoid'
     IMGID = 'imgid'
