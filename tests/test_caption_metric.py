@@ -413,3 +413,39 @@ def test_results_are_plain_picklable_dicts(tmp_path):
     assert pickle.loads(pickle.dumps(metric.results)) == metric.results
     with pytest.raises(TypeError, match='str or int'):
         metric.process(None, [dict(image_id=3.0, pred_caption='a dog')])
+
+
+def test_reference_images_without_prediction_warn(tmp_path):
+    """Scoring a subset of the references is said, not silent."""
+    references = {1: ['a dog runs on the grass'], 2: ['a red bus'],
+                  3: ['a cat on a bed']}
+    metric = PCMCaptionMetric(
+        ann_file=write_ann(tmp_path / 'ann.json', references),
+        metrics=('BLEU', ))
+    with pytest.warns(caption_metric.PartialTestSetWarning,
+                      match=r'ann.json: 1 of 3 reference images have no '
+                      r'prediction \(e.g. \[3\]\); the scores cover the 2 '
+                      'predicted images only'):
+        evaluate(metric, {1: 'a dog runs', 2: 'a red bus'})
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', caption_metric.PartialTestSetWarning)
+        evaluate(metric, {i: c[0] for i, c in references.items()})
+
+
+def test_reference_file_encodings_and_errors(tmp_path):
+    """References go through the one text decoder (UTF-16 too); broken
+    JSON and other JSON name the file."""
+    path = write_ann(tmp_path / 'ann.json', {1: ['a café']})
+    text = open(path, encoding='utf-8').read()
+    utf16 = tmp_path / 'ann16.json'
+    utf16.write_bytes(text.encode('utf-16'))
+    assert caption_metric.load_references(str(utf16)) == {1: ['a café']}
+    broken = tmp_path / 'broken.json'
+    broken.write_text(text[:-2])
+    with pytest.raises(ValueError, match=f'^{broken}: not valid JSON'):
+        caption_metric.load_references(str(broken))
+    other = tmp_path / 'karpathy.json'
+    other.write_text('{"images": {}}')
+    with pytest.raises(ValueError, match=f'^{other}: not a COCO caption '
+                       'file'):
+        caption_metric.load_references(str(other))

@@ -28,7 +28,6 @@ import warnings
 from typing import (Any, Callable, Dict, Hashable, List, NamedTuple, Optional,
                     Sequence, Union)
 
-import mmengine
 from mmengine.dist import is_main_process
 from mmengine.evaluator import BaseMetric
 from mmengine.structures import BaseDataElement
@@ -41,6 +40,8 @@ from pycocoevalcap.tokenizer import ptbtokenizer
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
 from mmpcm.registry import METRICS
+from mmpcm.utils.cli import InputError
+from mmpcm.utils.text_io import read_text
 
 Captions = Dict[Hashable, List[str]]
 
@@ -171,12 +172,20 @@ def load_references(ann_file: str) -> Captions:
         ValueError: If a section or field is missing, an image id repeats,
             or an annotation names an image id that is not in ``images``.
     """
-    content = mmengine.load(ann_file)
+    try:
+        content = json.loads(read_text(ann_file))
+    except json.JSONDecodeError as error:
+        raise InputError(ann_file, f'not valid JSON ({error})',
+                         'fix the file, or pass the references written by '
+                         'tools/data/prepare_corpus.py') from None
     if not isinstance(content, dict) or not all(
             isinstance(content.get(k), list)
             for k in ('images', 'annotations')):
-        raise ValueError(f'{ann_file} must be a COCO caption file: a dict '
-                         'with "images" and "annotations" lists.')
+        raise InputError(ann_file, 'not a COCO caption file (a dict with '
+                         '"images" and "annotations" lists)',
+                         'pass the references written by '
+                         'tools/data/prepare_corpus.py '
+                         '(karpathy_<split>_gt.json)')
     references: Captions = {}
     for index, image in enumerate(content['images']):
         if 'id' not in image:
@@ -249,6 +258,10 @@ def rouge_score(gts: Captions, res: Captions) -> Dict[str, float]:
 
 class FewImagesCIDErWarning(UserWarning):
     """CIDEr of fewer than two images, which is 0 whatever the captions."""
+
+
+class PartialTestSetWarning(UserWarning):
+    """Reference images without a prediction: the scores cover fewer."""
 
 
 def cider_score(gts: Captions, res: Captions) -> Dict[str, float]:
@@ -679,6 +692,15 @@ class PCMCaptionMetric(BaseMetric):
             raise ValueError(
                 f'{len(empty)} predicted image ids have no reference caption '
                 f'in {self.ann_file}, e.g. {empty[:5]!r}.')
+        missing = [i for i, refs in self.references.items()
+                   if refs and i not in predictions]
+        if missing:
+            warnings.warn(
+                f'{self.ann_file}: {len(missing)} of {len(self.references)} '
+                f'reference images have no prediction (e.g. '
+                f'{missing[:3]!r}); the scores cover the {len(predictions)} '
+                'predicted images only: check that the test features or '
+                'images are complete', PartialTestSetWarning)
         return predictions
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
