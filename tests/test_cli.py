@@ -97,3 +97,18 @@ def test_errors_from_data_loader_workers_keep_their_line(error, line,
     with pytest.raises(Exception) as info:
         next(iter(loader))
     assert error_line(info.value) == (line, actionable)
+
+
+def test_runtime_errors_raised_by_mmpcm_are_user_errors():
+    """``--amp`` without CUDA: mmpcm's own check, not a defect."""
+    from mmengine.config import Config
+
+    from mmpcm.apis.run_config import check_amp_device
+    if torch.cuda.is_available():
+        pytest.skip('the check passes on a CUDA machine')
+    with pytest.raises(RuntimeError) as info:
+        check_amp_device(Config(dict(optim_wrapper=dict(
+            type='AmpOptimWrapper'))))
+    line, actionable = error_line(info.value)
+    assert actionable and line.startswith('--amp needs a CUDA GPU')
+    assert not error_line(RuntimeError('CUDA out of memory'))[1]

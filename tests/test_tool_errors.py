@@ -113,3 +113,25 @@ def test_run_as_a_script_it_exits_non_zero_without_a_traceback(
     assert _one_error_line(capsys) == (
         f'error: {tmp_path / "coco.json"}: no such Karpathy split file; '
         'check the path')
+
+
+def test_concepts_need_weights_or_an_explicit_random_clip(tmp_path):
+    """Without --pretrained, concepts from a random CLIP are not written as
+    a success; --random-weights says it on purpose."""
+    tool = load_tool('data/build_concepts')
+    with pytest.raises(SystemExit) as info:
+        tool.main(['from-corpus', 'captions.txt', str(tmp_path / 'c.st'),
+                   '--clip-model', 'ViT-B-32'])
+    assert info.value.code == 2
+    args = tool.parse_args(['from-corpus', 'captions.txt', 'c.st',
+                            '--clip-model', 'custom', '--random-weights'])
+    assert args.random_weights and args.pretrained is None
+
+
+def test_a_mistyped_caption_input_is_an_error(tmp_path, capsys):
+    status = load_tool('caption').main([str(tmp_path / 'model.safetensors'),
+                                        str(tmp_path / 'photoz')])
+    assert status == 2
+    assert _one_error_line(capsys) == (
+        f'error: {tmp_path / "photoz"}: no such file or folder; check the '
+        'path')

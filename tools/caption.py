@@ -13,6 +13,7 @@ and skipped. Exit status: 0 if every image was captioned, 1 if some failed,
 2 on an error (one line on stderr; the traceback with --debug).
 """
 import argparse
+import os
 import sys
 from contextlib import nullcontext
 from typing import List, Optional
@@ -21,7 +22,8 @@ import mmpcm  # noqa: F401  (compat patches before mmpretrain.models)
 from mmpcm.apis import (PCMCaptionInferencer, caption_to_jsonl,
                         expand_inputs)
 from mmpcm.apis.best_checkpoint import resolve_checkpoint
-from mmpcm.utils.cli import add_debug_flag, check_output_file, run_tool
+from mmpcm.utils.cli import (MissingInputError, add_debug_flag,
+                             check_output_file, run_tool)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -49,6 +51,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def caption(args: argparse.Namespace) -> int:
     if args.out:
         check_output_file(args.out)
+    for path in args.inputs:  # a mistyped input is an error, not a skip
+        if not os.path.exists(path):
+            raise MissingInputError(path, 'no such file or folder',
+                                    'check the path')
     expand_inputs(args.inputs)  # no images: an error before --out is made
     model = resolve_checkpoint(args.model)
     if model.work_dir is not None:

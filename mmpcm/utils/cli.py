@@ -23,9 +23,9 @@ Errors the user can act on:
 * mmpcm's own domain errors (unsafe checkpoint, release format, checkpoint
   and config mismatch, unreadable image): their messages already name the
   file.
-* ``ValueError`` / ``KeyError`` raised by mmpcm's own code (its input
-  validation, whose messages name the file); the same types raised inside a
-  library are defects.
+* ``ValueError`` / ``KeyError`` / ``RuntimeError`` raised by mmpcm's own
+  code (its input and setting checks, e.g. ``--amp`` without CUDA); the
+  same types raised inside a library are defects.
 
 Warnings print as one line, ``warning: <message>`` (Python's file, line
 and source line only with ``--debug``).
@@ -184,7 +184,8 @@ def error_line(error: BaseException) -> Tuple[str, bool]:
         return f'{name}: {problem}; {remedy}', True
     if isinstance(error, FileNotFoundError):  # raised with a message only
         return f'{error}; check the path', True
-    if isinstance(error, (ValueError, KeyError)) and _raised_by_mmpcm(error):
+    if isinstance(error, (ValueError, KeyError, RuntimeError)
+                  ) and _raised_by_mmpcm(error):
         # mmpcm validates its inputs with ValueError/KeyError messages
         # that name the file; one line of them.
         text = error.args[0] if error.args else type(error).__name__

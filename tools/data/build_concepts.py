@@ -49,8 +49,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='open_clip model name, stored in the file and checked by the '
         'PCM neck (e.g. ViT-B-32; any name with --model-cfg)')
     corpus.add_argument('--pretrained',
-                        help='open_clip pretrained tag or local weight file '
-                        '(default: random weights, for tests only)')
+                        help='open_clip pretrained tag or local weight file; '
+                        'required unless --random-weights')
+    corpus.add_argument('--random-weights', action='store_true',
+                        help='a randomly initialised CLIP (tests only: its '
+                        'concept embeddings mean nothing)')
     corpus.add_argument('--model-cfg',
                         help='JSON file with a custom open_clip model config '
                         '(embed_dim, vision_cfg, text_cfg) instead of the '
@@ -81,7 +84,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                          help='expected width (default: from open_clip\'s '
                          'config of --clip-model when known)')
     add_debug_flag(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if (args.command == 'from-corpus'
+            and (args.pretrained is None) != args.random_weights):
+        parser.error('give exactly one of --pretrained (an open_clip tag or '
+                     'a weight file) and --random-weights')
+    return args
 
 
 def _make_parent(path: str) -> None:

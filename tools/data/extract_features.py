@@ -29,6 +29,10 @@ workers only read files, so far fewer host cores keep up with the model)::
 
 Features of ``--decode cpu`` and ``--decode device`` differ at rounding
 level; the mode is recorded and a store is only resumed in its own mode.
+
+Exit status: 0 when every image has its features; 1 when some could not be
+read (skipped, listed in ``failed.txt``, counted on stderr), or with one
+``error:`` line on bad input.
 """
 import argparse
 import logging
@@ -144,6 +148,11 @@ def extract(args: argparse.Namespace) -> int:
     elif info.world_size > 1:
         print(f'when every rank has finished: python {__file__} {args.out} '
               '--merge')
+    if summary.failed:
+        print(f'warning: {len(summary.failed)} images could not be read and '
+              'have no features (listed in the output\'s failed.txt): a test '
+              'set built from this store covers fewer images', file=sys.stderr)
+        return 1
     return 0
 
 
