@@ -31,8 +31,9 @@ import torch.nn as nn
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from mmpcm.utils.compat import save_safetensors
 from mmpcm.version import __version__
 
 RELEASE_FORMAT = 'mmpcm-release'
@@ -248,7 +249,7 @@ def save_release(path: str, state_dict: Dict[str, torch.Tensor],
     }
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    save_file(tensors, path,
+    save_safetensors(tensors, path,
               metadata={'format': RELEASE_FORMAT, _INFO_KEY: info.to_json()})
 
 

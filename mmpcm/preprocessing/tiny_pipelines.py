@@ -24,10 +24,10 @@ import torch
 from diffusers import (AutoencoderKL, DDIMScheduler, StableDiffusionPipeline,
                        UNet2DConditionModel)
 from open_clip.tokenizer import bytes_to_unicode, default_bpe
-from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from mmpcm.testing import TINY_CLIP_CFG
+from mmpcm.utils.compat import save_safetensors
 from .sharding import PathLike
 
 TINY_SD_SIZE = 32
@@ -166,5 +166,5 @@ def save_tiny_open_clip(folder: PathLike, seed: int = 0) -> TinyCLIPFiles:
         json.dump(TINY_CLIP_CFG, f, indent=1)
     state = {k: v.contiguous() for k, v in
              build_tiny_open_clip(seed).state_dict().items()}
-    save_file(state, files.weights)
+    save_safetensors(state, files.weights)
     return files

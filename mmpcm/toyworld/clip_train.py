@@ -21,10 +21,10 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-from safetensors.torch import save_file
 
 from mmpcm.toyworld.render import REAL_STYLE, render_scene
 from mmpcm.toyworld.scenes import Scene, describe
+from mmpcm.utils.compat import save_safetensors
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def save_open_clip_folder(model: torch.nn.Module, folder: str,
     with open(osp.join(folder, 'open_clip_config.json'), 'w') as f:
         json.dump(config, f, indent=2)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(state, osp.join(folder, 'open_clip_model.safetensors'))
+    save_safetensors(state, osp.join(folder, 'open_clip_model.safetensors'))
     return f'local-dir:{folder}'
 
 

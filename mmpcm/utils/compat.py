@@ -100,3 +100,26 @@ def apply_compat_patches() -> None:
     patch_cpu_distributed()
     make_mmengine_autocast_compilable()
     _APPLIED = True
+
+
+def save_safetensors(tensors: dict, path: str,
+                     metadata: 'dict | None' = None) -> None:
+    """``safetensors.torch.save_file`` with the file mode the umask gives.
+
+    safetensors 0.8 writes through a temporary file of its own and keeps
+    that file's mode, 0600: a released model or concept file would be
+    unreadable by other users of a shared machine, unlike every other file
+    mmpcm writes. The mode is set as ``open()`` would set it.
+
+    Args:
+        tensors (dict[str, torch.Tensor]): Contiguous tensors by name.
+        path (str): The file.
+        metadata (dict[str, str], optional): The header's metadata.
+    """
+    import os
+
+    from safetensors.torch import save_file
+    save_file(tensors, path, metadata=metadata)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)

@@ -13,9 +13,9 @@ from typing import List, Optional
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from mmpcm.utils.cli import InputError, MissingInputError
+from mmpcm.utils.compat import save_safetensors
 
 CONCEPTS_FORMAT = 'mmpcm-concepts'
 _BUILD_TOOL = 'tools/data/build_concepts.py'
@@ -45,7 +45,7 @@ class ConceptVocabulary:
         """Write the vocabulary to a safetensors file."""
         metadata = dict(format=CONCEPTS_FORMAT, words=json.dumps(self.words),
                         clip_model=self.clip_model)
-        save_file({'embeddings': self.embeddings.contiguous()}, path,
+        save_safetensors({'embeddings': self.embeddings.contiguous()}, path,
                   metadata=metadata)
 
     @classmethod
