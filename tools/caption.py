@@ -55,7 +55,7 @@ def caption(args: argparse.Namespace) -> int:
         if not os.path.exists(path):
             raise MissingInputError(path, 'no such file or folder',
                                     'check the path')
-    expand_inputs(args.inputs)  # no images: an error before --out is made
+    images = expand_inputs(args.inputs)  # none: an error before --out
     model = resolve_checkpoint(args.model)
     if model.work_dir is not None:
         print(model.describe(), file=sys.stderr)
@@ -63,7 +63,7 @@ def caption(args: argparse.Namespace) -> int:
                                       args.beam_size)
     with (open(args.out, 'w', encoding='utf-8') if args.out else
           nullcontext(sys.stdout)) as out:
-        summary = caption_to_jsonl(inferencer, args.inputs, out, sys.stderr,
+        summary = caption_to_jsonl(inferencer, images, out, sys.stderr,
                                    args.batch_size, args.num_workers,
                                    progress=not args.no_progress)
     print(f'captioned {summary.num_captioned} images, {summary.num_failed} '

@@ -96,7 +96,8 @@ def expand_inputs(inputs: InputsType) -> List[InputItem]:
             image is reported as such rather than left out. A list file is
             read by :func:`~mmpcm.datasets.image_lists.read_path_list` (one
             path per line, relative to the list's folder; blank lines and
-            ``#`` comments skipped).
+            ``#`` comments skipped). An :class:`InputItem` (what this
+            function returned before) is taken as it is.
 
     Returns:
         list[InputItem]: The images, in order (not empty).
@@ -112,7 +113,9 @@ def expand_inputs(inputs: InputsType) -> List[InputItem]:
     inputs = list(inputs)
     items: List[InputItem] = []
     for index, entry in enumerate(inputs):
-        if isinstance(entry, np.ndarray):
+        if isinstance(entry, InputItem):
+            items.append(entry)
+        elif isinstance(entry, np.ndarray):
             items.append(InputItem(f'array[{index}]', entry))
         elif isinstance(entry, Image.Image):
             items.append(InputItem(f'image[{index}]', entry))
