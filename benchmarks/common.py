@@ -541,7 +541,7 @@ def write_vocabulary(path: str, size: int = COCO_VOCAB_SIZE) -> List[str]:
     Returns:
         list[str]: The plain words (special tokens excluded).
     """
-    from mmpcm.models.utils.vocab import SPECIAL_TOKENS, WordVocabulary
+    from mmpcm.text.vocab import SPECIAL_TOKENS, WordVocabulary
     words = make_word_list(size - len(SPECIAL_TOKENS))
     WordVocabulary(list(SPECIAL_TOKENS) + words).save(path)
     return words

@@ -8,7 +8,7 @@ whole data sets, so they must stay cheap:
   test set before the checkpoint loads (``ImageFolderCaptionDataset``).
   Target: at most 1/10 of :func:`~mmpcm.datasets.transforms.load_image`'s
   time per file, for 640x480 JPEGs (COCO's typical size) and PNGs.
-* :func:`mmpcm.models.utils.vocab.tokenize_caption` (the metric's PTB word
+* :func:`mmpcm.text.tokenize_caption` (the metric's PTB word
   rules) runs over the training corpus when the vocabulary is built (at the
   start of training, and in ``tools/data/prepare_corpus.py``). Target: the
   542,401 captions of SynthImgCap-COCO in at most 60 s on one CPU core.
@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from mmpcm.datasets.transforms import check_image, load_image  # noqa: E402
-from mmpcm.models.utils.vocab import tokenize_caption  # noqa: E402
+from mmpcm.text import tokenize_caption  # noqa: E402
 
 COCO_SYNTH_CAPTIONS = 542401
 CHECK_TO_LOAD_MAX = 0.1

@@ -613,7 +613,7 @@ def loader_only(args: argparse.Namespace, runs: Sequence[RunSettings],
         rows.append(['reference: one .npz per sample, np.load',
                      args.ref_batch_size, args.ref_workers,
                      time_loader(loader, args.loader_batches)])
-    from mmpcm.models.utils.vocab import CaptionTokenizer, WordVocabulary
+    from mmpcm.text.vocab import CaptionTokenizer, WordVocabulary
     tokenizer = CaptionTokenizer(WordVocabulary.load(data.vocab_file),
                                  max_len=20)
     for run in runs:
@@ -638,7 +638,7 @@ def tokenize_cost(vocab_file: str, captions: Sequence[str],
     step before ``PCMCaptionIdsHook`` moved it into the loader workers (and
     still does for string captions).
     """
-    from mmpcm.models.utils.vocab import WordVocabulary
+    from mmpcm.text.vocab import WordVocabulary
     vocab = WordVocabulary.load(vocab_file)
     rows = []
     for batch in sorted(set(batch_sizes)):

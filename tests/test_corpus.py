@@ -6,7 +6,7 @@ import os.path as osp
 import pytest
 
 from mmpcm.evaluation.metrics.caption_metric import load_references
-from mmpcm.models.utils.vocab import WordVocabulary
+from mmpcm.text.vocab import WordVocabulary
 from mmpcm.preprocessing.corpus import (ImageEntry, SkippedLine,
                                         load_corpus, prepare_corpus,
                                         read_image_list, read_karpathy,

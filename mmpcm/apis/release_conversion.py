@@ -220,7 +220,7 @@ def release_to_mmpcm_vocabulary(release_words: Sequence[str]
         first) and, per mmpcm id, the release id whose rows it takes
         (None: no release row).
     """
-    from mmpcm.models.utils.vocab import SPECIAL_TOKENS
+    from mmpcm.text.vocab import SPECIAL_TOKENS
     unk = (release_words.index(RELEASE_UNK)
            if RELEASE_UNK in release_words else None)
     words = list(SPECIAL_TOKENS)

@@ -4,7 +4,7 @@ Nouns are found offline with a shipped, curated list
 (``resources/nouns.txt``: about 2,300 common concrete English nouns written
 for mmpcm, singular form first, irregular plurals spelled out) instead of a
 part-of-speech tagger. Each caption is split with the captioner's own
-:func:`~mmpcm.models.utils.vocab.tokenize_caption`; a token counts for a
+:func:`~mmpcm.text.tokenize_caption`; a token counts for a
 noun when it is the noun or one of its plural forms (``'s`` of a possessive
 dropped), so ``dog`` and ``dogs`` are counted together and ``dog`` is kept.
 A token that is itself a listed noun counts only for itself (``glasses`` is
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from mmpcm.models.backbones.open_clip_vit import build_open_clip
 from mmpcm.models.utils.concepts import ConceptVocabulary
-from mmpcm.models.utils.vocab import tokenize_caption
+from mmpcm.text import tokenize_caption
 from mmpcm.utils.cli import InputError, MissingInputError
 from mmpcm.utils.text_io import read_text
 

@@ -31,7 +31,7 @@ from enum import Enum
 from typing import (Any, Dict, Iterable, List, Mapping, Optional, Sequence,
                     Tuple, Union)
 
-from mmpcm.models.utils.vocab import VocabularyReport, WordVocabulary
+from mmpcm.text.vocab import VocabularyReport, WordVocabulary
 from mmpcm.utils.cli import InputError, MissingInputError
 from mmpcm.utils.text_io import read_text, read_text_lines
 

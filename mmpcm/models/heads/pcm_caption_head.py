@@ -1,7 +1,7 @@
 """Caption head: transformer sentence decoder, CXE loss and decoding."""
 import json
 import math
-from typing import List, Optional, Sequence, Union
+from typing import List, NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -12,9 +12,8 @@ from mmpcm.models.utils.beam_search import Decoded, beam_search, greedy_search
 from mmpcm.models.utils.kv_cache import CachedDecoder
 from mmpcm.models.utils.transformer import (init_attention_as_linear,
                                              set_attention_dropout)
-from mmpcm.models.utils.vocab import (CaptionTokenizer, EncodedCaptions,
-                                      WordVocabulary, build_vocabulary)
 from mmpcm.registry import MODELS
+from mmpcm.text.vocab import WordVocabulary, build_vocabulary
 
 
 class VocabularyMismatchError(CheckpointMismatchError):
@@ -30,6 +29,19 @@ def encode_vocab_tensor(words: Sequence[str]) -> torch.Tensor:
 def decode_vocab_tensor(tensor: torch.Tensor) -> List[str]:
     """Inverse of :func:`encode_vocab_tensor`."""
     return json.loads(bytes(tensor.cpu().numpy().tobytes()).decode('utf-8'))
+
+
+class TeacherForcing(NamedTuple):
+    """Caption id rows split for a teacher-forced step.
+
+    Attributes:
+        input_ids (torch.Tensor): ``(B, max_len)`` decoder inputs, ``<bos>``
+            first.
+        target_ids (torch.Tensor): ``(B, max_len)`` next-token targets,
+            ``<eos>`` after the last word, ``<pad>`` where there is no token.
+    """
+    input_ids: torch.Tensor
+    target_ids: torch.Tensor
 
 
 def sinusoid_table(length: int, dim: int) -> torch.Tensor:
@@ -65,10 +77,9 @@ class PCMCaptionHead(BaseModule):
     sentence is better off with the best real word.
 
     Args:
-        vocab (WordVocabulary | list | str | dict): The word vocabulary, a
-            word list, a JSON word-list file, or
-            ``dict(data_root=..., min_count=5)`` to build it from a feature
-            store's captions.
+        vocab (WordVocabulary | list | str): The word vocabulary: the
+            ``vocab.json`` that ``tools/data/prepare_corpus.py`` wrote, a
+            word list (as a checkpoint holds it) or a ``WordVocabulary``.
         model_dim (int): Width. Defaults to 512.
         num_layers (int): Decoder layers. Defaults to 3.
         num_heads (int): Attention heads. Defaults to 8.
@@ -93,14 +104,6 @@ class PCMCaptionHead(BaseModule):
             position per step, memory projected once); False re-runs the
             decoder over the whole prefix at every step. Both give the same
             captions up to floating-point rounding. Defaults to True.
-        trim_padding (bool): When training captions come as id rows
-            (tokenized in the data loader), cut the padding columns no
-            caption of the batch uses, as string captions are padded. False
-            keeps every batch at ``max_len`` positions (the loss is the
-            same). A step traced by ``torch.compile`` never trims: it keeps
-            ``max_len`` positions, so its shapes are static and nothing is
-            read back from the device mid-step (CUDA graphs need both).
-            Defaults to True.
         loss (dict | nn.Module): The loss. Defaults to
             ``dict(type='CLIPWeightedCELoss')``.
         init_cfg (dict, optional): Initialisation config. Defaults to None.
@@ -121,7 +124,6 @@ class PCMCaptionHead(BaseModule):
                  max_len: int = 20,
                  beam_size: int = 3,
                  kv_cache: bool = True,
-                 trim_padding: bool = True,
                  loss: Union[dict, nn.Module] = dict(type='CLIPWeightedCELoss'),
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -129,7 +131,6 @@ class PCMCaptionHead(BaseModule):
         self.max_len = max_len
         self.beam_size = beam_size
         self.kv_cache = kv_cache
-        self.trim_padding = trim_padding
         self.word_embed = nn.Embedding(len(self.vocab), model_dim,
                                        padding_idx=self.vocab.pad_id)
         self.register_buffer('pos_table',
@@ -242,46 +243,43 @@ class PCMCaptionHead(BaseModule):
         to -inf (the classes greedy and beam search choose from)."""
         return logits.index_fill(-1, self.never_decoded, float('-inf'))
 
-    @property
-    def tokenizer(self) -> CaptionTokenizer:
-        """What data loaders use to hand this head id rows, not strings."""
-        return CaptionTokenizer(self.vocab, self.max_len)
-
     def loss(self, memory: torch.Tensor, memory_padding: torch.Tensor,
-             captions: Union[List[str], torch.Tensor],
+             caption_ids: torch.Tensor,
              clip_scores: Optional[torch.Tensor] = None) -> dict:
         """Teacher-forced loss of the ground-truth captions.
 
         Args:
             memory (torch.Tensor): ``(B, T, d)`` encoder output.
             memory_padding (torch.Tensor): ``(B, T)`` padding mask.
-            captions (list[str] | torch.Tensor): One caption per image, as
-                text, or as the ``(B, max_len + 1)`` id rows of
-                :attr:`tokenizer` (tokenized in the data loader).
+            caption_ids (torch.Tensor): ``(B, max_len + 1)`` id rows,
+                ``<bos>``, words, ``<eos>``, then ``<pad>``, as
+                :class:`~mmpcm.datasets.PCMTokenizeCaption` writes them
+                (:meth:`~mmpcm.text.WordVocabulary.encode_row`).
             clip_scores (torch.Tensor, optional): ``(B,)`` CLIP cosines.
 
         Returns:
             dict: ``{'loss': scalar}``.
-        """
-        enc = self._encode_captions(captions, memory.device)
-        logits = self(enc.input_ids, memory, memory_padding)  # (B, L, V)
-        logits = self.mask_never_emitted(logits.float())
-        return {'loss': self.loss_module(logits, enc.target_ids, clip_scores)}
 
-    def _encode_captions(self, captions: Union[List[str], torch.Tensor],
-                         device: torch.device) -> EncodedCaptions:
-        if not isinstance(captions, torch.Tensor):
-            return self.vocab.encode_batch(captions, self.max_len, device)
-        if captions.dim() != 2 or captions.shape[1] != self.max_len + 1:
+        Raises:
+            ValueError: If the rows are not ``max_len + 1`` long (they were
+                tokenized for another ``max_len``).
+        """
+        rows = self.split_caption_ids(caption_ids)
+        logits = self(rows.input_ids, memory, memory_padding)  # (B, L, V)
+        logits = self.mask_never_emitted(logits.float())
+        return {'loss': self.loss_module(logits, rows.target_ids, clip_scores)}
+
+    def split_caption_ids(self, caption_ids: torch.Tensor) -> TeacherForcing:
+        """``(B, max_len + 1)`` id rows -> inputs and targets, ``(B, max_len)``
+        each (every batch at ``max_len`` positions: static shapes)."""
+        if caption_ids.dim() != 2 or caption_ids.shape[1] != self.max_len + 1:
             raise ValueError(
                 f'Caption id rows must be (batch, max_len + 1) = (B, '
-                f'{self.max_len + 1}), got {tuple(captions.shape)}: they were '
-                'tokenized for another max_len.')
-        # Trimming reads the longest caption back from the device and makes
-        # the shapes depend on the data: eager steps only.
-        trim = self.trim_padding and not torch.compiler.is_compiling()
-        return EncodedCaptions.from_rows(captions.long(), self.vocab.pad_id,
-                                         trim=trim)
+                f'{self.max_len + 1}), got {tuple(caption_ids.shape)}: they '
+                'were tokenized for another max_len (PCMTokenizeCaption\'s '
+                'max_len must be the head\'s).')
+        rows = caption_ids.long()
+        return TeacherForcing(rows[:, :-1], rows[:, 1:])  # 2 x (B, L)
 
     @torch.no_grad()
     def predict(self, memory: torch.Tensor, memory_padding: torch.Tensor,
