@@ -4,9 +4,11 @@ from .feature_store import (CLIPFeatureInfo, FeatureItem, FeatureStore,
                             make_random_feature_store, read_meta, write_meta)
 from .synth_imgcap import SynthImgCapDataset
 from .image_folder import ImageFolderCaptionDataset  # noqa: F401
+from .tokenize_caption import PCMTokenizeCaption
 
 __all__ = [
     'CLIPFeatureInfo', 'FeatureItem', 'FeatureStore', 'FeatureStoreMeta',
     'FeatureStoreWriter', 'ShardInfo', 'make_random_feature_store',
-    'read_meta', 'write_meta', 'SynthImgCapDataset', 'pcm_collate'
+    'read_meta', 'write_meta', 'PCMTokenizeCaption', 'SynthImgCapDataset',
+    'pcm_collate'
 ]

@@ -36,11 +36,10 @@ class SynthImgCapDataset(BaseDataset):
     when the record has them, ``gt_caption`` and ``clip_score``. Batch items
     with ``collate_fn=dict(type='pcm_collate')``.
 
-    With a caption tokenizer set (:meth:`set_caption_tokenizer`, done by
-    :class:`~mmpcm.engine.PCMCaptionIdsHook` before training), ``inputs``
-    also holds ``caption_ids`` (``(max_len + 1,)`` int64) and, when the
-    record has one, ``clip_score`` (0-d float32), so that captions are
-    tokenized in the loader workers rather than in the training step.
+    With ``with_caption=True`` (training), ``inputs`` also holds the
+    record's ``clip_score`` (0-d float32) when the store has scores; the
+    training pipeline's :class:`~mmpcm.datasets.PCMTokenizeCaption` adds
+    ``caption_ids``, so captions are tokenized in the loader workers.
 
     Args:
         data_root (str): The feature store directory.
@@ -58,7 +57,9 @@ class SynthImgCapDataset(BaseDataset):
             ``clip`` (the store's clip info) and ``feature_store`` (``root``,
             ``dtype``, ``has_text_embeds``, ``num_items``). Defaults to None.
         pipeline (Sequence[dict | Callable]): Transforms applied to each
-            item dict. Defaults to ().
+            item dict, e.g. ``[dict(type='PCMTokenizeCaption',
+            vocab='data/coco/vocab.json', max_len=20)]`` for training.
+            Defaults to ().
         test_mode (bool): Whether the dataset is used for testing.
             Defaults to False.
         indices (int | Sequence[int], optional): Use only these items (first
@@ -104,7 +105,6 @@ class SynthImgCapDataset(BaseDataset):
                  serialize_data: bool = True,
                  max_refetch: int = 1000) -> None:
         self.with_caption = with_caption
-        self.caption_tokenizer: Optional[Callable[[str], np.ndarray]] = None
         self.store = FeatureStore(data_root)
         expected = dict(clip_model=clip_model, num_patches=num_patches,
                         patch_dim=patch_dim, embed_dim=embed_dim)
@@ -162,25 +162,6 @@ class SynthImgCapDataset(BaseDataset):
                 'read captionless items (testing), or extract the store with '
                 'captions')
 
-    def set_caption_tokenizer(
-            self, tokenizer: Optional[Callable[[str], np.ndarray]]) -> None:
-        """Tokenize captions in ``prepare_data`` from now on (None: stop).
-
-        Args:
-            tokenizer (Callable, optional): Caption -> id row, e.g. the
-                caption head's :attr:`~mmpcm.models.PCMCaptionHead.tokenizer`.
-
-        Raises:
-            ValueError: If the dataset was built with ``with_caption=False``
-                (its items need not have a caption).
-        """
-        if tokenizer is not None and not self.with_caption:
-            raise ValueError(
-                f'{type(self).__name__}({self.store.root}): captions can only '
-                'be tokenized with with_caption=True (every record checked '
-                'to have one).')
-        self.caption_tokenizer = tokenizer
-
     def prepare_data(self, idx: int) -> Any:
         """Read item ``idx``'s features and build its data sample.
 
@@ -196,11 +177,9 @@ class SynthImgCapDataset(BaseDataset):
         inputs = dict(
             patch_tokens=torch.from_numpy(item.patch_tokens),  # (N, Dv)
             global_embed=torch.from_numpy(item.global_embed))  # (D, )
-        if self.caption_tokenizer is not None:
-            inputs['caption_ids'] = self.caption_tokenizer(info['caption'])
-            if info.get('clip_score') is not None:
-                inputs['clip_score'] = np.asarray(info['clip_score'],
-                                                  dtype=np.float32)  # ()
+        if self.with_caption and info.get('clip_score') is not None:
+            inputs['clip_score'] = np.asarray(info['clip_score'],
+                                              dtype=np.float32)  # ()
         results = dict(inputs=inputs, data_samples=self._data_sample(info))
         return self.pipeline(results)
 

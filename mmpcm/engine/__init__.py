@@ -1,10 +1,9 @@
-from .hooks import (PCMCaptionIdsHook, PCMCheckpointFitHook,
-                    PCMLoadReleaseHook, PCMPredictionDumpHook,
-                    PCMResumeScheduleHook)
+from .hooks import (PCMCheckpointFitHook, PCMLoadReleaseHook,
+                    PCMPredictionDumpHook, PCMResumeScheduleHook)
 from .schedulers import NoamLR, NoamParamScheduler, noam_value
 
 __all__ = [
-    'NoamLR', 'NoamParamScheduler', 'PCMCaptionIdsHook',
-    'PCMCheckpointFitHook', 'PCMLoadReleaseHook', 'PCMPredictionDumpHook',
-    'PCMResumeScheduleHook', 'noam_value'
+    'NoamLR', 'NoamParamScheduler', 'PCMCheckpointFitHook',
+    'PCMLoadReleaseHook', 'PCMPredictionDumpHook', 'PCMResumeScheduleHook',
+    'noam_value'
 ]

@@ -1,9 +1,8 @@
-from .caption_ids_hook import PCMCaptionIdsHook
 from .checkpoint_fit_hook import PCMCheckpointFitHook
 from .load_release_hook import PCMLoadReleaseHook
 from .prediction_dump_hook import PREDICTIONS_FILE, PCMPredictionDumpHook
 from .resume_schedule_hook import PCMResumeScheduleHook
 
-__all__ = ['PCMCaptionIdsHook', 'PCMCheckpointFitHook', 'PCMLoadReleaseHook',
+__all__ = ['PCMCheckpointFitHook', 'PCMLoadReleaseHook',
            'PCMPredictionDumpHook', 'PCMResumeScheduleHook',
            'PREDICTIONS_FILE']

@@ -137,25 +137,32 @@ class PCMCaptioner(BaseModel):
         raise RuntimeError(f'Invalid mode "{mode}".')
 
     def loss(self, inputs: Dict[str, torch.Tensor],
-             data_samples: List[DataSample]) -> dict:
+             data_samples: Optional[List[DataSample]] = None) -> dict:
         """CLIP-weighted caption loss of a batch.
 
-        Captions come tokenized from the data loader (``inputs`` holds
-        ``caption_ids``, ``(B, max_len + 1)``, and ``clip_score``, ``(B,)``;
-        see :class:`~mmpcm.engine.PCMCaptionIdsHook`), or as the data
-        samples' ``gt_caption`` text and ``clip_score``.
+        Args:
+            inputs (dict): The features (or images), ``caption_ids``
+                (``(B, max_len + 1)`` int64, from
+                :class:`~mmpcm.datasets.PCMTokenizeCaption` in the training
+                pipeline) and, optionally, ``clip_score`` (``(B,)``).
+            data_samples (list[DataSample], optional): Not read.
+
+        Returns:
+            dict: ``{'loss': scalar}``.
+
+        Raises:
+            KeyError: If ``inputs`` has no ``caption_ids`` (the training
+                pipeline does not tokenize).
         """
+        if 'caption_ids' not in inputs:
+            raise KeyError(
+                'PCMCaptioner.loss needs inputs["caption_ids"]: add '
+                "dict(type='PCMTokenizeCaption', vocab=<vocab.json>, "
+                "max_len=<the head's max_len>) to the train dataset's "
+                'pipeline.')
         enc = self.encode(self.extract_feat(inputs))
-        if 'caption_ids' in inputs:
-            return self.head.loss(enc.memory, enc.padding_mask,
-                                  inputs['caption_ids'],
-                                  inputs.get('clip_score'))
-        captions = [s.gt_caption for s in data_samples]
-        scores = None
-        if all('clip_score' in s for s in data_samples):
-            scores = torch.tensor([float(s.clip_score) for s in data_samples],
-                                  device=enc.memory.device)
-        return self.head.loss(enc.memory, enc.padding_mask, captions, scores)
+        return self.head.loss(enc.memory, enc.padding_mask,
+                              inputs['caption_ids'], inputs.get('clip_score'))
 
     def predict(self,
                 inputs: Dict[str, torch.Tensor],
