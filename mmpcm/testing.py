@@ -83,7 +83,7 @@ def write_smoke_data(root: str, seed: int = 0) -> None:
 
     Args:
         root (str): Output folder (``train/``, ``test/``,
-            ``test_gt.json``, ``concepts.safetensors``).
+            ``test_gt.json``, ``concepts.safetensors``, ``vocab.json``).
         seed (int): Seed of the random features. Defaults to 0.
     """
     import json
@@ -108,6 +108,9 @@ def write_smoke_data(root: str, seed: int = 0) -> None:
         json.dump(gt, f)
     random_concepts(SMOKE_CONCEPTS, seed=seed).save(
         osp.join(root, 'concepts.safetensors'))
+    from mmpcm.text import WordVocabulary
+    WordVocabulary.from_captions(SMOKE_CAPTIONS, min_count=1).save(
+        osp.join(root, 'vocab.json'))
 
 
 
