@@ -19,7 +19,11 @@ setup(
     long_description=open('README.md', encoding='utf-8').read()
     if osp.exists('README.md') else '',
     long_description_content_type='text/markdown',
-    packages=find_packages(exclude=('tests', 'configs', 'tools')),
+    # mmpcm, and the offline toy world's package from its project folder
+    # (projects/toyworld); mmpcm itself never imports the toy world.
+    packages=find_packages(exclude=('tests', 'configs', 'tools')) +
+    ['mmpcm_toyworld'],
+    package_dir={'mmpcm_toyworld': 'projects/toyworld/mmpcm_toyworld'},
     # the curated noun list of the concept vocabulary builder
     package_data={'mmpcm.preprocessing': ['resources/*.txt']},
     python_requires='>=3.10',
