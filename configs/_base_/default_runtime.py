@@ -16,10 +16,6 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
 )
 
-# Training captions are tokenized in the loader workers with the model's
-# vocabulary (the step then takes an id tensor, not strings).
-custom_hooks = [dict(type='PCMCaptionIdsHook')]
-
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),

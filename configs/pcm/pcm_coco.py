@@ -7,5 +7,5 @@ _base_ = [
     '../_base_/default_runtime.py',
     '../_base_/compile_cuda_graphs.py',
 ]
-# Word vocabulary: built from the training captions, stored in checkpoints.
-model = dict(head=dict(vocab=dict(data_root={{_base_.train_data_root}})))
+# Word vocabulary: the training corpus's vocab.json, kept in checkpoints.
+model = dict(head=dict(vocab={{_base_.vocab_file}}))

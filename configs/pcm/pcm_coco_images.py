@@ -11,8 +11,8 @@ _base_ = [
     '../_base_/schedules/noam_12e.py',
     '../_base_/default_runtime.py',
 ]
-# Word vocabulary: built from the training captions, stored in checkpoints.
-model = dict(head=dict(vocab=dict(data_root={{_base_.train_data_root}})))
+# Word vocabulary: the training corpus's vocab.json, kept in checkpoints.
+model = dict(head=dict(vocab={{_base_.vocab_file}}))
 test_evaluator = [
     dict(type='PCMCaptionMetric', ann_file={{_base_.test_ann_file}}),
     dict(type='PCMCLIPScore', model_name={{_base_.clip_model}},

@@ -10,4 +10,4 @@ _base_ = [
     '../_base_/default_runtime.py',
     '../_base_/compile_cuda_graphs.py',
 ]
-model = dict(head=dict(vocab=dict(data_root={{_base_.train_data_root}})))
+model = dict(head=dict(vocab={{_base_.vocab_file}}))

@@ -25,14 +25,18 @@ model = dict(
               dropout=0.1),
     encoder=dict(num_layers=1, model_dim=64, num_heads=2, ffn_dim=128,
                  dropout=0.1, attn_dropout=0.1),
-    head=dict(vocab=dict(data_root=data_root + '/train', min_count=1),
+    head=dict(vocab=data_root + '/vocab.json',
               model_dim=64, num_layers=1, num_heads=2, ffn_dim=128,
               dropout=0.1, attn_dropout=0.1, embed_dropout=0.1,
               predictor_dropout=0.1, max_len=12))
 loader = dict(batch_size=4, num_workers=0, persistent_workers=False,
               pin_memory=False)
 train_dataloader = dict(
-    **loader, dataset=dict(data_root=data_root + '/train', **clip_info))
+    **loader,
+    dataset=dict(data_root=data_root + '/train',
+                 pipeline=[dict(type='PCMTokenizeCaption',
+                                vocab=data_root + '/vocab.json', max_len=12)],
+                 **clip_info))
 # The smoke data has one evaluation set, the training features themselves
 # (the run checks plumbing, it measures nothing), so validation and test
 # read the same store; the best-by-CIDEr checkpoint is kept as in the paper

@@ -3,6 +3,12 @@
 # images (5,000 each) for validation and test. Layout: docs/feature_format.md.
 dataset_type = 'SynthImgCapDataset'
 train_data_root = 'data/coco/synth_features_vit-b32'
+# The word vocabulary tools/data/prepare_corpus.py wrote from the training
+# captions: the training pipeline tokenizes with it, and the experiment
+# config gives it to the caption head (which keeps it in every checkpoint).
+vocab_file = 'data/coco/annotations/vocab.json'
+train_pipeline = [dict(type='PCMTokenizeCaption', vocab=vocab_file,
+                       max_len=20)]
 clip_info = dict(clip_model='ViT-B-32', num_patches=49, patch_dim=768,
                  embed_dim=512)
 
@@ -14,12 +20,10 @@ train_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=True),
     collate_fn=dict(type='pcm_collate'),
     dataset=dict(type=dataset_type, data_root=train_data_root,
-                 with_caption=True, **clip_info),
+                 with_caption=True, pipeline=train_pipeline, **clip_info),
 )
-# Evaluation decodes 1,000 images per batch (beam search with the KV cache):
-# the batch docs/benchmarks.md times, 1.1 s for the 5,000 test images on one
-# H100 against 8.6 s at batch 64 without the cache. Features of 1,000 images
-# are 75 MB.
+# Evaluation decodes 1,000 images per batch (beam search with the KV cache;
+# its speed: docs/benchmarks.md).
 val_dataloader = dict(
     batch_size=1000,
     num_workers=2,

@@ -25,9 +25,9 @@ model = dict(
                  layer_norm_eps=1e-12, global_rebuild=True),
     head=dict(
         type='PCMCaptionHead',
-        # Built from the training captions (the experiment config names
-        # data_root); stored in every checkpoint.
-        vocab=dict(data_root=None, min_count=5),
+        # The experiment config names the dataset base's vocab_file (the
+        # vocab.json of tools/data/prepare_corpus.py); kept in checkpoints.
+        vocab=None,
         model_dim=512, num_layers=3, num_heads=8, ffn_dim=2048, dropout=0.2,
         attn_dropout=0.3, embed_dropout=0.1, embed_norm=True,
         predictor_dropout=0.5, layer_norm_eps=1e-12,
