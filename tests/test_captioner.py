@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 from mmpretrain.structures import DataSample
 
-from mmpcm.models import (VocabularyMismatchError, WordVocabulary,
+from mmpcm.text import WordVocabulary
+from mmpcm.models import (VocabularyMismatchError,
                           decode_vocab_tensor)
 from mmpcm.registry import MODELS
 from mmpcm.testing import (TINY_EMBED_DIM, TINY_NUM_PATCHES, TINY_PATCH_DIM,
@@ -46,6 +47,15 @@ def _samples(captions, score=0.5):
     return out
 
 
+def _training_inputs(model, captions, score=0.5, seed=0):
+    """Features with the id rows and scores a training pipeline gives."""
+    inputs = _features(len(captions), seed)
+    rows = model.head.vocab.encode_rows(captions, model.head.max_len)
+    inputs['caption_ids'] = torch.from_numpy(rows)  # (B, max_len + 1)
+    inputs['clip_score'] = torch.full((len(captions), ), score)
+    return inputs
+
+
 def _build(concept_file, captions=CAPTIONS, **kw):
     torch.manual_seed(0)
     vocab = WordVocabulary.from_captions(captions, min_count=1)
@@ -54,7 +64,7 @@ def _build(concept_file, captions=CAPTIONS, **kw):
 
 def test_learns_to_reproduce_every_caption(concept_file):
     model = _build(concept_file, dropout=0.1, noise_var=0.0)
-    inputs, samples = _features(len(CAPTIONS)), _samples(CAPTIONS)
+    inputs, samples = _training_inputs(model, CAPTIONS), _samples(CAPTIONS)
     frozen = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     params = [p for p in model.parameters() if p.requires_grad]
     assert not any(p is q for p in params for q in model.backbone.parameters())
@@ -67,7 +77,8 @@ def test_learns_to_reproduce_every_caption(concept_file):
         opt.step()
         if step % 25 == 24:
             model.eval()
-            preds = [s.pred_caption for s in model(inputs, mode='predict')]
+            preds = [s.pred_caption
+                     for s in model(_features(len(CAPTIONS)), mode='predict')]
             if preds == CAPTIONS:
                 break
     assert preds == CAPTIONS, preds
@@ -91,7 +102,7 @@ def test_modes_and_image_input(concept_file):
 
 def test_feature_width_disagreeing_with_config(concept_file):
     model = _build(concept_file)
-    bad = _features(2)
+    bad = _training_inputs(model, ['a', 'b'])
     bad['patch_tokens'] = torch.randn(2, TINY_NUM_PATCHES, 48)
     with pytest.raises(ValueError, match=r'\(16, 48, 16\).*\(16, 32, 16\)'):
         model(bad, _samples(['a', 'b']), mode='loss')

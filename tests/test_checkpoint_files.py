@@ -18,7 +18,7 @@ from mmpcm.apis import (PCMCaptionInferencer, apply_checkpoint_to_cfg,
                         publish_release, read_release_info)
 from mmpcm.apis.best_checkpoint import (CheckpointNotFoundError,
                                         resolve_checkpoint)
-from mmpcm.models import WordVocabulary
+from mmpcm.text import WordVocabulary
 from mmpcm.models.utils.errors import ConfigMismatchError
 from mmpcm.registry import MODELS
 from mmpcm.testing import (TinyRegressionDataset, TinyRegressionModel,

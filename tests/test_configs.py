@@ -68,8 +68,10 @@ CROSS_DOMAIN = {
 # The release's hidden/FFN dropout follows the training set for ViT-L/14
 # (COCO 0.25, Flickr30k 0.2).
 TRAINING_SET_MODEL_KEYS = ('model.encoder.dropout', 'model.head.dropout')
-TRAIN_DATA_KEYS = ('train_data_root', 'train_dataloader.dataset.data_root',
-                   'model.head.vocab.data_root')
+TRAIN_DATA_KEYS = ('train_data_root', 'train_dataloader.dataset.data_root')
+# The word vocabulary is the training corpus's (tools/data/prepare_corpus.py)
+VOCAB_KEYS = ('vocab_file', 'model.head.vocab')
+PIPELINE_KEYS = ('train_pipeline', 'train_dataloader.dataset.pipeline')
 
 
 def _load(name: str) -> Config:
@@ -119,6 +121,8 @@ def _registry(path: Tuple[str, ...]) -> Registry:
     if section == 'optim_wrapper':
         return (mmpretrain_registry.OPTIMIZERS if 'optimizer' in path else
                 mmpretrain_registry.OPTIM_WRAPPERS)
+    if section.endswith('_pipeline'):
+        return mmpretrain_registry.TRANSFORMS
     if section.endswith('_dataloader'):
         for key in reversed(path):
             if key in DATALOADER_REGISTRIES:
@@ -238,12 +242,18 @@ def test_cross_domain_configs_change_only_the_training_data(name):
     in_domain, train_twin, train_set, clip = CROSS_DOMAIN[name]
     cross, reference = _load(name), _load(in_domain)
     diff = _diff(cross, reference)
-    assert set(TRAIN_DATA_KEYS) <= set(diff)
-    assert set(diff) <= set(TRAIN_DATA_KEYS) | set(TRAINING_SET_MODEL_KEYS)
+    data_keys = set(TRAIN_DATA_KEYS) | set(VOCAB_KEYS) | set(PIPELINE_KEYS)
+    assert data_keys <= set(diff)
+    assert set(diff) <= data_keys | set(TRAINING_SET_MODEL_KEYS)
     # the model is the one trained on the same data in-domain
     assert cross.model == _load(train_twin).model
     want = f'data/{train_set}/synth_features_{clip}'
     assert all(diff[key][0] == want for key in TRAIN_DATA_KEYS)
+    vocab = f'data/{train_set}/annotations/vocab.json'
+    assert all(diff[key][0] == vocab for key in VOCAB_KEYS)
+    for key in PIPELINE_KEYS:
+        assert diff[key][0] == [
+            dict(type='PCMTokenizeCaption', vocab=vocab, max_len=20)]
     test_set = 'coco' if train_set == 'flickr30k' else 'flickr30k'
     assert cross.test_dataloader.dataset.data_root == (
         f'data/{test_set}/test_features_{clip}')

@@ -20,7 +20,7 @@ from mmpcm.datasets import feature_store
 from mmpcm.datasets.collate import pcm_collate
 from mmpcm.datasets.feature_store import FeatureStore
 from mmpcm.datasets.synth_imgcap import SynthImgCapDataset
-from mmpcm.models.utils import WordVocabulary
+from mmpcm.text import WordVocabulary
 from mmpcm.preprocessing import extraction
 from mmpcm.preprocessing.extraction import (CLIP_SCORE_TEXT,
                                             CLIPFeatureExtractor, CLIPSpec,

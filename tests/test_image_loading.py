@@ -22,7 +22,7 @@ from mmpcm.apis.inferencer import _ImageInputs
 from mmpcm.datasets import ImageFolderCaptionDataset
 from mmpcm.datasets.transforms import (BACKGROUND, ImageLoadError,
                                        check_image, load_image)
-from mmpcm.models import WordVocabulary
+from mmpcm.text import WordVocabulary
 from mmpcm.preprocessing import extraction
 from mmpcm.preprocessing.extraction import (CLIPSpec, ExtractionConfig,
                                             clip_image_transform,

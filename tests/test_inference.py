@@ -18,7 +18,7 @@ from mmpcm.datasets import (CLIPFeatureInfo, FeatureStoreWriter,
                             ImageFolderCaptionDataset, SynthImgCapDataset,
                             pcm_collate)
 from mmpcm.datasets.transforms import clip_image_tensor, load_image
-from mmpcm.models import WordVocabulary
+from mmpcm.text import WordVocabulary
 from mmpcm.registry import MODELS
 from mmpcm.testing import (TINY_EMBED_DIM, TINY_NUM_PATCHES, TINY_PATCH_DIM,
                            random_concepts, tiny_captioner_cfg)

@@ -10,7 +10,7 @@ from mmpcm.apis import (PCMCaptionInferencer, ReleaseFormatError,
                         build_captioner, is_release_file, load_model_source,
                         publish_release, read_release_info)
 from mmpcm.apis.release import model_cfg_from_text
-from mmpcm.models import WordVocabulary
+from mmpcm.text import WordVocabulary
 from mmpcm.registry import MODELS
 from mmpcm.testing import (TINY_CLIP_CFG, TINY_NUM_PATCHES, random_concepts,
                            tiny_captioner_cfg)

@@ -89,7 +89,7 @@ def test_release_through_run_test_never_unpickles(workspace, tmp_path,
     # The config's vocabulary source is gone: all comes from the release.
     cfg = Config.fromfile(CONFIG)
     cfg.work_dir = str(tmp_path / 'out_release')
-    cfg.model.head.vocab = dict(data_root='missing', min_count=1)
+    cfg.model.head.vocab = 'missing/vocab.json'
     # No METEOR (faster). A list: mmengine reads a dict with "metrics" as
     # an Evaluator config; run_test says so instead of failing late.
     one_metric = dict(cfg.test_evaluator, metrics=['BLEU', 'CIDEr'])

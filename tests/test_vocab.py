@@ -5,7 +5,7 @@ import pytest
 from pycocoevalcap.meteor.meteor import Meteor
 
 from mmpcm.evaluation import IsolatedPTBTokenizer, PCMCaptionMetric
-from mmpcm.models.utils.vocab import (WordVocabulary, detokenize_caption,
+from mmpcm.text import (WordVocabulary, detokenize_caption,
                                       scan_caption, tokenize_caption)
 from mmpcm.preprocessing.corpus import prepare_corpus
 

@@ -19,7 +19,6 @@ never executed.
 """
 import ast
 import copy
-import hashlib
 import json
 import os
 import os.path as osp
@@ -34,6 +33,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from mmpcm.utils.compat import save_safetensors
+from mmpcm.utils.fileio import sha256_file
 from mmpcm.version import __version__
 
 RELEASE_FORMAT = 'mmpcm-release'
@@ -379,14 +379,40 @@ def _checkpoint_model_cfg(path: str, ckpt: Dict[str, Any],
     return model_cfg_from_text(text, f'{path} (meta.cfg)')
 
 
+def checkpoint_vocabulary(state: Dict[str, Any]) -> List[str]:
+    """The word vocabulary a captioner's state dict carries.
+
+    Args:
+        state (dict): A ``PCMCaptioner`` state dict.
+
+    Returns:
+        list[str]: The words of ``head.vocab_bytes``, special tokens first.
+    """
+    from mmpcm.models.heads import decode_vocab_tensor
+    return decode_vocab_tensor(state[_VOCAB_KEY])
+
+
+def checkpoint_model_cfg(ckpt: Dict[str, Any], model_cfg: dict) -> dict:
+    """A model config built from what a checkpoint carries.
+
+    Args:
+        ckpt (dict): A checkpoint from :func:`checkpoint_state`.
+        model_cfg (dict): The training ``model`` config.
+
+    Returns:
+        dict: ``model_cfg`` with no file to read
+        (:func:`strip_model_files`) and the checkpoint's vocabulary.
+    """
+    model = strip_model_files(model_cfg)
+    model['head']['vocab'] = checkpoint_vocabulary(ckpt['state_dict'])
+    return model
+
+
 def _checkpoint_source(path: str, ckpt: Dict[str, Any],
                        train_model_cfg: dict) -> ModelSource:
     """A buildable source from a loaded checkpoint and its model config."""
-    from mmpcm.models.heads import decode_vocab_tensor
-    state = ckpt['state_dict']
-    model_cfg = strip_model_files(train_model_cfg)
-    model_cfg['head']['vocab'] = decode_vocab_tensor(state[_VOCAB_KEY])
-    return ModelSource(model_cfg, state, 'checkpoint', path)
+    return ModelSource(checkpoint_model_cfg(ckpt, train_model_cfg),
+                       ckpt['state_dict'], 'checkpoint', path)
 
 
 def load_model_source(path: str,
@@ -500,14 +526,6 @@ def build_captioner(model: str,
 # --------------------------------------------------------------------------
 # publishing
 # --------------------------------------------------------------------------
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as file:
-        for block in iter(lambda: file.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def clip_identity(backbone_cfg: dict, backbone: nn.Module) -> dict:
     """Which CLIP the captioner was trained with (no machine paths).
 
@@ -526,7 +544,7 @@ def clip_identity(backbone_cfg: dict, backbone: nn.Module) -> dict:
     sha = None
     if pretrained is not None and (osp.sep in pretrained
                                    or osp.isfile(pretrained)):
-        sha = _sha256(pretrained) if osp.isfile(pretrained) else None
+        sha = sha256_file(pretrained) if osp.isfile(pretrained) else None
         pretrained = osp.basename(pretrained)
     return dict(
         model_name=backbone_cfg.get('model_name'),

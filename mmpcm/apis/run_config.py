@@ -103,9 +103,8 @@ def apply_checkpoint_to_cfg(cfg: Config, checkpoint: str) -> Config:
         UntrustedCheckpointError: If a ``.pth`` holds other pickled objects.
         ReleaseFormatError: For a safetensors file that is no release.
     """
-    from mmpcm.models.heads import decode_vocab_tensor
-    from mmpcm.utils.checkpoint import (SAFETENSORS, check_checkpoint_file,
-                                        load_checkpoint_file)
+    from mmpcm.apis.release import checkpoint_model_cfg, checkpoint_state
+    from mmpcm.utils.checkpoint import SAFETENSORS, check_checkpoint_file
     if (check_checkpoint_file(checkpoint).kind == SAFETENSORS
             or is_release_file(checkpoint)):
         cfg.model = read_release_info(checkpoint).model_cfg()
@@ -113,17 +112,12 @@ def apply_checkpoint_to_cfg(cfg: Config, checkpoint: str) -> Config:
         _add_custom_hook(cfg, dict(type='PCMLoadReleaseHook',
                                    release=checkpoint))
         return cfg
-    ckpt = load_checkpoint_file(checkpoint)
-    state = ckpt.get('state_dict', ckpt)
-    if 'head.vocab_bytes' not in state:
-        raise ValueError(f'{checkpoint}: no word vocabulary '
-                         '(head.vocab_bytes) in the state dict: not a '
-                         'PCMCaptioner checkpoint.')
-    cfg.model.head.vocab = decode_vocab_tensor(state['head.vocab_bytes'])
-    cfg.model.neck.concepts = None
-    cfg.model.backbone = _checkpoint_backbone(checkpoint, ckpt,
-                                              cfg.model.backbone)
-    cfg.model.backbone.pretrained = None
+    ckpt = checkpoint_state(checkpoint)
+    model = checkpoint_model_cfg(ckpt, cfg.model.to_dict())
+    model['backbone'] = _checkpoint_backbone(checkpoint, ckpt,
+                                             model['backbone'])
+    model['backbone']['pretrained'] = None
+    cfg.model = model
     cfg.load_from = checkpoint
     return cfg
 
