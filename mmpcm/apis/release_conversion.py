@@ -537,7 +537,7 @@ def save_converted(converted: ConvertedModel, out_prefix: str
     ckpt_path, release_path = converted_paths(out_prefix)
     from mmpcm.apis.release import (ReleaseInfo, save_release,
                                     strip_model_files)
-    from mmpcm.preprocessing.sharding import atomic_write
+    from mmpcm.utils.fileio import atomic_write
     stored = strip_model_files(converted.model_cfg)
     stored['head']['vocab'] = None
     backbone = stored['backbone']

@@ -29,6 +29,7 @@ from typing import (Any, Dict, Iterator, List, Mapping, NamedTuple, Optional,
 import numpy as np
 
 from mmpcm.utils.cli import InputError, MissingInputError
+from mmpcm.utils.fileio import atomic_write_text, fsync_dir, tmp_path_for
 
 PathLike = Union[str, 'os.PathLike[str]']
 
@@ -341,29 +342,12 @@ def read_meta(root: PathLike) -> FeatureStoreMeta:
     return FeatureStoreMeta.from_dict(data, source=path)
 
 
-def _fsync_dir(path: str) -> None:
-    """Flush a directory entry (best effort: not every OS allows it)."""
-    if os.name != 'posix':
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_meta(root: PathLike, meta: FeatureStoreMeta) -> None:
-    """Write ``<root>/meta.json`` atomically (temporary file + os.replace)."""
+    """Write ``<root>/meta.json`` atomically, then flush the folder entry."""
     root = os.fspath(root)
-    path = osp.join(root, META_FILE)
-    tmp = f'{path}.tmp-{os.getpid()}'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        json.dump(meta.to_dict(), f, indent=2)
-        f.write('\n')
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(root)
+    atomic_write_text(osp.join(root, META_FILE),
+                      json.dumps(meta.to_dict(), indent=2) + '\n')
+    fsync_dir(root)
 
 
 # --------------------------------------------------------------------------
@@ -934,7 +918,8 @@ class FeatureStoreWriter:
         self._check_text_consistency(texts is not None)
         info = ShardInfo(f'{SHARD_PREFIX}{len(self.meta.shards):05d}',
                          len(records))
-        tmp = osp.join(self.root, f'.{info.name}.tmp-{os.getpid()}')
+        final = osp.join(self.root, info.name)
+        tmp = tmp_path_for(final)
         if osp.exists(tmp):
             shutil.rmtree(tmp)
         os.makedirs(tmp)
@@ -943,11 +928,10 @@ class FeatureStoreWriter:
         if texts is not None:
             _save_npy(osp.join(tmp, TEXT_FILE), texts)
         _save_jsonl(osp.join(tmp, RECORDS_FILE), records)
-        final = osp.join(self.root, info.name)
         if osp.exists(final):  # left over by a crash, never listed in meta
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         self.meta = dataclasses.replace(
             self.meta,
             shards=self.meta.shards + [info],

@@ -33,6 +33,7 @@ from typing import (Any, Dict, Iterable, List, Mapping, Optional, Sequence,
 
 from mmpcm.text.vocab import VocabularyReport, WordVocabulary
 from mmpcm.utils.cli import InputError, MissingInputError
+from mmpcm.utils.fileio import atomic_write_text
 from mmpcm.utils.text_io import read_text, read_text_lines
 
 ImageId = Union[str, int]
@@ -220,7 +221,7 @@ def write_text_corpus(path: PathLike, captions: Iterable[str]) -> int:
         int: Number of lines written.
     """
     lines = [c for c in (clean_caption(c) for c in captions) if c]
-    _write_atomic(path, ''.join(f'{c}\n' for c in lines))
+    atomic_write_text(path, ''.join(f'{c}\n' for c in lines))
     return len(lines)
 
 
@@ -532,7 +533,7 @@ def write_image_list(path: PathLike, images: Iterable[ImageEntry]) -> int:
     """
     lines = [json.dumps({'image_id': e.image_id, 'file_name': e.file_name},
                         ensure_ascii=False) for e in images]
-    _write_atomic(path, ''.join(f'{line}\n' for line in lines))
+    atomic_write_text(path, ''.join(f'{line}\n' for line in lines))
     return len(lines)
 
 
@@ -561,7 +562,7 @@ def write_path_list(path: PathLike, file_names: Iterable[str],
         osp.relpath(osp.join(root, name), list_dir).replace(os.sep, '/')
         for name in file_names
     ]
-    _write_atomic(path, ''.join(f'{line}\n' for line in lines))
+    atomic_write_text(path, ''.join(f'{line}\n' for line in lines))
     return len(lines)
 
 
@@ -613,17 +614,9 @@ def image_list_file_name(split: str, typed: bool = False) -> str:
     return f'karpathy_{split}_images.{"jsonl" if typed else "txt"}'
 
 
-def _write_atomic(path: PathLike, text: str) -> None:
-    """Write text through a temporary file and ``os.replace``."""
-    path = os.fspath(path)
-    tmp = f'{path}.tmp-{os.getpid()}'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _write_json(path: PathLike, data: Any) -> None:
-    _write_atomic(path, json.dumps(data, ensure_ascii=False) + '\n')
+    """Write compact JSON (UTF-8, trailing newline) atomically."""
+    atomic_write_text(path, json.dumps(data, ensure_ascii=False) + '\n')
 
 
 @dataclass

@@ -124,10 +124,11 @@ from mmpcm.datasets.transforms import (ImageLoadError, exif_orientation,
 from mmpcm.models.backbones.open_clip_vit import (OpenCLIPVisionBackbone,
                                                   build_open_clip)
 from mmpcm.utils.cli import InputError
+from mmpcm.utils.fileio import (PathLike, atomic_write_json, atomic_write_text,
+                                sha256_file)
 from .generation import load_generation_records, read_caption_file
-from .sharding import (PathLike, RankInfo, atomic_write_json,
-                       atomic_write_text, contiguous_block, device_for_rank,
-                       get_rank_info, sha256_file)
+from .sharding import (RankInfo, contiguous_block, device_for_rank,
+                       get_rank_info)
 
 logger = logging.getLogger(__name__)
 

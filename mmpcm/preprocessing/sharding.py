@@ -1,4 +1,4 @@
-"""Splitting preprocessing work over torchrun ranks, and atomic file writes.
+"""Splitting preprocessing work over torchrun ranks.
 
 Generation and extraction run as N independent processes (``torchrun
 --nproc_per_node N tools/data/...``, or one process per node with ``RANK`` /
@@ -6,32 +6,20 @@ Generation and extraction run as N independent processes (``torchrun
 reads its rank and the world size from the environment, takes a fixed,
 deterministic part of the items, and writes only files that no other rank
 writes. :func:`get_rank_info` reads the environment, :func:`strided_ids` and
-:func:`contiguous_block` split the work (no overlap, no gap), and the
-``atomic_*`` helpers write a file completely or not at all (temporary file in
-the same folder, fsync, ``os.replace``): a crash never leaves a half-written
-file under the final name.
+:func:`contiguous_block` split the work (no overlap, no gap). Each rank
+writes its files with :mod:`mmpcm.utils.fileio`'s atomic writes.
 """
-import hashlib
-import json
 import os
-import os.path as osp
 from dataclasses import dataclass
-from typing import Any, Callable, IO, Mapping, Optional, Union
+from typing import Mapping, Optional
 
 import torch
 
 from mmpcm.utils.cli import InputError
 
-PathLike = Union[str, 'os.PathLike[str]']
-
-TMP_TAG = '.tmp-'
-"""Marks a temporary file: ``.<final name>.tmp-<pid>``; never read back."""
-
 __all__ = [
     'RankInfo', 'get_rank_info', 'device_for_rank', 'strided_ids',
-    'contiguous_block', 'tmp_path_for', 'is_tmp_name', 'remove_tmp_files',
-    'atomic_write', 'atomic_write_text', 'atomic_write_json', 'sha256_file',
-    'TMP_TAG'
+    'contiguous_block'
 ]
 
 
@@ -149,81 +137,3 @@ def contiguous_block(num: int, info: RankInfo) -> range:
     start = num * info.rank // info.world_size
     stop = num * (info.rank + 1) // info.world_size
     return range(start, stop)
-
-
-# --------------------------------------------------------------------------
-# atomic writes
-# --------------------------------------------------------------------------
-def tmp_path_for(path: PathLike) -> str:
-    """Temporary sibling of ``path``: ``<dir>/.<name>.tmp-<pid>``."""
-    path = os.fspath(path)
-    folder, name = osp.split(path)
-    return osp.join(folder, f'.{name}{TMP_TAG}{os.getpid()}')
-
-
-def is_tmp_name(name: str) -> bool:
-    """Whether a file name is a temporary file of :func:`atomic_write`."""
-    return name.startswith('.') and TMP_TAG in name
-
-
-def remove_tmp_files(folder: PathLike) -> int:
-    """Delete the temporary files a crashed writer left in ``folder``.
-
-    Only call it for a folder no other live process writes into.
-
-    Returns:
-        int: How many were removed.
-    """
-    folder = os.fspath(folder)
-    if not osp.isdir(folder):
-        return 0
-    names = [n for n in os.listdir(folder) if is_tmp_name(n)]
-    for name in names:
-        os.remove(osp.join(folder, name))
-    return len(names)
-
-
-def atomic_write(path: PathLike, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write a file completely or not at all.
-
-    ``write(f)`` fills a temporary binary file in the same folder, which is
-    fsync'ed and renamed to ``path`` with ``os.replace``. On an error the
-    temporary file is removed (a hard crash may leave it: its name marks it,
-    see :func:`is_tmp_name`).
-
-    Args:
-        path (str | PathLike): The final path.
-        write (Callable[[IO[bytes]], Any]): Writes the content.
-    """
-    path = os.fspath(path)
-    tmp = tmp_path_for(path)
-    try:
-        with open(tmp, 'wb') as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def atomic_write_text(path: PathLike, text: str) -> None:
-    """Write UTF-8 text atomically (see :func:`atomic_write`)."""
-    atomic_write(path, lambda f: f.write(text.encode('utf-8')))
-
-
-def atomic_write_json(path: PathLike, data: Any) -> None:
-    """Write JSON (indented, UTF-8, trailing newline) atomically."""
-    atomic_write_text(path, json.dumps(data, indent=1, ensure_ascii=False) +
-                      '\n')
-
-
-def sha256_file(path: PathLike, block: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in blocks of ``block`` bytes."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for data in iter(lambda: f.read(block), b''):
-            digest.update(data)
-    return digest.hexdigest()

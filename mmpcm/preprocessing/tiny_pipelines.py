@@ -28,7 +28,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from mmpcm.testing import TINY_CLIP_CFG
 from mmpcm.utils.compat import save_safetensors
-from .sharding import PathLike
+from mmpcm.utils.fileio import PathLike
 
 TINY_SD_SIZE = 32
 """Image side of the tiny pipeline (latents 16x16, VAE downsamples 2x)."""
