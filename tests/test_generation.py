@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import os.path as osp
+import subprocess
 import sys
 
 import numpy as np
@@ -17,13 +18,16 @@ from PIL import Image
 
 import mmpcm.registry  # noqa: F401  (compat patches first)
 from mmpcm.preprocessing import generation as gen
+from mmpcm.preprocessing.generation import chunks as gen_chunks
+from mmpcm.preprocessing.generation import generate as gen_generate
+from mmpcm.preprocessing.generation import sampling as gen_sampling
 from mmpcm.preprocessing.generation import (GenerationConfig, PipelineImage,
                                             generate_images, item_seed,
                                             load_generation_records,
                                             read_caption_file)
 from mmpcm.preprocessing.sharding import (RankInfo, contiguous_block,
-                                          get_rank_info, is_tmp_name,
-                                          strided_ids, tmp_path_for)
+                                          get_rank_info, strided_ids)
+from mmpcm.utils.fileio import is_tmp_name, tmp_path_for
 from mmpcm.preprocessing.tiny_pipelines import (TINY_SD_SIZE,
                                                 save_tiny_sd_pipeline)
 from mmpcm.utils.cli import InputError
@@ -243,7 +247,7 @@ def test_resume_after_a_crash_mid_write(reference, model_dir, captions_file,
             raise KeyboardInterrupt('simulated crash')
         real_save(path, image, image_format)
 
-    monkeypatch.setattr(gen, 'save_image', crash_on_sixth)
+    monkeypatch.setattr(gen_chunks, 'save_image', crash_on_sixth)
     with pytest.raises(KeyboardInterrupt):
         generate_images(captions_file, out, _config(model_dir),
                         progress=False)
@@ -255,7 +259,7 @@ def test_resume_after_a_crash_mid_write(reference, model_dir, captions_file,
     assert sorted(os.listdir(chunk1)) == [
         f'.000000007.png.tmp-{os.getpid()}', '000000004.png', '000000006.png']
 
-    monkeypatch.setattr(gen, 'save_image', real_save)
+    monkeypatch.setattr(gen_chunks, 'save_image', real_save)
     summary = generate_images(captions_file, out, _config(model_dir),
                               progress=False)
     assert (summary.already_done, summary.generated) == (3, 9)
@@ -286,7 +290,7 @@ def test_degenerate_and_nsfw_images_are_regenerated(model_dir, captions_file,
             fixed.append(out)
         return fixed
 
-    monkeypatch.setattr(gen, 'run_pipeline', faulty)
+    monkeypatch.setattr(gen_sampling, 'run_pipeline', faulty)
     out = str(tmp_path / 'out')
     summary = generate_images(captions_file, out, _config(model_dir),
                               progress=False)
@@ -302,7 +306,7 @@ def test_degenerate_and_nsfw_images_are_regenerated(model_dir, captions_file,
     assert [a.result for a in r7.attempts] == ['nsfw'] * 3
     assert not osp.exists(osp.join(out, 'images', '000001', '000000007.png'))
     # a failed item is finished: a rerun does not retry it
-    monkeypatch.setattr(gen, 'run_pipeline', real_run)
+    monkeypatch.setattr(gen_sampling, 'run_pipeline', real_run)
     assert generate_images(captions_file, out, _config(model_dir),
                            progress=False).generated == 0
 
@@ -455,7 +459,7 @@ def _spy_load_pipeline(monkeypatch) -> list:
         loaded.append(real_load(*args, **kwargs))
         return loaded[-1]
 
-    monkeypatch.setattr(gen, 'load_pipeline', spy)
+    monkeypatch.setattr(gen_generate, 'load_pipeline', spy)
     return loaded
 
 
@@ -595,3 +599,41 @@ def test_command_line_speed_flags(monkeypatch):
                                        gen.DEFAULT_COMPILE_MODE, 'inductor')
     assert (fast.channels_last, fast.compile_unet, fast.compile_mode,
             fast.compile_backend) == (True, True, 'default', 'eager')
+
+
+# --------------------------------------------------------------------------
+# optional packages: imported when a pipeline is built, not before
+# --------------------------------------------------------------------------
+def test_importing_generation_loads_neither_diffusers_nor_transformers():
+    """What ``import mmpcm.preprocessing.generation`` adds to ``import
+    mmpcm`` (its parent package, imported first) holds neither."""
+    heavy = ('diffusers', 'transformers')
+    code = (
+        'import sys\n'
+        f'heavy = {heavy!r}\n'
+        'import mmpcm\n'
+        'print(",".join(m for m in heavy if m in sys.modules))\n'
+        'import mmpcm.preprocessing.generation\n'
+        'print(",".join(m for m in heavy if m in sys.modules))\n')
+    proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT,
+                          capture_output=True, text=True, check=True)
+    by_mmpcm, after = (set(filter(None, line.split(',')))
+                       for line in proc.stdout.splitlines()[-2:])
+    assert 'diffusers' not in after
+    assert after == by_mmpcm
+
+
+def test_missing_diffusers_is_one_error_line(model_dir, captions_file,
+                                             tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, 'diffusers', None)  # not installed
+    message = ('diffusers: not installed (image generation needs it); pip '
+               'install diffusers')
+    with pytest.raises(gen.MissingPackageError) as err:
+        gen.load_pipeline(model_dir)
+    assert str(err.value) == message
+    assert isinstance(err.value, ImportError)
+    status = load_tool('data/generate_images').main(
+        [captions_file, str(tmp_path / 'out'), '--model', model_dir,
+         '--no-progress'])
+    assert status != 0
+    assert capsys.readouterr().err.strip() == f'error: {message}'
