@@ -1,6 +1,6 @@
 # Runtime shared by every mmpcm config.
 default_scope = 'mmpretrain'
-custom_imports = dict(imports=['mmpcm'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmpcm.plugin'], allow_failed_imports=False)
 
 # Checkpoint choice: validation (Karpathy val, every epoch) keeps the best
 # checkpoint by CIDEr, best_coco-caption_CIDEr_epoch_N.pth, which

@@ -9,8 +9,7 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 data_root = 'data/smoke'
-clip_info = dict(clip_model='custom', num_patches=16, patch_dim=32,
-                 embed_dim=16)
+clip_info = dict(clip_model='custom')
 tiny_clip = dict(
     embed_dim=16,
     vision_cfg=dict(image_size=32, patch_size=8, width=32, layers=2,
@@ -20,8 +19,7 @@ tiny_clip = dict(
 model = dict(
     backbone=dict(model_name=None, model_cfg=tiny_clip, pretrained=None),
     neck=dict(concepts=data_root + '/concepts.safetensors',
-              clip_model='custom', num_patches=16, patch_dim=32,
-              embed_dim=16, model_dim=64, top_k=3, num_selected=3,
+              model_dim=64, top_k=3, num_selected=3,
               dropout=0.1),
     encoder=dict(num_layers=1, model_dim=64, num_heads=2, ffn_dim=128,
                  dropout=0.1, attn_dropout=0.1),

@@ -175,12 +175,28 @@ class ReleaseArchitecture:
 
 def _model_sizes(model_cfg: dict) -> ReleaseArchitecture:
     """The sizes a config's model would have (vocabulary size left 0)."""
+    from mmpcm.models.backbones.clip_dims import clip_dims
     neck, enc, head = model_cfg['neck'], model_cfg['encoder'], model_cfg['head']
+    backbone = model_cfg['backbone']
+    stated = ('num_patches', 'patch_dim', 'embed_dim')
+    if all(backbone.get(k) is not None for k in stated):  # CLIPJointProjection
+        clip = {k: backbone[k] for k in stated}
+    else:
+        clip = clip_dims(backbone.get('model_name'), backbone.get('model_cfg'),
+                         backbone.get('patch_pool', 1))._asdict()
+    clip.update({k: neck[k] for k in clip if neck.get(k) is not None})
     return ReleaseArchitecture(
-        patch_dim=neck['patch_dim'], embed_dim=neck['embed_dim'],
-        num_patches=neck['num_patches'], model_dim=neck['model_dim'],
+        **clip, model_dim=neck['model_dim'],
         ffn_dim=enc['ffn_dim'], encoder_layers=enc['num_layers'],
         decoder_layers=head['num_layers'], vocab_size=0)
+
+
+def _clip_dims_of(model_cfg: dict) -> dict:
+    """``num_patches``, ``patch_dim`` and ``embed_dim`` of a model config
+    (the neck's where stated, else its backbone's)."""
+    sizes = _model_sizes(model_cfg)
+    return dict(num_patches=sizes.num_patches, patch_dim=sizes.patch_dim,
+                embed_dim=sizes.embed_dim)
 
 
 def check_release_matches_config(arch: ReleaseArchitecture, model_cfg: dict,
@@ -547,9 +563,7 @@ def save_converted(converted: ConvertedModel, out_prefix: str
                   model_cfg=backbone.get('model_cfg'), pretrained=None,
                   pretrained_sha256=None,
                   patch_pool=backbone.get('patch_pool', 1), image_size=None,
-                  num_patches=converted.model_cfg['neck']['num_patches'],
-                  patch_dim=converted.model_cfg['neck']['patch_dim'],
-                  embed_dim=converted.model_cfg['neck']['embed_dim']),
+                  **_clip_dims_of(converted.model_cfg)),
         concepts=list(converted.concept_words))
     os.makedirs(osp.dirname(osp.abspath(release_path)), exist_ok=True)
     save_release(release_path, converted.state_dict, info)

@@ -9,8 +9,9 @@ train_data_root = 'data/coco/synth_features_vit-b32'
 vocab_file = 'data/coco/annotations/vocab.json'
 train_pipeline = [dict(type='PCMTokenizeCaption', vocab=vocab_file,
                        max_len=20)]
-clip_info = dict(clip_model='ViT-B-32', num_patches=49, patch_dim=768,
-                 embed_dim=512)
+# The store must hold features of this CLIP (its meta.json is checked); the
+# feature shapes are checked against the model's backbone at the first batch.
+clip_info = dict(clip_model='ViT-B-32')
 
 train_dataloader = dict(
     batch_size=32,

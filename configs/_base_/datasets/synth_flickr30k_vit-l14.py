@@ -1,8 +1,7 @@
 # SynthImgCap-Flickr30k with CLIP ViT-L/14 features (64 pooled patches x 1024).
 _base_ = ['./synth_flickr30k_vit-b32.py']
 train_data_root = 'data/flickr30k/synth_features_vit-l14'
-clip_info = dict(clip_model='ViT-L-14', num_patches=64, patch_dim=1024,
-                 embed_dim=768)
+clip_info = dict(clip_model='ViT-L-14')
 train_dataloader = dict(dataset=dict(data_root=train_data_root, **clip_info))
 val_dataloader = dict(dataset=dict(
     data_root='data/flickr30k/val_features_vit-l14', **clip_info))

@@ -16,8 +16,9 @@ model = dict(
     neck=dict(
         type='PCMNeck',
         concepts='data/concepts/coco_concepts_vit-b32.safetensors',
-        clip_model=clip_model,
-        num_patches=49, patch_dim=768, embed_dim=512, model_dim=512,
+        # CLIP's clip_model, num_patches, patch_dim and embed_dim: read
+        # from the backbone (PCMCaptioner).
+        model_dim=512,
         top_k=5, num_selected=5, tau=0.01, concept_threshold=0.0,
         noise_var=0.016, mixup=True, dropout=0.5),
     encoder=dict(type='VisualSemanticEncoder', num_layers=3, model_dim=512,

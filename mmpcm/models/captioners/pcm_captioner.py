@@ -38,7 +38,9 @@ class PCMCaptioner(BaseModel):
     Args:
         backbone (dict | nn.Module): Frozen CLIP image encoder
             (:class:`OpenCLIPVisionBackbone`).
-        neck (dict | nn.Module): :class:`PCMNeck`.
+        neck (dict | nn.Module): :class:`PCMNeck`. A config that does not
+            state CLIP's ``num_patches``, ``patch_dim``, ``embed_dim`` or
+            ``clip_model`` gets the backbone's.
         encoder (dict | nn.Module): :class:`VisualSemanticEncoder`.
         head (dict | nn.Module): :class:`PCMCaptionHead`.
         data_preprocessor (dict | nn.Module, optional): Defaults to None
@@ -59,14 +61,31 @@ class PCMCaptioner(BaseModel):
                                      dict(type='PCMDataPreprocessor')),
             init_cfg=init_cfg)
         self.backbone = _build(backbone)
-        self.neck = _build(neck)
+        self.neck = _build(self._fill_clip_dims(neck))
         self.encoder = _build(encoder)
         self.head = _build(head)
         self._check_widths()
 
+    # What the neck takes from CLIP: read from the backbone unless stated.
+    _CLIP_DIMS = ('num_patches', 'patch_dim', 'embed_dim')
+
+    def _fill_clip_dims(self, neck: Union[dict, nn.Module]
+                        ) -> Union[dict, nn.Module]:
+        """The neck config with CLIP's dimensions (``num_patches``,
+        ``patch_dim``, ``embed_dim``) and ``clip_model`` taken from the
+        built backbone where the config does not state them."""
+        if not isinstance(neck, dict):
+            return neck
+        neck = dict(neck)
+        for name in self._CLIP_DIMS:
+            neck.setdefault(name, getattr(self.backbone, name))
+        if neck.get('clip_model') is None:
+            neck['clip_model'] = getattr(self.backbone, 'model_name', None)
+        return neck
+
     def _check_widths(self) -> None:
         bb, neck = self.backbone, self.neck
-        for name in ('num_patches', 'patch_dim', 'embed_dim'):
+        for name in self._CLIP_DIMS:
             if getattr(bb, name) != getattr(neck, name):
                 raise ValueError(
                     f'The CLIP backbone gives {name}={getattr(bb, name)} but '
