@@ -37,12 +37,7 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
-# The benchmarks measure the tree they are in: its mmpcm, then common.py.
-sys.path[:0] = [osp.dirname(osp.dirname(osp.abspath(__file__))),
-                osp.dirname(osp.abspath(__file__))]
-
-import common  # noqa: E402
-import torch  # noqa: E402
+import torch
 
 REFERENCE_BATCH = 64  # test_dataloader.batch_size of the configs
 PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}

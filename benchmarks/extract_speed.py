@@ -52,13 +52,8 @@ from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, List, Optional, Sequence
 
-# The benchmarks measure the tree they are in: its mmpcm, then common.py.
-sys.path[:0] = [osp.dirname(osp.dirname(osp.abspath(__file__))),
-                osp.dirname(osp.abspath(__file__))]
-
-import common  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 IMAGE_SIZE = 512
 JPEG_QUALITY = 95  # as mmpcm.preprocessing.generation writes images
@@ -99,11 +94,12 @@ def synthetic_image(index: int, size: int = IMAGE_SIZE) -> np.ndarray:
 
 def _write_jpeg(args: tuple) -> None:
     from PIL import Image
+
+    from mmpcm.utils.fileio import atomic_write
     path, index = args
-    tmp = f'{path}.tmp-{os.getpid()}'
-    Image.fromarray(synthetic_image(index)).save(tmp, format='JPEG',
-                                                 quality=JPEG_QUALITY)
-    os.replace(tmp, path)
+    image = Image.fromarray(synthetic_image(index))
+    atomic_write(path, lambda f: image.save(f, format='JPEG',
+                                            quality=JPEG_QUALITY))
 
 
 def prepare_images(folder: str, count: int, processes: int = 1,

@@ -27,7 +27,7 @@ retry is rare). Only the pipeline's speed is measured here: why the faster
 sampler keeps image quality is discussed in docs/benchmarks.md.
 
 ``--arch tiny`` runs the same rows on the tiny random pipeline of
-:mod:`mmpcm.preprocessing.tiny_pipelines` (32 px images, milliseconds per
+:mod:`mmpcm.testing.pipelines` (32 px images, milliseconds per
 step on a CPU), for smoke tests.
 
 Example (one GPU)::
@@ -49,14 +49,9 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any, List, Optional, Sequence, Union
 
-# The benchmarks measure the tree they are in: its mmpcm, then common.py.
-sys.path[:0] = [osp.dirname(osp.dirname(osp.abspath(__file__))),
-                osp.dirname(osp.abspath(__file__))]
+import torch
 
-import common  # noqa: E402
-import torch  # noqa: E402
-
-from mmpcm.preprocessing.generation import (  # noqa: E402
+from mmpcm.preprocessing.generation import (
     DEFAULT_COMPILE_MODE, apply_speed_settings)
 
 # SD v1.5's component configs (stable-diffusion-v1-5/stable-diffusion-v1-5,
@@ -122,7 +117,7 @@ def build_sd15_pipeline(tokenizer_dir: str, safety_checker: bool = True,
                            StableDiffusionPipeline, UNet2DConditionModel)
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from mmpcm.preprocessing.tiny_pipelines import write_clip_tokenizer
+    from mmpcm.testing.pipelines import write_clip_tokenizer
     tokenizer = write_clip_tokenizer(tokenizer_dir)
     torch.manual_seed(seed)
     with torch.device(device):
@@ -154,14 +149,14 @@ def build_pipeline(arch: str, workdir: str, device: torch.device,
                    safety_checker: bool) -> Any:
     """The ``--arch`` pipeline on ``device`` (fp32, PNDM, no progress bar).
 
-    ``tiny`` is :func:`~mmpcm.preprocessing.tiny_pipelines.
+    ``tiny`` is :func:`~mmpcm.testing.pipelines.
     build_tiny_sd_pipeline` with SD v1.5's PNDM scheduler instead of its
     DDIM, so both architectures start from diffusers' default sampler.
     """
     from diffusers import PNDMScheduler
     tokenizer_dir = osp.join(workdir, 'clip_tokenizer')
     if arch == 'tiny':
-        from mmpcm.preprocessing.tiny_pipelines import build_tiny_sd_pipeline
+        from mmpcm.testing.pipelines import build_tiny_sd_pipeline
         pipe = build_tiny_sd_pipeline(tokenizer_dir)
         pipe.scheduler = PNDMScheduler.from_config(SD15_SCHEDULER)
     else:

@@ -8,40 +8,36 @@ whole data sets, so they must stay cheap:
   test set before the checkpoint loads (``ImageFolderCaptionDataset``).
   Target: at most 1/10 of :func:`~mmpcm.datasets.transforms.load_image`'s
   time per file, for 640x480 JPEGs (COCO's typical size) and PNGs.
-* :func:`mmpcm.text.tokenize_caption` (the metric's PTB word
-  rules) runs over the training corpus when the vocabulary is built (at the
-  start of training, and in ``tools/data/prepare_corpus.py``). Target: the
-  542,401 captions of SynthImgCap-COCO in at most 60 s on one CPU core.
+* :func:`mmpcm.text.tokenize_caption` (the metric's PTB word rules) runs
+  over the training corpus when ``tools/data/prepare_corpus.py`` builds the
+  word vocabulary. Target: the 542,401 captions of SynthImgCap-COCO in at
+  most 60 s on one CPU core.
 
 Images are random-textured 640x480 files written to ``--workdir``; captions
-are Zipf-distributed random words of COCO's length (``common.py``) with a
-share of hyphenated, accented and possessive words. ``--check`` exits 1 if a
+are Zipf-distributed random words of COCO's length
+(:func:`benchmarks.common.random_captions`) with a share of hyphenated,
+accented and possessive words. ``--check`` exits 1 if a
 target is missed.
 
 Example::
 
-    python benchmarks/input_checks_speed.py --num-images 200 --check
+    python -m benchmarks.input_checks_speed --num-images 200 --check
 """
 import argparse
-import os
 import os.path as osp
 import sys
 import tempfile
 import time
 from typing import Callable, List, Optional, Sequence
 
-# The benchmarks measure the tree they are in: its mmpcm, then common.py.
-sys.path[:0] = [osp.dirname(osp.dirname(osp.abspath(__file__))),
-                osp.dirname(osp.abspath(__file__))]
+import numpy as np
+from PIL import Image
 
-import common  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+from mmpcm.datasets.transforms import check_image, load_image
+from mmpcm.text import tokenize_caption
 
-from mmpcm.datasets.transforms import check_image, load_image  # noqa: E402
-from mmpcm.text import tokenize_caption  # noqa: E402
+from benchmarks import common
 
-COCO_SYNTH_CAPTIONS = 542401
 CHECK_TO_LOAD_MAX = 0.1
 CORPUS_SECONDS_MAX = 60.0
 EXTRA_WORDS = ("t-shirt", "café", "jalapeños", "dog's", "man’s",
@@ -119,7 +115,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     captions = common.random_captions(words, args.num_captions)
     seconds = best_seconds(lambda: [tokenize_caption(c) for c in captions],
                            args.repeats)
-    corpus = seconds / len(captions) * COCO_SYNTH_CAPTIONS
+    corpus = seconds / len(captions) * common.COCO_PAIRS
     results['tokenize'] = dict(us_per_caption=seconds / len(captions) * 1e6,
                                coco_seconds=corpus)
     rows.append(['tokenize_caption', f'{seconds / len(captions) * 1e6:.1f} '

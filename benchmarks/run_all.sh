@@ -18,10 +18,11 @@
 #               then in inductor's default mode; the fast recipe's,
 #               compiled decoding and UNet
 # Time limits per step (seconds) come from LIMIT_<STEP>, e.g.
-# LIMIT_TRAIN=240. DRY_RUN=1 prints each step's script and arguments (one
+# LIMIT_TRAIN=240. DRY_RUN=1 prints each step's module and arguments (one
 # line each, tab-separated) instead of running it. Python: $PYTHON (default
-# python3). The scripts put this tree first on sys.path, so mmpcm need not
-# be installed, only its dependencies.
+# python3). Each script runs as a module from the repo root
+# (python -m benchmarks.<script>), so it measures this tree's mmpcm; only
+# mmpcm's dependencies need to be installed.
 set -uo pipefail
 if [ $# -lt 1 ]; then
     sed -n '2,20p' "$0"
@@ -35,19 +36,22 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PYTHON:-python3}"
 WORK="${WORKDIR:-$ROOT/work_dirs/benchmarks}"
 mkdir -p "$OUT" "$WORK"
+OUT="$(cd "$OUT" && pwd)"  # the steps run from the repo root
+WORK="$(cd "$WORK" && pwd)"
 export PYTHONUNBUFFERED=1
 
-run() {  # run NAME LIMIT SCRIPT ARGS...
-    local name="$1" limit="$2" script="$3"
+run() {  # run NAME LIMIT SCRIPT ARGS...: python -m benchmarks.SCRIPT
+    local name="$1" limit="$2" module="benchmarks.$3"
     shift 3
     if [ -n "${DRY_RUN:-}" ]; then
-        (IFS=$'\t'; echo "$name"$'\t'"$script"$'\t'"--workdir"$'\t'"$WORK"$'\t'"--json"$'\t'"$OUT/$name.json"$'\t'"$*")
+        (IFS=$'\t'; echo "$name"$'\t'"$module"$'\t'"--workdir"$'\t'"$WORK"$'\t'"--json"$'\t'"$OUT/$name.json"$'\t'"$*")
         return
     fi
-    echo "== $name (limit ${limit}s): $script $*" | tee -a "$OUT/steps.log"
+    echo "== $name (limit ${limit}s): python -m $module $*" \
+        | tee -a "$OUT/steps.log"
     local start=$SECONDS
-    timeout --kill-after=10 "$limit" "$PY" "$ROOT/benchmarks/$script" \
-        --workdir "$WORK" --json "$OUT/$name.json" "$@" \
+    (cd "$ROOT" && timeout --kill-after=10 "$limit" "$PY" -m "$module" \
+        --workdir "$WORK" --json "$OUT/$name.json" "$@") \
         >"$OUT/$name.log" 2>&1
     local rc=$?
     echo "== $name: exit $rc after $((SECONDS - start))s" \
@@ -57,32 +61,32 @@ run() {  # run NAME LIMIT SCRIPT ARGS...
 for step in "${STEPS[@]}"; do
     case "$step" in
     train)
-        run train "${LIMIT_TRAIN:-300}" train_throughput.py \
+        run train "${LIMIT_TRAIN:-300}" train_throughput \
             --recipe paper fast --link-shards --ref-num-pairs 10000 \
             --trace-dir "$OUT/traces_train" ;;
     decode)
-        run decode "${LIMIT_DECODE:-180}" decode_speed.py \
+        run decode "${LIMIT_DECODE:-180}" decode_speed \
             --batch-size 1000 --precision fp32 bf16 --kv-cache on off \
             --profile ;;
     extract)
-        run extract "${LIMIT_EXTRACT:-240}" extract_speed.py \
+        run extract "${LIMIT_EXTRACT:-240}" extract_speed \
             --num-images 8192 --batch-size 256 --workers 8 15 --gpu-decode ;;
     generate)
-        run generate "${LIMIT_GENERATE:-300}" generate_speed.py ;;
+        run generate "${LIMIT_GENERATE:-300}" generate_speed ;;
     compile)
-        run compile_train_paper "${LIMIT_COMPILE:-300}" train_throughput.py \
+        run compile_train_paper "${LIMIT_COMPILE:-300}" train_throughput \
             --recipe paper --compile train_step --compile-mode reduce-overhead \
             --link-shards --ref-num-pairs 10000 --iters 300 \
             --loader-batches 0 --trace-iters 0
         run compile_train_paper_inductor "${LIMIT_COMPILE:-300}" \
-            train_throughput.py --recipe paper --compile train_step \
+            train_throughput --recipe paper --compile train_step \
             --no-reference --link-shards --iters 300 --loader-batches 0
-        run compile_train_fast "${LIMIT_COMPILE:-300}" train_throughput.py \
+        run compile_train_fast "${LIMIT_COMPILE:-300}" train_throughput \
             --recipe fast --compile train_step --no-reference --link-shards \
             --iters 100 --loader-batches 0
-        run compile_decode "${LIMIT_COMPILE:-300}" decode_speed.py \
+        run compile_decode "${LIMIT_COMPILE:-300}" decode_speed \
             --batch-size 1000 --precision bf16 --compile --no-reference
-        run compile_generate "${LIMIT_COMPILE:-300}" generate_speed.py \
+        run compile_generate "${LIMIT_COMPILE:-300}" generate_speed \
             --compile ;;
     *)
         echo "unknown step: $step (train, decode, extract, generate, compile)" >&2

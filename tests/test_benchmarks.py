@@ -2,9 +2,10 @@
 
 The scripts' figures are recorded in docs/benchmarks.md; here they only have
 to run end to end (Runner + packed store, the .npz reference, profiling) and
-report sane numbers. Both run in-process to share this process's imports.
+report sane numbers. They run in-process (``benchmarks`` is importable from
+the repo root, as with ``python -m benchmarks.<script>``).
 """
-import importlib.util
+import importlib
 import json
 import os.path as osp
 
@@ -34,11 +35,7 @@ SMALL_MODEL = [
 
 
 def _load(name):
-    path = osp.join(ROOT, 'benchmarks', f'{name}.py')
-    spec = importlib.util.spec_from_file_location(f'bench_{name}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f'benchmarks.{name}')
 
 
 def test_train_throughput_smoke(tmp_path, capsys):
@@ -55,8 +52,9 @@ def test_train_throughput_smoke(tmp_path, capsys):
         '--cfg-options', *SMALL_MODEL])
     text = capsys.readouterr().out
     for row in ('| reference (fp32)', '| paper (fp32)', '| fast (fp32)',
-                'Step breakdown, fast (fp32)', 'caption tokenization',
-                'Host dispatch, 2 iterations'):
+                'Step breakdown, fast (fp32)', 'Host dispatch, 2 iterations',
+                'paper (fp32): target >= 2x the reference',
+                'fast (fp32): target >= 20,000 pairs/s'):
         assert row in text
     result = json.loads(out_json.read_text())
     assert result['reference']['per_second'] > 0
@@ -73,7 +71,7 @@ def test_train_throughput_smoke(tmp_path, capsys):
                                                    'fast (fp32)']
     for run in result['runs']:
         assert run['per_second'] > 0 and run['batch_size'] == 4
-        assert 0 <= run['tokenize_share'] < 1
+        assert run['decoder_positions'] == 20  # the head's max_len
         assert run['breakdown_ms']['backward'] > 0
     # The hard-linked store reads as a normal store of 40 pairs (3 shards,
     # the short last one with its own arrays).
@@ -266,9 +264,9 @@ def test_run_all_passes_every_script_flags_it_accepts(tmp_path):
                      'compile_train_fast', 'compile_decode',
                      'compile_generate']
     for line in lines:
-        name, script, *argv = line.split('\t')
+        name, module, *argv = line.split('\t')
         argv = [a for a in argv if a]
-        args = _load(osp.splitext(script)[0]).parse_args(argv)
+        args = importlib.import_module(module).parse_args(argv)
         assert args.json == str(tmp_path / f'{name}.json')
     bad = subprocess.run(
         ['bash', osp.join(ROOT, 'benchmarks', 'run_all.sh'), str(tmp_path),
