@@ -4,6 +4,7 @@ import math
 import os
 import pickle
 import subprocess
+import sys
 import tempfile
 import warnings
 
@@ -372,7 +373,7 @@ def test_spice_runs_outside_the_package(tmp_path, monkeypatch,
             spice_calls.append((list(cmd), cwd, json.load(f)))
         return subprocess.CompletedProcess(cmd, 0, SPICE_STDOUT.encode(), b'')
 
-    monkeypatch.setattr(caption_metric.subprocess, 'run', fake_run)
+    monkeypatch.setattr(subprocess, 'run', fake_run)
     before = package_files()
     metric = PCMCaptionMetric(ann_file=ann_file, corenlp_dir=corenlp,
                               spice_max_memory='2G')
@@ -449,3 +450,18 @@ def test_reference_file_encodings_and_errors(tmp_path):
     with pytest.raises(ValueError, match=f'^{other}: not a COCO caption '
                        'file'):
         caption_metric.load_references(str(other))
+
+
+def test_scorers_and_spice_are_imported_when_used():
+    """Importing the metric loads pycocoevalcap's tokenizer only: each
+    scorer's module (and SPICE's) is imported when it first runs."""
+    code = ('import sys\n'
+            'import mmpcm.evaluation.metrics.caption_metric as cm\n'
+            'print(sorted(m for m in sys.modules\n'
+            '             if m.startswith("pycocoevalcap.")\n'
+            '             and not m.startswith("pycocoevalcap.tokenizer")))\n'
+            'print(cm.SPICE_JAR.endswith(".jar"))\n'
+            'print("pycocoevalcap.spice.spice" in sys.modules)\n')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                          text=True, check=True)
+    assert proc.stdout.split() == ['[]', 'True', 'True']

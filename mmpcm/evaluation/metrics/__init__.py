@@ -1,6 +1,7 @@
-from .caption_metric import (IsolatedPTBTokenizer, PCMCaptionMetric,
-                             SpiceUnavailableWarning)
+from .caption_metric import PCMCaptionMetric
 from .clip_score import PCMCLIPScore
+from .ptb_tokenizer import IsolatedPTBTokenizer
+from .spice import SpiceUnavailableWarning
 
 __all__ = [
     'IsolatedPTBTokenizer', 'PCMCaptionMetric', 'PCMCLIPScore',
