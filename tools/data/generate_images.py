@@ -10,7 +10,7 @@ Several GPUs / nodes (each rank takes the chunks ``c % WORLD_SIZE == RANK``)::
     torchrun --nproc_per_node 8 tools/data/generate_images.py CAPTIONS OUT
 
 Rerunning resumes; output layout and seeding are described in
-``mmpcm/preprocessing/generation.py``. ``--channels-last`` and
+``docs/generation_format.md``. ``--channels-last`` and
 ``--compile-unet`` only change speed (images by rounding at most): they are
 not recorded, and a resumed run may add or drop them. Exit status: 0 when
 every caption has its image, 1 when some failed (listed on stderr; those
