@@ -1,38 +1,8 @@
 """Loading mmengine checkpoints safely with torch >= 2.6.
 
-torch >= 2.6 unpickles with ``weights_only=True`` by default, while mmengine
-0.10.7 calls ``torch.load`` without the flag, so resuming, ``load_from`` and
-``mmengine.runner.load_checkpoint`` fail with ``UnpicklingError ...
-HistoryBuffer``. Turning ``weights_only`` off would let any checkpoint run
-code (a checkpoint is a pickle). This module keeps ``weights_only=True`` and
-allows exactly the extra globals an mmengine Runner checkpoint contains:
-
-* ``mmengine.logging.HistoryBuffer``: the message hub's logged scalars.
-* ``getattr(HistoryBuffer, name)`` for its four default statistics methods
-  (``min``, ``max``, ``current``, ``mean``): a HistoryBuffer pickles its
-  ``statistics_methods`` dict, whose values are these functions. Any other
-  ``getattr`` call is refused.
-* numpy array and scalar reconstruction
-  (``numpy._core.multiarray._reconstruct`` / ``scalar``, ``numpy.ndarray``,
-  also under numpy 1.x's ``numpy.core`` names) and ``numpy.dtype``
-  restricted to numeric and bool dtypes, plus those dtypes' classes:
-  HistoryBuffer stores float64/int64 arrays and the runtime info stores
-  numpy scalars (e.g. ``eta``).
-
-:func:`register_local_checkpoint_loader` installs this loader for local paths
-in mmengine's ``CheckpointLoader``;
-:func:`mmpcm.utils.compat.apply_compat_patches` calls it. Anything else in a
-checkpoint is refused with :class:`UntrustedCheckpointError`;
-:func:`load_trusted_checkpoint` loads a file the user trusts.
-
-Before anything is unpickled, :func:`check_checkpoint_file` says what the
-file is by its first bytes (:func:`describe_checkpoint_file`): a torch
-checkpoint (zip or legacy format), a safetensors file, or something else (a
-folder, an empty file, a truncated checkpoint, an image, JSON, text, ...),
-which is refused with one :class:`~mmpcm.utils.cli.InputError` line such as
-``photo.jpg: a JPEG image, not a checkpoint; pass a .pth or .safetensors
-model``. A legacy checkpoint that turns out truncated while it loads is
-reported the same way, not as untrusted.
+``weights_only=True`` with an allowlist of what an mmengine Runner checkpoint
+holds (anything else: :class:`UntrustedCheckpointError`); a file that is not
+a checkpoint is named by its first bytes. ``docs/inputs_and_errors.md``.
 """
 import errno
 import glob

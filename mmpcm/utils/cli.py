@@ -1,39 +1,8 @@
 """One line per user error: how every mmpcm tool reports bad input.
 
-A tool's ``main`` raises; :func:`run_tool` turns what was raised into one
-line on stderr, ``error: <file>: <what is wrong>; <what to do>``, and a
-non-zero exit status. The traceback is shown only with ``--debug``
-(:func:`add_debug_flag`), and is also written to the run's log file when an
-mmengine logger with a file is active (training and testing), so a report can
-quote it. Usage, as in ``tools/caption.py``::
-
-    def main(args: argparse.Namespace) -> int:
-        ...
-
-    if __name__ == '__main__':
-        sys.exit(run_tool(main, parse_args()))
-
-Errors the user can act on:
-
-* :class:`InputError` (a ``ValueError``) and :class:`MissingInputError` (also
-  a ``FileNotFoundError``): raised by mmpcm with the file, the problem and
-  the remedy.
-* ``OSError`` with a file name (missing file, permission denied, read-only
-  file system, disk full, a folder where a file goes): worded by errno.
-* mmpcm's own domain errors (unsafe checkpoint, release format, checkpoint
-  and config mismatch, unreadable image): their messages already name the
-  file.
-* ``ValueError`` / ``KeyError`` / ``RuntimeError`` raised by mmpcm's own
-  code (its input and setting checks, e.g. ``--amp`` without CUDA); the
-  same types raised inside a library are defects.
-
-Warnings print as one line, ``warning: <message>`` (Python's file, line
-and source line only with ``--debug``).
-
-Anything else is a defect, not a user error: it still gets one line
-(``error: unexpected <type>: ...; rerun with --debug ...``) and exit 1.
-``KeyboardInterrupt`` exits 130 with a line saying the work written so far
-is kept.
+:func:`run_tool` prints ``error: <file>: <what is wrong>; <what to do>`` for
+what a tool's ``main`` raises and exits non-zero; which errors are the
+user's, warnings and ``--debug``: ``docs/inputs_and_errors.md``.
 """
 import argparse
 import errno

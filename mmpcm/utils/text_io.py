@@ -1,25 +1,7 @@
 """Users' text files, decoded by one rule: byte-order marks, UTF-16, NULs.
 
-Every mmpcm reader of a text file a user supplies (caption corpora, image
-lists, Karpathy and other JSON files) decodes it here, so they agree on what
-a file says:
-
-* A byte-order mark picks the encoding and is dropped: UTF-8
-  (``EF BB BF``), UTF-16 LE/BE (``FF FE`` / ``FE FF``), UTF-32 LE/BE
-  (``FF FE 00 00`` / ``00 00 FE FF``).
-* Without one, a file whose NUL bytes all sit on one byte parity and make
-  up at least a quarter of those bytes is UTF-16 without a byte-order mark
-  (LE: ``'a\\0b\\0'``, BE: ``'\\0a\\0b'``; what Windows tools write for
-  mostly-Latin text) and is decoded as such.
-* Other files with many NUL bytes (at least 10%: UTF-32 without a
-  byte-order mark, binary data) are refused with one :class:`InputError`.
-* Everything else is UTF-8.
-
-A NUL character never reaches a caller: :func:`read_text_lines` reports the
-line as unreadable, :func:`read_text` refuses the file. UTF-8 is decoded
-line by line in :func:`read_text_lines`, so one line of another encoding is
-reported (and skipped by the caller) without losing the rest; a UTF-16 or
-UTF-32 file must decode as a whole.
+Every mmpcm reader of a text file a user supplies (corpora, image lists,
+JSON) decodes it here; the rules: ``docs/inputs_and_errors.md``.
 """
 import os
 from typing import List, NamedTuple, Optional, Union
