@@ -1,10 +1,13 @@
 """CLIP feature extraction speed (images/s) from 512 px JPEG files.
 
-Measures mmpcm's extraction path the way ``tools/data/extract_features.py``
-runs it: JPEG files decoded and resized in DataLoader workers (PIL, open_clip's
-eval transform), the frozen CLIP image encoder
-(:class:`~mmpcm.preprocessing.extraction.CLIPFeatureExtractor`, random
-weights of the real architecture: open_clip ``create_model(name,
+Target: CLIP ViT-B/32 extraction at >= 2,000 images/s on one H100/H200,
+JPEG decoding included (the end-to-end rows' steady state).
+
+How it is measured: mmpcm's extraction path the way
+``tools/data/extract_features.py`` runs it: JPEG files decoded and resized
+in DataLoader workers (PIL, open_clip's eval transform), the frozen CLIP
+image encoder (:class:`~mmpcm.preprocessing.extraction.CLIPFeatureExtractor`,
+random weights of the real architecture: open_clip ``create_model(name,
 pretrained=None)``), float16 features written into a temporary feature store
 (:func:`~mmpcm.preprocessing.extraction.extract_features`). Images are
 SD-like: ``--num-images`` 512x512 JPEGs (quality 95, as
@@ -13,8 +16,10 @@ shapes and mild noise, written into ``--workdir`` once and reused.
 
 Rows per ``--model``, so the bottleneck is visible:
 
-* decode only: the DataLoader alone (``--workers``, each count of the list),
-  no model;
+* decode only: a DataLoader (``--workers``, each count of the list) doing
+  the extraction loader's work alone, no model:
+  :func:`~mmpcm.datasets.transforms.load_image` and the extractor's
+  transform;
 * model only: ``encode_images`` on an already decoded batch (host to device,
   CLIP, features back to the host);
 * end to end: ``extract_features`` into a temporary store, with the largest
@@ -23,28 +28,27 @@ Rows per ``--model``, so the bottleneck is visible:
 * with ``--gpu-decode``: ``extract_features`` with ``decode='device'``
   (the tool's ``--decode device``): the workers only read the files' bytes,
   the JPEGs are decoded on the device (``torchvision.io.decode_jpeg(
-  device=...)``, nvJPEG on CUDA), resized and cropped there (bicubic,
-  antialiased, as open_clip's transform:
-  :func:`~mmpcm.preprocessing.extraction.device_preprocess`, the tool's own
-  function), encoded and written to a store; and the files-only loader. The
+  device=...)``, nvJPEG on CUDA), resized and cropped there
+  (:func:`~mmpcm.preprocessing.extraction.device_preprocess`), encoded and
+  written to a store; and a loader that only reads the files' bytes. The
   pixel difference to the PIL path is printed with it.
 
-Example (one GPU; the issue's target is >= 2,000 images/s for ViT-B/32)::
+Example (one GPU)::
 
-    python benchmarks/extract_speed.py --num-images 8192 --batch-size 256 \
+    python -m benchmarks.extract_speed --num-images 8192 --batch-size 256 \
         --workers 8 15 --gpu-decode
 
 Example (CPU, small)::
 
-    python benchmarks/extract_speed.py --model vit-b32 --num-images 64 \
+    python -m benchmarks.extract_speed --model vit-b32 --num-images 64 \
         --batch-size 16 --workers 1 --threads 1
 """
 import argparse
 import contextlib
+import inspect
 import os
 import os.path as osp
 import shutil
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -55,11 +59,14 @@ from typing import Callable, Iterator, List, Optional, Sequence
 import numpy as np
 import torch
 
+from mmpcm.utils.fileio import atomic_write
+
+from benchmarks import common
+
 IMAGE_SIZE = 512
 JPEG_QUALITY = 95  # as mmpcm.preprocessing.generation writes images
 TARGET_IMAGES_PER_S = {'vit-b32': 2_000}
-"""The issue's GPU targets (one H100/H200), by ``--model``."""
-AMP_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16}
+"""Targets on one H100/H200, by ``--model``."""
 
 
 # --------------------------------------------------------------------------
@@ -92,11 +99,11 @@ def synthetic_image(index: int, size: int = IMAGE_SIZE) -> np.ndarray:
     return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
-def _write_jpeg(args: tuple) -> None:
+def _write_jpeg(job: tuple) -> None:
+    """Write image ``index`` to ``path`` (atomically: reused files are
+    whole)."""
     from PIL import Image
-
-    from mmpcm.utils.fileio import atomic_write
-    path, index = args
+    path, index = job
     image = Image.fromarray(synthetic_image(index))
     atomic_write(path, lambda f: image.save(f, format='JPEG',
                                             quality=JPEG_QUALITY))
@@ -167,18 +174,11 @@ def clip_spec(shape: common.ClipShape, layers: Optional[int] = None):
     return CLIPSpec(model_name=shape.model, model_cfg=cfg, patch_pool=pool)
 
 
-def build_extractor(spec, device: torch.device, amp: Optional[str]):
-    """A :class:`CLIPFeatureExtractor` with ``amp`` autocast (or none).
-
-    mmpcm's extractor autocasts to float16 on CUDA; ``bf16`` swaps the
-    dtype of this instance's autocast (a benchmark-only setting).
-    """
+def build_extractor(spec, device: torch.device, amp: bool):
+    """A :class:`CLIPFeatureExtractor` (float16 autocast on CUDA if
+    ``amp``)."""
     from mmpcm.preprocessing.extraction import CLIPFeatureExtractor
-    extractor = CLIPFeatureExtractor(spec, device, amp=amp is not None)
-    if amp == 'bf16':
-        extractor._autocast = lambda: torch.autocast(  # noqa: E731
-            'cuda', dtype=torch.bfloat16)
-    return extractor
+    return CLIPFeatureExtractor(spec, device, amp=amp)
 
 
 @contextlib.contextmanager
@@ -186,16 +186,17 @@ def reuse_extractor(extractor) -> Iterator[None]:
     """Make ``extract_features`` use ``extractor`` instead of building one.
 
     The model is built (random init) once per ``--model``, outside the
-    timings; ``extract_features`` looks ``CLIPFeatureExtractor`` up in its
-    module at call time.
+    timings; ``extract_features`` looks ``CLIPFeatureExtractor`` up in the
+    module that defines it at call time, where it is swapped for the body.
     """
-    from mmpcm.preprocessing import extraction
-    original = extraction.CLIPFeatureExtractor
-    extraction.CLIPFeatureExtractor = lambda *a, **k: extractor
+    from mmpcm.preprocessing.extraction import extract_features
+    module = inspect.getmodule(extract_features)
+    original = module.CLIPFeatureExtractor
+    module.CLIPFeatureExtractor = lambda *a, **k: extractor
     try:
         yield
     finally:
-        extraction.CLIPFeatureExtractor = original
+        module.CLIPFeatureExtractor = original
 
 
 class CallLog:
@@ -260,8 +261,43 @@ class ModelOutcome:
                     None)
 
 
-def _loader(dataset, collate: Callable, batch_size: int, workers: int,
-            pin: bool):
+class DecodedImages(torch.utils.data.Dataset):
+    """The PIL path's work per image, in DataLoader workers: mmpcm's image
+    loader, then CLIP's host transform (a ``(3, S, S)`` uint8 tensor)."""
+
+    def __init__(self, items: Sequence, transform: Callable) -> None:
+        self.paths = [it.path for it in items]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        from mmpcm.datasets.transforms import load_image
+        return self.transform(load_image(self.paths[i]))
+
+
+class FileBytes(torch.utils.data.Dataset):
+    """The files' bytes only (as NumPy reads them: ``torchvision.io``'s
+    tensors cannot leave a worker), packed one batch per tensor."""
+
+    def __init__(self, items: Sequence) -> None:
+        self.paths = [it.path for it in items]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(np.fromfile(self.paths[i], dtype=np.uint8))
+
+    @staticmethod
+    def collate(batch: List[torch.Tensor]) -> tuple:
+        """``(all bytes back to back, sizes)``."""
+        return torch.cat(batch), [len(b) for b in batch]
+
+
+def _loader(dataset, collate: Optional[Callable], batch_size: int,
+            workers: int, pin: bool):
     from torch.utils.data import DataLoader
     return DataLoader(dataset, batch_size=batch_size, num_workers=workers,
                       collate_fn=collate, pin_memory=pin,
@@ -289,13 +325,10 @@ def time_batches(batches: Iterator, warmup: int,
 
 def decode_only(items: Sequence, transform: Callable, args, workers: int,
                 device: torch.device) -> common.ThroughputResult:
-    """The extraction DataLoader alone: PIL decode + resize + crop."""
-    from mmpcm.preprocessing.extraction import _collate, _ImageDataset
-    loader = _loader(_ImageDataset(items, range(len(items)), transform),
-                     _collate, args.batch_size, workers,
-                     device.type == 'cuda')
-    iters, n, seconds = time_batches(iter(loader), args.warmup_batches,
-                                     lambda b: len(b['positions']))
+    """The extraction loader's work alone: PIL decode + resize + crop."""
+    loader = _loader(DecodedImages(items, transform), None, args.batch_size,
+                     workers, device.type == 'cuda')
+    iters, n, seconds = time_batches(iter(loader), args.warmup_batches, len)
     return common.ThroughputResult(
         f'decode only, {workers} workers', common.describe_device(
             torch.device('cpu')), args.batch_size, iters, seconds, n,
@@ -405,10 +438,10 @@ def pixel_difference(items: Sequence, extractor, device: torch.device,
     Returns:
         float: The mean absolute difference of the uint8 inputs.
     """
-    from mmpcm.preprocessing.extraction import _load_image, device_preprocess
+    from mmpcm.preprocessing.extraction import device_preprocess
     few = list(items[:count])
-    pil = torch.stack([_load_image(it.path, extractor.transform)[0]
-                       for it in few])  # (B, 3, S, S)
+    pil = torch.stack([DecodedImages(few, extractor.transform)[i]
+                       for i in range(len(few))])  # (B, 3, S, S)
     data = [torch.from_numpy(np.fromfile(it.path, dtype=np.uint8))
             for it in few]  # B x (num_bytes, )
     dev = device_preprocess(data, device_size(extractor),
@@ -416,22 +449,20 @@ def pixel_difference(items: Sequence, extractor, device: torch.device,
     return (dev.cpu().float() - pil.float()).abs().mean().item()
 
 
-def read_only(items: Sequence, transform: Callable, args,
+def read_only(items: Sequence, args,
               workers: int) -> common.ThroughputResult:
-    """The DataLoader of ``--decode device`` alone: workers read the files
-    and check their JPEG headers, nothing is decoded."""
-    from mmpcm.preprocessing.extraction import _collate, _ImageDataset
-    loader = _loader(_ImageDataset(items, range(len(items)), transform,
-                                   decode='device'),
-                     _collate, args.batch_size, workers, False)
-    iters, n, seconds = time_batches(
-        iter(loader), args.warmup_batches,
-        lambda b: len(b['encoded_positions']) + len(b['positions']))
+    """The reads of ``--decode device``'s loader alone: workers read the
+    files' bytes, nothing is decoded (its JPEG header check is not
+    included)."""
+    loader = _loader(FileBytes(items), FileBytes.collate, args.batch_size,
+                     workers, False)
+    iters, n, seconds = time_batches(iter(loader), args.warmup_batches,
+                                     lambda b: len(b[1]))
     return common.ThroughputResult(
         f'read files only, {workers} workers',
         common.describe_device(torch.device('cpu')), args.batch_size, iters,
-        seconds, n, 'file bytes + JPEG header check (the --decode device '
-        'DataLoader, no decode)')
+        seconds, n, 'file bytes (the --decode device loader\'s reads, no '
+        'decode)')
 
 
 # --------------------------------------------------------------------------
@@ -447,7 +478,7 @@ def run_model(key: str, items: Sequence, args,
     shape = common.CLIP_SHAPES[key]
     spec = clip_spec(shape, args.layers)
     start = time.perf_counter()
-    extractor = build_extractor(spec, device, args.amp)
+    extractor = build_extractor(spec, device, args.amp is not None)
     print(f'{key}: {shape.model} built (random weights) in '
           f'{time.perf_counter() - start:.1f} s')
     outcome = ModelOutcome(key)
@@ -464,7 +495,7 @@ def run_model(key: str, items: Sequence, args,
     add(end_to_end(items, spec, extractor, args, max(args.workers), device))
     if args.gpu_decode:
         outcome.pixel_diff = pixel_difference(items, extractor, device)
-        add(read_only(items, extractor.transform, args, max(args.workers)))
+        add(read_only(items, args, max(args.workers)))
         add(end_to_end(items, spec, extractor, args, max(args.workers),
                        device, decode='device'))
     return outcome
@@ -484,7 +515,7 @@ def bottleneck(outcome: ModelOutcome, workers: int) -> str:
 
 
 def target_line(outcome: ModelOutcome, device: torch.device) -> str:
-    """The issue's target for this model, met or not (GPU only)."""
+    """This model's target, met or not (GPU only)."""
     target = TARGET_IMAGES_PER_S.get(outcome.model)
     if target is None:
         return ''
@@ -524,9 +555,7 @@ def report(outcomes: Sequence[ModelOutcome], args,
 # command line
 # --------------------------------------------------------------------------
 def _default_workers() -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(
-        os, 'sched_getaffinity') else (os.cpu_count() or 1)
-    return max(cores - 1, 1)
+    return max(common.usable_cores() - 1, 1)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -541,9 +570,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help='DataLoader workers; decode-only is timed for each, '
                    'end to end with the largest (default: cores - 1)')
     p.add_argument('--device', help='cuda or cpu (default: cuda if present)')
-    p.add_argument('--amp', choices=['fp16', 'bf16', 'none'],
-                   help='autocast dtype on CUDA (default fp16, mmpcm\'s; '
-                   'none on CPU)')
+    p.add_argument('--amp', choices=['fp16', 'none'],
+                   help='float16 autocast, as mmpcm extracts on CUDA '
+                   '(default: fp16 on CUDA, none on the CPU)')
     p.add_argument('--gpu-decode', action='store_true',
                    help='also extract with the JPEGs decoded on the device '
                    '(extract_features --decode device: '
@@ -567,11 +596,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def _resolve_amp(args, device: torch.device) -> None:
+    """``args.amp``: ``'fp16'`` or None once the device is known."""
     if args.amp is None:
         args.amp = 'fp16' if device.type == 'cuda' else 'none'
     if args.amp != 'none' and device.type != 'cuda':
-        raise SystemExit('--amp fp16/bf16 needs CUDA (mmpcm autocasts on '
-                         'CUDA only)')
+        raise SystemExit('--amp fp16 needs CUDA (mmpcm autocasts on CUDA '
+                         'only)')
     args.amp = None if args.amp == 'none' else args.amp
 
 

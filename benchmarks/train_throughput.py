@@ -797,8 +797,7 @@ def settings(args: argparse.Namespace, name: str,
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
-    device = common.start_benchmark(args.device, args.threads,
-                                    with_mmpcm=True)
+    device = common.start_benchmark(args.device, args.threads)
     shape = common.CLIP_SHAPES[args.clip]
     data = prepare_data(args, shape)
     runs = [settings(args, name, device) for name in args.recipe]

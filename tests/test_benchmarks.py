@@ -20,9 +20,12 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # Smaller than the paper model where it does not change the code path: one
 # transformer layer per stack, and a one-layer random CLIP with ViT-B/32's
 # widths (768-wide patches, 7x7 grid, 512-d space) instead of the full
-# ViT-B/32, whose random initialisation alone takes seconds.
+# ViT-B/32, whose random initialisation alone takes seconds. A custom CLIP
+# is named 'custom'; the neck is told it stands for ViT-B-32, the CLIP of
+# the benchmark's concept file.
 SMALL_MODEL = [
     'model.encoder.num_layers=1', 'model.head.num_layers=1',
+    'model.neck.clip_model=ViT-B-32',
     'model.backbone.model_name=None', 'model.backbone.model_cfg.embed_dim=512',
     'model.backbone.model_cfg.vision_cfg.image_size=224',
     'model.backbone.model_cfg.vision_cfg.patch_size=32',

@@ -77,29 +77,25 @@ def describe_load() -> str:
     return f'load average {one:.1f} (1 min), {five:.1f} (5 min)'
 
 
-def start_benchmark(device_arg: Optional[str], threads: Optional[int],
-                    with_mmpcm: bool = False) -> torch.device:
+def start_benchmark(device_arg: Optional[str],
+                    threads: Optional[int]) -> torch.device:
     """The shared start of every benchmark script.
 
-    Hides CUDA for ``--device cpu``, resolves the device, sets the torch
-    thread count, optionally registers mmpcm's components, and prints the
-    machine header line.
+    Hides CUDA for ``--device cpu``, sets mmpcm up as every tool does
+    (:func:`mmpcm.utils.register_all_modules`: library fixes, registries,
+    the ``mmpretrain`` default scope), resolves the device, sets the torch
+    thread count and prints the machine header line.
 
     Args:
         device_arg (str, optional): The ``--device`` argument.
         threads (int, optional): The ``--threads`` argument.
-        with_mmpcm (bool): Register mmpcm's components (needed before
-            building models, datasets or Runners from configs). Defaults to
-            False.
 
     Returns:
         torch.device: The device to run on.
     """
+    from mmpcm.utils import register_all_modules
     hide_cuda_if_cpu(device_arg)
-    if with_mmpcm:
-        import mmpcm  # noqa: F401  (compat patches, registries)
-        from mmengine.registry import init_default_scope
-        init_default_scope('mmpretrain')
+    register_all_modules()
     device = resolve_device(device_arg)
     if threads:
         torch.set_num_threads(threads)

@@ -1,27 +1,8 @@
 """Caption corpora: Karpathy split files and plain text, read and written.
 
-Two inputs are corpora:
-
-* Karpathy's ``dataset_coco.json`` / ``dataset_flickr30k.json``:
-  ``{"images": [{"filepath"?, "filename", "split", "cocoid"?, "imgid",
-  "sentences": [{"raw", "sentid"?, ...}]}], "dataset": "coco"}``.
-  The training corpus is split ``train`` plus ``restval`` (COCO's extra
-  training images; Flickr30k has none).
-* A plain text file, one caption per line, UTF-8 (UTF-16 and UTF-32 with a
-  byte-order mark and BOM-less UTF-16 are decoded too, see
-  :mod:`mmpcm.utils.text_io`). Empty lines, lines that are not valid UTF-8
-  and lines with a NUL byte are skipped and reported (file:line), never
-  fatal.
-
-Every text file here (corpora, JSON, image lists) is decoded by
-:mod:`mmpcm.utils.text_io`.
-
-:func:`prepare_corpus` turns a Karpathy file into everything the rest of the
-pipeline reads (see its docstring for the files). Image ids follow an
-:class:`ImageIdScheme`; the default is the image file name stem as a str
-(``'COCO_val2014_000000391895'``, ``'1000092795'``), the id that
-``tools/data/extract_features.py`` gives the images of a path list, so the
-val/test feature stores and the references agree without further steps.
+:func:`prepare_corpus` turns a Karpathy ``dataset_*.json`` into everything
+the rest of the pipeline reads. The two corpus formats, skipped lines and
+image ids (:class:`ImageIdScheme`): ``docs/data.md``, section 1.
 """
 import json
 import os
