@@ -1,23 +1,8 @@
 """Concept vocabulary: the corpus' most frequent nouns, embedded with CLIP.
 
-Nouns are found offline with a shipped, curated list
-(``resources/nouns.txt``: about 2,300 common concrete English nouns written
-for mmpcm, singular form first, irregular plurals spelled out) instead of a
-part-of-speech tagger. Each caption is split with the captioner's own
-:func:`~mmpcm.text.tokenize_caption`; a token counts for a
-noun when it is the noun or one of its plural forms (``'s`` of a possessive
-dropped), so ``dog`` and ``dogs`` are counted together and ``dog`` is kept.
-A token that is itself a listed noun counts only for itself (``glasses`` is
-not counted as ``glass``). The ``N`` most frequent nouns (ties
-alphabetical) become the concepts.
-
-Each concept is embedded with the CLIP text encoder by prompt ensembling:
-every template (``"a photo of a {}."``...) is encoded and L2-normalised, the
-template embeddings are averaged, and the mean is normalised again.
-
-The authors' released concept file, a pickle of ``(word list, fp16
-tensor)``, is read without unsafe unpickling by
-:func:`load_release_concepts`.
+Nouns come from a shipped curated list (``resources/nouns.txt``), concepts
+are embedded by prompt ensembling, and the authors' concept pickle is read
+without unsafe unpickling. Details: ``docs/data.md``, section 4.
 """
 import io
 import os

@@ -1,26 +1,8 @@
 """Import the authors' released SynthImgCap CLIP features into a store.
 
-The release keeps one ``.npz`` per synthetic image, in folders named
-``<feats>_sp<k>`` (``k`` = part index), the file name stem being the image's
-(caption's) id. Each file holds:
-
-* ``features``: the patch tokens, ``(N, Dv)`` (a leading axis of 1 is
-  accepted);
-* ``g_feature``: the global CLIP embedding, ``(D,)`` or ``(1, D)``.
-
-:func:`import_release_features` writes them into the packed layout of
-:class:`~mmpcm.datasets.feature_store.FeatureStoreWriter` in a fixed order
-(folders by part index, then file names sorted), joins each id with its
-caption (:func:`load_caption_map`) and optional CLIP score, normalises
-``g_feature``, and resumes an interrupted import. Files are read with
-``np.load(allow_pickle=False)``.
-
-CLIP scores: the release's ``clipscore`` is 2.5 x cos(image, caption) (its
-loss divides by 2.5 first, ``xmodaler/losses/weighted_label_smoothing.py``),
-while a feature store holds the raw cosine. :func:`load_clip_scores`
-divides by the stored scale (:data:`RELEASE_CLIP_SCORE_SCALE` by default),
-and the store records the release's caption normalisation
-(``clip_score_text``).
+:func:`import_release_features` packs the release's ``.npz`` files (one per
+synthetic image) into a feature store; :func:`load_clip_scores` divides the
+release's 2.5 x cosine scores by the scale. Details: ``docs/data.md``.
 """
 import logging
 import math
