@@ -1,10 +1,9 @@
 """mmpcm: PCM-Net zero-shot image captioning as an mmpretrain plugin.
 
-Importing mmpcm applies the compatibility fixes of :mod:`mmpcm.utils.compat`
-first, then registers every component in mmpretrain's registries.
+Importing mmpcm changes nothing: call :func:`mmpcm.utils.register_all_modules`
+to apply the library fixes and register mmpcm's parts in mmpretrain's
+registries, or list ``mmpcm.plugin`` in a config's ``custom_imports``.
 """
-from .registry import MODELS  # noqa: F401  (applies compat patches first)
-from . import datasets, engine, evaluation, models  # noqa: E402,F401
-from .version import __version__  # noqa: E402
+from .version import __version__
 
 __all__ = ['__version__']

@@ -6,14 +6,13 @@ mmpretrain parts freely. Names must be unique there (mmpretrain already has
 ``COCOCaption``, ``BlipCaption``, ``LabelSmoothLoss``...), hence the ``PCM``
 prefixes. mmpretrain has no ``FUNCTIONS`` registry of its own; collate
 functions go into mmengine's, where the Runner looks them up.
+
+Importing this module only names the registries: it registers nothing and
+changes no library. :func:`mmpcm.utils.register_all_modules` does both.
 """
-from mmpcm.utils.compat import apply_compat_patches
-
-apply_compat_patches()
-
-from mmengine.registry import FUNCTIONS  # noqa: E402
-from mmpretrain.registry import (DATASETS, HOOKS, METRICS,  # noqa: E402
-                                 MODELS, PARAM_SCHEDULERS, TRANSFORMS)
+from mmengine.registry import FUNCTIONS
+from mmpretrain.registry import (DATASETS, HOOKS, METRICS, MODELS,
+                                 PARAM_SCHEDULERS, TRANSFORMS)
 
 __all__ = [
     'DATASETS', 'FUNCTIONS', 'HOOKS', 'METRICS', 'MODELS', 'PARAM_SCHEDULERS',

@@ -18,10 +18,7 @@ import sys
 from contextlib import nullcontext
 from typing import List, Optional
 
-import mmpcm  # noqa: F401  (compat patches before mmpretrain.models)
-from mmpcm.apis import (PCMCaptionInferencer, caption_to_jsonl,
-                        expand_inputs)
-from mmpcm.apis.best_checkpoint import resolve_checkpoint
+from mmpcm.utils import register_all_modules
 from mmpcm.utils.cli import (MissingInputError, add_debug_flag,
                              check_output_file, run_tool)
 
@@ -49,6 +46,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def caption(args: argparse.Namespace) -> int:
+    # Fixes and registries before mmpcm.apis loads; it builds the model in
+    # mmpretrain's scope.
+    register_all_modules(init_default_scope=False)
+
+    from mmpcm.apis import (PCMCaptionInferencer, caption_to_jsonl,
+                            expand_inputs)
+    from mmpcm.apis.best_checkpoint import resolve_checkpoint
+
     if args.out:
         check_output_file(args.out)
     for path in args.inputs:  # a mistyped input is an error, not a skip

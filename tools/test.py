@@ -14,11 +14,9 @@ import os
 import sys
 from typing import List, Optional
 
-import mmpcm  # noqa: F401  (compat patches before mmpretrain.models)
 from mmengine.config import DictAction
 
-from mmpcm.apis import default_work_dir, run_test
-from mmpcm.apis.best_checkpoint import resolve_checkpoint, save_best_metric
+from mmpcm.utils import register_all_modules
 from mmpcm.utils.cli import add_debug_flag, load_config, run_tool
 
 
@@ -43,6 +41,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def test(args: argparse.Namespace) -> int:
+    # Fixes and registries before mmpcm.apis loads; the Runner sets the
+    # config's default scope.
+    register_all_modules(init_default_scope=False)
+
+    from mmpcm.apis import default_work_dir, run_test
+    from mmpcm.apis.best_checkpoint import (resolve_checkpoint,
+                                            save_best_metric)
+
     cfg = load_config(args.config)
     cfg.launcher = args.launcher
     cfg.work_dir = default_work_dir(args.config,

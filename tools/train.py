@@ -4,12 +4,9 @@ import os
 import sys
 from typing import List, Optional
 
-import mmpcm  # noqa: F401  (compat patches before mmpretrain.models)
 from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
-from mmpcm.apis import default_work_dir, naming_checkpoint, prepare_cfg
+from mmpcm.utils import register_all_modules
 from mmpcm.utils.cli import add_debug_flag, load_config, run_tool
 
 
@@ -43,6 +40,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Merge command-line arguments into the config."""
+    from mmpcm.apis import default_work_dir, prepare_cfg
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     cfg.launcher = args.launcher
@@ -69,6 +67,15 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 
 
 def train(args: argparse.Namespace) -> None:
+    # Fixes and registries before mmpcm.apis loads; the Runner sets the
+    # config's default scope.
+    register_all_modules(init_default_scope=False)
+
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    from mmpcm.apis import naming_checkpoint
+
     cfg = merge_args(load_config(args.config), args)
     runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg
               else RUNNERS.build(cfg))

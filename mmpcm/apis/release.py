@@ -32,6 +32,7 @@ from mmengine.registry import DefaultScope
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
+from mmpcm.utils import register_all_modules
 from mmpcm.utils.compat import save_safetensors
 from mmpcm.utils.fileio import sha256_file
 from mmpcm.version import __version__
@@ -460,6 +461,7 @@ def build_model(model_cfg: dict) -> nn.Module:
         nn.Module: The model (random weights).
     """
     from mmpcm.registry import MODELS
+    register_all_modules(init_default_scope=False)
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         return MODELS.build(copy.deepcopy(model_cfg))
 

@@ -24,6 +24,7 @@ from mmengine.runner import Runner
 
 from mmpcm.engine.hooks import PCMPredictionDumpHook
 from mmpcm.registry import METRICS
+from mmpcm.utils import register_all_modules
 from mmpcm.utils.dist import adapt_cfg_for_device
 from .checkpoint_errors import naming_checkpoint
 from .release import is_release_file, read_release_info
@@ -66,6 +67,7 @@ def add_checkpoint_hooks(cfg: Config) -> None:
 
 def prepare_cfg(cfg: Config) -> Config:
     """Apply every run-time adaptation to a merged config (in place)."""
+    register_all_modules(init_default_scope=False)
     check_amp_device(cfg)
     fix_dataloaders(cfg)
     adapt_cfg_for_device(cfg)
@@ -266,6 +268,7 @@ def run_test(cfg: Config, checkpoint: str) -> CaptionTestResult:
         CaptionTestResult: Metrics, the paper row and the written files (the
         files are None on non-main ranks).
     """
+    register_all_modules(init_default_scope=False)
     check_test_evaluator(cfg)  # Java, CoreNLP, references: fail first
     apply_checkpoint_to_cfg(cfg, checkpoint)
     prepare_cfg(cfg)

@@ -1,10 +1,13 @@
 """Distributed training on machines without CUDA (gloo on CPU processes).
 
-mmengine 0.10.7 assumes CUDA in two places of its PyTorch launcher path:
-``_init_dist_pytorch`` calls ``torch.cuda.set_device`` and the Runner hands
-``device_ids=[LOCAL_RANK]`` to DDP, which DDP refuses for a CPU module. Both
-are adapted here, once, so ``tools/dist_train.sh CONFIG N`` also runs N CPU
-processes (tests use this with 2).
+mmengine (every release up to 0.10.7) assumes CUDA in two places of its
+PyTorch launcher path: ``_init_dist_pytorch`` calls
+``torch.cuda.set_device`` and the Runner hands ``device_ids=[LOCAL_RANK]``
+to DDP, which DDP refuses for a CPU module. :func:`patch_cpu_distributed`
+adapts the first (:func:`mmpcm.utils.compat.apply_library_fixes` applies it
+for those mmengine versions), :func:`adapt_cfg_for_device` the second, so
+``tools/dist_train.sh CONFIG N`` also runs N CPU processes (tests use this
+with 2).
 """
 import os
 
@@ -13,7 +16,8 @@ import torch.distributed as torch_dist
 from mmengine.config import Config
 from mmengine.dist import utils as dist_utils
 
-_original_init_dist_pytorch = dist_utils._init_dist_pytorch
+# mmengine's own ``_init_dist_pytorch``, kept by patch_cpu_distributed.
+_original_init_dist_pytorch = None
 
 
 def _init_dist_pytorch_cpu_aware(backend: str, init_backend: str = 'torch',
@@ -32,7 +36,18 @@ def _init_dist_pytorch_cpu_aware(backend: str, init_backend: str = 'torch',
 
 
 def patch_cpu_distributed() -> None:
-    """Let mmengine's PyTorch launcher start gloo groups without CUDA."""
+    """Let mmengine's PyTorch launcher start gloo groups without CUDA.
+
+    Replaces ``mmengine.dist.utils._init_dist_pytorch`` (mmengine <= 0.10.7
+    calls ``torch.cuda.set_device`` there unconditionally) with a version
+    that keeps mmengine's own path when CUDA is available and starts a gloo
+    group otherwise. Idempotent. Upstream would have to set the CUDA device
+    only when CUDA is available.
+    """
+    global _original_init_dist_pytorch
+    if dist_utils._init_dist_pytorch is _init_dist_pytorch_cpu_aware:
+        return
+    _original_init_dist_pytorch = dist_utils._init_dist_pytorch
     dist_utils._init_dist_pytorch = _init_dist_pytorch_cpu_aware
 
 

@@ -3,11 +3,11 @@ import argparse
 import sys
 from typing import List, Optional
 
-from mmpcm.testing import write_smoke_data
 from mmpcm.utils.cli import add_debug_flag, run_tool
 
 
 def write(args: argparse.Namespace) -> int:
+    from mmpcm.testing import write_smoke_data
     write_smoke_data(args.out, args.seed)
     print(f'smoke data written to {args.out}')
     return 0

@@ -17,9 +17,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-import mmpcm  # noqa: F401  (compat patches before mmpretrain.models)
-from mmpcm.apis.release_conversion import (convert_release_model,
-                                           converted_paths, save_converted)
+from mmpcm.utils import register_all_modules
 from mmpcm.utils.cli import InputError, add_debug_flag, error_line, run_tool
 
 
@@ -41,6 +39,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def convert(args: argparse.Namespace) -> int:
+    # Fixes and registries before mmpcm.apis loads; it builds the model in
+    # mmpretrain's scope.
+    register_all_modules(init_default_scope=False)
+
+    from mmpcm.apis.release_conversion import (convert_release_model,
+                                               converted_paths, save_converted)
+
     converted_paths(args.out)  # a bad --out fails before the conversion
     try:
         converted = convert_release_model(

@@ -14,8 +14,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-import mmpcm  # noqa: F401  (compat patches before mmpretrain.models)
-from mmpcm.apis.release import publish_release
+from mmpcm.utils import register_all_modules
 from mmpcm.utils.cli import (InputError, add_debug_flag, check_output_file,
                              run_tool)
 
@@ -32,6 +31,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def publish(args: argparse.Namespace) -> int:
+    # Fixes and registries before mmpcm.apis loads; it builds the model in
+    # mmpretrain's scope.
+    register_all_modules(init_default_scope=False)
+
+    from mmpcm.apis.release import publish_release
+
     if not args.out.endswith('.safetensors'):
         raise InputError(args.out, 'a release file name must end with '
                          '.safetensors', 'name it OUT.safetensors')
