@@ -162,6 +162,37 @@ def test_word_list_and_captions():
     assert caps == common.random_captions(words[:50], 2000, seed=0)
 
 
+def test_feature_store_shards_repeat_the_first(tmp_path):
+    """Written in full (no links), later shards hold the first shard's rows
+    rolled by their index; a second call reuses the store."""
+    common = _load('common')
+    shape = common.CLIP_SHAPES['vit-b32']
+    captions = [f'caption {i}' for i in range(40)]
+    logs = []
+    root = str(tmp_path / 'store')
+    common.write_feature_store(root, captions, shape, shard_size=16,
+                               log=logs.append)
+    store = FeatureStore(root)
+    assert len(store) == 40 and [s.count for s in store.shards] == [16, 16, 8]
+    record = store.records[17]
+    assert (record['image_id'], record['caption']) == (17, 'caption 17')
+    # shard 1, row 1 = first shard's row 0 (rolled by one)
+    assert (store.get(17).patch_tokens == store.get(0).patch_tokens).all()
+    common.write_feature_store(root, captions, shape, shard_size=16,
+                               log=logs.append)
+    assert logs[-1].startswith('reusing feature store')
+
+
+def test_random_test_features_repeat_a_stored_block(tmp_path):
+    common = _load('common')
+    shape = common.CLIP_SHAPES['vit-b32']
+    feats = common.random_test_features(str(tmp_path / 'test'), 5, shape)
+    assert feats['patch_tokens'].shape == (5, 49, 768)
+    assert feats['global_embed'].dtype == torch.float16
+    again = common.random_test_features(str(tmp_path / 'test'), 5, shape)
+    assert torch.equal(feats['patch_tokens'], again['patch_tokens'])
+
+
 # Data-preparation benchmarks (extract_speed.py, generate_speed.py).
 def test_extract_speed_smoke(tmp_path, capsys):
     bench = _load('extract_speed')
