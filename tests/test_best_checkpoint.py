@@ -16,7 +16,9 @@ from mmpcm.evaluation.metrics import PCMCaptionMetric
 from mmpcm.evaluation.metrics.caption_metric import DEFAULT_METRICS
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-PCM_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'pcm', '*.py')))
+PCM_CONFIGS = sorted(
+    glob.glob(osp.join(ROOT, 'configs', 'pcm', '*.py')) +
+    glob.glob(osp.join(ROOT, 'projects', 'toyworld', 'configs', '*.py')))
 # Configs on data without a validation split: the offline world (tested at
 # its last epoch, never validated) and the smoke run (one evaluation set).
 NOT_PAPER = ('pcm_toyworld', 'pcm_smoke')

@@ -1,21 +1,21 @@
-# PCM-Net on the offline toy world (tools/toyworld/run.py builds its data):
-# the paper's architecture and recipe at toy width, trained in minutes on
-# two CPU cores. Ablation variants: pcm_toyworld_ablation-*.py.
+# PCM-Net on the offline toy world (projects/toyworld/tools/run.py builds
+# its data): the paper's architecture and recipe at toy width, for a CPU.
+# Ablation variants: pcm_toyworld_ablation-*.py.
 _base_ = [
-    '../_base_/models/pcm_vit-b32.py',
-    '../_base_/datasets/toyworld.py',
-    '../_base_/schedules/noam_12e.py',
-    '../_base_/default_runtime.py',
+    '../../../configs/_base_/models/pcm_vit-b32.py',
+    './_base_/datasets/toyworld.py',
+    '../../../configs/_base_/schedules/noam_12e.py',
+    '../../../configs/_base_/default_runtime.py',
 ]
 world_root = 'data/toyworld'
 model = dict(
     backbone=dict(model_name='local-dir:' + world_root + '/clip',
                   pretrained=None),
-    neck=dict(concepts=world_root + '/concepts.safetensors',
-              clip_model='local-dir:' + world_root + '/clip',
-              num_patches=36, patch_dim=64, embed_dim=64, model_dim=128),
+    # CLIP's clip_model, num_patches, patch_dim and embed_dim: read from the
+    # backbone (PCMCaptioner).
+    neck=dict(concepts=world_root + '/concepts.safetensors', model_dim=128),
     encoder=dict(model_dim=128, num_heads=4, ffn_dim=512),
-    head=dict(vocab=dict(data_root={{_base_.train_data_root}}, min_count=2),
+    head=dict(vocab={{_base_.vocab_file}},
               model_dim=128, num_heads=4, ffn_dim=512,
               loss=dict(clip_weight_scale=2.5)),
 )
@@ -25,7 +25,7 @@ model = dict(
 optim_wrapper = dict(optimizer=dict(fused=False))
 param_scheduler = dict(model_size=128, warmup=300, factor=0.5)
 # No validation (the world has no val split; validating on its test renders
-# would choose on test): the last epoch is tested, as tools/toyworld does.
+# would choose on test): the last epoch is tested, as the project's tools do.
 train_cfg = dict(max_epochs=10)
 val_dataloader = None
 val_evaluator = None

@@ -6,11 +6,9 @@
 # for 32 -> 1024), fused Adam, gradient clipping by value 0.1, and twice the
 # epochs (10 -> 20): 470 optimizer steps instead of 940. fp32: mmengine's
 # AmpOptimWrapper needs a GPU, so bf16 autocast is not part of this check.
-# On this world CIDEr follows the number of optimizer steps: the same rule
-# at 10 epochs, or at batch 512, lost CIDEr (docs/benchmarks.md, "The fast
-# recipe on the offline world").
-# Compare: python tools/toyworld/ablation.py --variants pcm_toyworld.py \
-#     pcm_toyworld_fast.py
+# Results: docs/benchmarks.md, "The fast recipe on the offline world".
+# Compare: python projects/toyworld/tools/ablation.py --variants \
+#     pcm_toyworld.py pcm_toyworld_fast.py
 _base_ = ['./pcm_toyworld.py']
 train_dataloader = dict(batch_size=256)
 optim_wrapper = dict(optimizer=dict(fused=True))

@@ -1,10 +1,3 @@
-"""A procedurally generated stand-in for the real world, for offline runs.
-
-Simple scenes of coloured shapes on a few backgrounds, described by a caption
-grammar with several paraphrases per scene; a "real" renderer with natural
-variation; a defective caption-to-image generator standing in for Stable
-Diffusion (wrong colour or shape, missing or extra object in the salient
-region, and a global style shift); and a tiny CLIP trained contrastively on
-real renders of captions disjoint from the captioning corpus. The whole
-PCM-Net pipeline runs on it through the same code paths as on real data.
-"""
+"""The offline toy world: a procedurally generated stand-in for captions,
+Stable Diffusion, real photos and CLIP, on which mmpcm's whole pipeline
+runs offline (projects/toyworld/README.md)."""

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-from mmpcm.toyworld.render import REAL_STYLE, render_scene
-from mmpcm.toyworld.scenes import Scene, describe
 from mmpcm.utils.compat import save_safetensors
+from .render import REAL_STYLE, render_scene
+from .scenes import Scene, describe
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +35,17 @@ TOY_CLIP_CFG = dict(
     text_cfg=dict(context_length=32, vocab_size=49408, width=64, heads=4,
                   layers=2, mlp_ratio=2.0),
 )
-"""48 px images, 6x6 = 36 patches of width 64, a 64-d joint space: small
-enough to train in about two minutes on two CPU cores."""
+"""The open_clip model config: 48 px images, 6x6 = 36 patches of width 64,
+a 64-d joint space."""
+
+TOY_CLIP_PREPROCESS_CFG = dict(
+    size=TOY_CLIP_CFG['vision_cfg']['image_size'],
+    mean=list(OPENAI_DATASET_MEAN),
+    std=list(OPENAI_DATASET_STD),
+    interpolation='bicubic',
+    resize_mode='shortest')
+"""The open_clip preprocess config saved with the model (OpenAI's
+normalisation); training normalises its images with the same numbers."""
 
 
 @dataclass
@@ -63,26 +72,38 @@ def images_to_tensor(images: Sequence) -> torch.Tensor:
     return torch.from_numpy(arr).permute(0, 3, 1, 2)  # (B, 3, H, W)
 
 
-def normalise(images: torch.Tensor) -> torch.Tensor:
-    """CLIP's input normalisation of [0, 255] images (as the backbone does)."""
-    mean = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1) * 255
-    std = torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1) * 255
+def normalise(images: torch.Tensor, preprocess_cfg: dict) -> torch.Tensor:
+    """CLIP's input normalisation of [0, 255] images (as the backbone does).
+
+    Args:
+        images (torch.Tensor): ``(B, 3, H, W)`` float in [0, 255].
+        preprocess_cfg (dict): The model's open_clip preprocess config; its
+            ``mean`` and ``std`` (of [0, 1] images) are used.
+
+    Returns:
+        torch.Tensor: The normalised images, same shape.
+    """
+    mean = torch.tensor(preprocess_cfg['mean']).view(1, 3, 1, 1) * 255
+    std = torch.tensor(preprocess_cfg['std']).view(1, 3, 1, 1) * 255
     return (images - mean) / std
 
 
-def render_training_pairs(scenes: Sequence[Scene], seed: int,
-                          size: int) -> Tuple[torch.Tensor, List[str]]:
-    """One real render and one caption per scene."""
+def render_training_pairs(scenes: Sequence[Scene], seed: int, size: int,
+                          preprocess_cfg: dict
+                          ) -> Tuple[torch.Tensor, List[str]]:
+    """One real render (normalised for the CLIP) and one caption per scene."""
     rng = np.random.default_rng(seed)
     text_rng = random.Random(seed)
     images = [render_scene(s, rng, size, REAL_STYLE) for s in scenes]
     captions = [describe(s, text_rng) for s in scenes]
-    return normalise(images_to_tensor(images)), captions
+    return normalise(images_to_tensor(images), preprocess_cfg), captions
 
 
 def train_toy_clip(scenes: Sequence[Scene],
                    cfg: CLIPTrainConfig = CLIPTrainConfig(),
-                   model_cfg: dict = TOY_CLIP_CFG) -> torch.nn.Module:
+                   model_cfg: dict = TOY_CLIP_CFG,
+                   preprocess_cfg: dict = TOY_CLIP_PREPROCESS_CFG
+                   ) -> torch.nn.Module:
     """Train a CLIP on real renders of ``scenes`` with the InfoNCE loss.
 
     Args:
@@ -90,19 +111,24 @@ def train_toy_clip(scenes: Sequence[Scene],
             caption of each is drawn every time it is used).
         cfg (CLIPTrainConfig): Training settings.
         model_cfg (dict): open_clip model config.
+        preprocess_cfg (dict): open_clip preprocess config; the model
+            carries it (``model.visual.preprocess_cfg``, as open_clip sets
+            it on a loaded model) and the images are normalised with it.
 
     Returns:
         nn.Module: The trained open_clip ``CLIP`` in eval mode.
     """
     torch.manual_seed(cfg.seed)
     model = open_clip.model.CLIP(**model_cfg)
+    open_clip.model.set_model_preprocess_cfg(model, preprocess_cfg)
     # The 49,408-token BPE table stays at its random init: the grammar uses
     # ~100 of its rows, and a dense update of all of them would be most of a
     # CPU step.
     model.token_embedding.weight.requires_grad_(False)
     size = model_cfg['vision_cfg']['image_size']
     ctx = model_cfg['text_cfg']['context_length']
-    images, _ = render_training_pairs(scenes, cfg.seed, size)
+    images, _ = render_training_pairs(scenes, cfg.seed, size,
+                                      model.visual.preprocess_cfg)
     text_rng = random.Random(cfg.seed + 1)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                             lr=cfg.lr,
@@ -140,17 +166,18 @@ def save_open_clip_folder(model: torch.nn.Module, folder: str,
                           model_cfg: dict = TOY_CLIP_CFG) -> str:
     """Save as an open_clip ``local-dir`` folder; returns the model name.
 
+    Args:
+        model (nn.Module): A CLIP of :func:`train_toy_clip`; its preprocess
+            config (``model.visual.preprocess_cfg``) is saved with it.
+        folder (str): Output folder (created if missing).
+        model_cfg (dict): The model's open_clip model config.
+
     Returns:
         str: ``'local-dir:<folder>'``, the name open_clip loads it by.
     """
     os.makedirs(folder, exist_ok=True)
-    size = model_cfg['vision_cfg']['image_size']
     config = dict(model_cfg=model_cfg,
-                  preprocess_cfg=dict(size=size,
-                                      mean=list(OPENAI_DATASET_MEAN),
-                                      std=list(OPENAI_DATASET_STD),
-                                      interpolation='bicubic',
-                                      resize_mode='shortest'))
+                  preprocess_cfg=dict(model.visual.preprocess_cfg))
     with open(osp.join(folder, 'open_clip_config.json'), 'w') as f:
         json.dump(config, f, indent=2)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
@@ -161,10 +188,16 @@ def save_open_clip_folder(model: torch.nn.Module, folder: str,
 @torch.no_grad()
 def retrieval_accuracy(model: torch.nn.Module, scenes: Sequence[Scene],
                        seed: int = 123) -> float:
-    """Image -> caption top-1 accuracy over the given scenes (a sanity check)."""
+    """Image -> caption top-1 accuracy over the given scenes (a sanity check).
+
+    The images are normalised with the model's own preprocess config
+    (``model.visual.preprocess_cfg``: open_clip's loader sets it from the
+    saved ``open_clip_config.json``).
+    """
     size = model.visual.image_size[0]
     ctx = model.context_length
-    images, captions = render_training_pairs(scenes, seed, size)
+    images, captions = render_training_pairs(scenes, seed, size,
+                                             model.visual.preprocess_cfg)
     img = F.normalize(model.encode_image(images), dim=-1)
     txt = F.normalize(model.encode_text(
         open_clip.tokenize(captions, context_length=ctx)), dim=-1)

@@ -94,7 +94,8 @@ def test_variant(config: str, world_root: str, work_dir: str,
 def most_frequent_caption_baseline(world_root: str) -> Dict[str, float]:
     """Scores of always emitting the corpus' most frequent caption."""
     from mmpcm.evaluation.metrics.caption_metric import PCMCaptionMetric
-    with open(osp.join(world_root, 'corpus.txt'), encoding='utf-8') as f:
+    from .world import WorldPaths
+    with open(WorldPaths(world_root).corpus, encoding='utf-8') as f:
         caption = Counter(line.strip() for line in f if line.strip()).most_common(1)[0][0]
     gt_file = osp.join(world_root, 'test_gt.json')
     with open(gt_file, encoding='utf-8') as f:
@@ -166,7 +167,7 @@ def concept_retrieval_hits(world_root: str, top_k: int = 5,
     """
     from mmpcm.datasets.feature_store import FeatureStore
     from mmpcm.models.utils.concepts import ConceptVocabulary
-    from mmpcm.toyworld.scenes import SHAPES, parse_caption
+    from .scenes import SHAPES, parse_caption
     concepts = ConceptVocabulary.load(osp.join(world_root,
                                                'concepts.safetensors'))
     with open(osp.join(world_root, 'test_gt.json'), encoding='utf-8') as f:

@@ -13,9 +13,9 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from mmpcm.toyworld.render import SYNTHETIC_STYLE, RenderStyle, render_scene
-from mmpcm.toyworld.scenes import (COLOURS, SHAPES, Scene, parse_caption,
-                                   sample_object, with_objects)
+from .render import SYNTHETIC_STYLE, RenderStyle, render_scene
+from .scenes import (COLOURS, SHAPES, Scene, parse_caption, sample_object,
+                     with_objects)
 
 DEFECTS = ('wrong_colour', 'wrong_shape', 'missing_object', 'extra_object')
 

@@ -6,7 +6,7 @@ from typing import List, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from mmpcm.toyworld.scenes import Scene, SceneObject
+from .scenes import Scene, SceneObject
 
 RGB = Tuple[int, int, int]
 COLOUR_RGB = {

@@ -1,5 +1,6 @@
-"""Build the toy world's data: corpus, test set, CLIP, synthetic images,
-features, CLIP scores and concept vocabulary, through mmpcm's real pipeline.
+"""Build the toy world's data: corpus and word vocabulary, test set, CLIP,
+synthetic images, features, CLIP scores and concept vocabulary, through
+mmpcm's real pipeline.
 
 Every step writes its own output and is skipped when that output is
 complete, so an interrupted build resumes.
@@ -16,13 +17,12 @@ import numpy as np
 import open_clip
 import torch
 
-from mmpcm.toyworld.clip_train import (TOY_CLIP_CFG, CLIPTrainConfig,
-                                       retrieval_accuracy,
-                                       save_open_clip_folder, train_toy_clip)
-from mmpcm.toyworld.generator import ToyDiffusionPipeline
-from mmpcm.toyworld.render import REAL_STYLE, render_scene
-from mmpcm.toyworld.scenes import (SHAPES, Scene,
-                                   describe_many, sample_scene)
+from mmpcm.utils.fileio import atomic_write_json
+from .clip_train import (TOY_CLIP_CFG, CLIPTrainConfig, retrieval_accuracy,
+                         save_open_clip_folder, train_toy_clip)
+from .generator import ToyDiffusionPipeline
+from .render import REAL_STYLE, render_scene
+from .scenes import SHAPES, Scene, describe_many, sample_scene
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 TOY_NOUNS = tuple(SHAPES) + ('background', 'wall', 'grass', 'lawn', 'sand',
                              'beach', 'ground', 'water', 'pool', 'brick',
                              'picture')
+#: Words seen fewer times in the corpus become ``<unk>`` in the vocabulary.
+VOCAB_MIN_COUNT = 2
 
 
 @dataclass
@@ -68,7 +70,10 @@ class WorldPaths:
     def __init__(self, root: str) -> None:
         self.root = root
         self.config = osp.join(root, 'world.json')
-        self.corpus = osp.join(root, 'corpus.txt')
+        self.corpus = osp.join(root, 'train_captions.txt')
+        self.vocab = osp.join(root, 'vocab.json')
+        # the corpus of a world built before it had a vocabulary file
+        self.old_corpus = osp.join(root, 'corpus.txt')
         self.test_images = osp.join(root, 'test_images')
         self.test_gt = osp.join(root, 'test_gt.json')
         self.clip = osp.join(root, 'clip')
@@ -103,25 +108,34 @@ def split_scenes(cfg: WorldConfig) -> Tuple[List[Scene], List[Scene],
 
 
 # ---------------------------------------------------------------- steps
-def _atomic_json(path: str, data) -> None:
-    tmp = f'{path}.tmp-{os.getpid()}'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
-
-
 def write_corpus(paths: WorldPaths, scenes: Sequence[Scene],
                  cfg: WorldConfig) -> None:
-    """The training corpus: text only, ``captions_per_scene`` per scene."""
-    if osp.isfile(paths.corpus):
+    """The training corpus and its word vocabulary.
+
+    ``captions_per_scene`` captions per scene (text only) go through
+    mmpcm's corpus preparation for a caption list (what
+    ``tools/data/prepare_corpus.py`` does with a text file), which writes
+    ``train_captions.txt`` and ``vocab.json`` (words seen at least
+    :data:`VOCAB_MIN_COUNT` times). A world built before it had a
+    vocabulary (``corpus.txt``, no ``vocab.json``) gets both from its own
+    corpus, and nothing else of it is rebuilt.
+    """
+    from mmpcm.preprocessing.corpus import prepare_corpus, write_text_corpus
+    if osp.isfile(paths.corpus) and osp.isfile(paths.vocab):
         return
-    rng = random.Random(cfg.seed + 1)
-    lines = [c for s in scenes for c in describe_many(s, rng,
-                                                      cfg.captions_per_scene)]
-    tmp = paths.corpus + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        f.write('\n'.join(lines) + '\n')
-    os.replace(tmp, paths.corpus)
+    if osp.isfile(paths.old_corpus):
+        source = paths.old_corpus
+    else:
+        source = paths.corpus
+        if not osp.isfile(source):
+            rng = random.Random(cfg.seed + 1)
+            write_text_corpus(source, [
+                c for s in scenes
+                for c in describe_many(s, rng, cfg.captions_per_scene)])
+    prepared = prepare_corpus(source, paths.root, min_count=VOCAB_MIN_COUNT)
+    if source == paths.old_corpus:
+        os.remove(paths.old_corpus)
+    logger.info(f'toy world: {prepared.vocab}: {prepared.vocab_report}')
 
 
 def write_test_set(paths: WorldPaths, scenes: Sequence[Scene],
@@ -141,7 +155,8 @@ def write_test_set(paths: WorldPaths, scenes: Sequence[Scene],
         for caption in describe_many(scene, text_rng, cfg.captions_per_scene):
             annotations.append(dict(id=len(annotations), image_id=image_id,
                                     caption=caption))
-    _atomic_json(paths.test_gt, dict(images=images, annotations=annotations))
+    atomic_write_json(paths.test_gt,
+                      dict(images=images, annotations=annotations))
 
 
 def train_clip(paths: WorldPaths, scenes: Sequence[Scene],
@@ -237,7 +252,7 @@ def build_world(root: str, cfg: WorldConfig = WorldConfig()) -> Dict:
             raise ValueError(
                 f'{paths.config}: this world was built with {recorded}, not '
                 f'{settings}; use another folder or delete it.')
-    _atomic_json(paths.config, dict(settings=settings, complete=False))
+    atomic_write_json(paths.config, dict(settings=settings, complete=False))
     corpus, test, clip_scenes = split_scenes(cfg)
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     logger.info('toy world: corpus and test set')
@@ -255,5 +270,5 @@ def build_world(root: str, cfg: WorldConfig = WorldConfig()) -> Dict:
                    clip_retrieval_top1=accuracy, concepts=concepts,
                    num_pairs=len(corpus) * cfg.captions_per_scene,
                    num_test_images=len(test))
-    _atomic_json(paths.config, summary)
+    atomic_write_json(paths.config, summary)
     return summary

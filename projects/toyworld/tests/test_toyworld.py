@@ -1,6 +1,7 @@
 """The offline toy world: grammar, renderers, defective generator, CLIP, and
 a shrunken run of the whole job."""
 import json
+import os
 import os.path as osp
 import random
 
@@ -8,13 +9,18 @@ import numpy as np
 import open_clip
 import pytest
 import torch
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from mmpcm.models import OpenCLIPVisionBackbone
-from mmpcm.toyworld.clip_train import (CLIPTrainConfig, save_open_clip_folder,
+from mmpcm_toyworld.clip_train import (TOY_CLIP_PREPROCESS_CFG,
+                                       CLIPTrainConfig, save_open_clip_folder,
                                        train_toy_clip)
-from mmpcm.toyworld.generator import DEFECTS, ToyDiffusionPipeline, apply_defect
-from mmpcm.toyworld.render import SYNTHETIC_STYLE, render_scene
-from mmpcm.toyworld.scenes import INVERSE, describe, parse_caption, sample_scene
+from mmpcm_toyworld.generator import DEFECTS, ToyDiffusionPipeline, apply_defect
+from mmpcm_toyworld.render import SYNTHETIC_STYLE, render_scene
+from mmpcm_toyworld.scenes import INVERSE, describe, parse_caption, sample_scene
+
+PROJECT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIG = osp.join(PROJECT, 'configs', 'pcm_toyworld.py')
 
 
 def _facts(scene):
@@ -69,6 +75,12 @@ def test_clip_folder_loads_like_published_weights(tmp_path):
     loaded = open_clip.create_model(name)
     assert all(torch.equal(a, b) for a, b in zip(
         model.state_dict().values(), loaded.state_dict().values()))
+    # OpenAI's normalisation, saved with the model and trained with
+    assert TOY_CLIP_PREPROCESS_CFG['mean'] == list(OPENAI_DATASET_MEAN)
+    assert TOY_CLIP_PREPROCESS_CFG['std'] == list(OPENAI_DATASET_STD)
+    for key in ('mean', 'std'):
+        assert list(loaded.visual.preprocess_cfg[key]) == \
+            TOY_CLIP_PREPROCESS_CFG[key] == model.visual.preprocess_cfg[key]
     bb = OpenCLIPVisionBackbone(model_name=name)
     feats = bb(torch.rand(2, 3, 48, 48) * 255)
     assert feats.patch_tokens.shape == (2, 36, 64)
@@ -76,31 +88,57 @@ def test_clip_folder_loads_like_published_weights(tmp_path):
 
 def test_shrunken_job_end_to_end(tmp_path):
     """The main job on a tiny world: real pipeline, real metric."""
-    from mmpcm.toyworld.experiment import (concept_retrieval_hits,
+    from mmpcm_toyworld.experiment import (concept_retrieval_hits,
                                            metric_value,
                                            most_frequent_caption_baseline,
                                            test_variant, train_variant)
-    from mmpcm.toyworld.world import WorldConfig, build_world
+    from mmpcm_toyworld.world import WorldConfig, build_world
     root = str(tmp_path / 'world')
-    summary = build_world(root, WorldConfig(
-        num_corpus_scenes=40, num_test_scenes=8, num_clip_scenes=64,
-        clip_steps=3))
+    world = WorldConfig(num_corpus_scenes=40, num_test_scenes=8,
+                        num_clip_scenes=64, clip_steps=3)
+    summary = build_world(root, world)
     assert summary['complete'] and summary['num_pairs'] == 200
-    config = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
-                      'configs', 'pcm', 'pcm_toyworld.py')
     options = {'train_cfg.max_epochs': 1, 'param_scheduler.warmup': 5}
     work = str(tmp_path / 'work')
-    ckpt = train_variant(config, root, work, 0, options)
-    result = test_variant(config, root, work, ckpt, options)
+    ckpt = train_variant(CONFIG, root, work, 0, options)
+    result = test_variant(CONFIG, root, work, ckpt, options)
     assert 0 <= metric_value(result.metrics, 'CIDEr')
     with open(result.predictions_file) as f:
         assert len(json.load(f)) == 8
     assert 'caption' in most_frequent_caption_baseline(root)
     hits = concept_retrieval_hits(root)
     assert all(0.0 <= v <= 1.0 for v in hits.values())
+    _check_a_world_without_vocab_gets_one(root, world)
     # A rebuilt world with other settings is refused, not mixed.
     with pytest.raises(ValueError, match='world.json'):
         build_world(root, WorldConfig(num_corpus_scenes=41))
+
+
+def _check_a_world_without_vocab_gets_one(root, world):
+    """A world built before the world wrote vocab.json (its corpus in
+    corpus.txt) gets the vocabulary of its own corpus; nothing else of it
+    is rebuilt."""
+    from mmpcm.text.vocab import WordVocabulary
+    from mmpcm_toyworld.world import WorldPaths, build_world
+    paths = WorldPaths(root)
+    words = WordVocabulary.load(paths.vocab).words
+    assert 'circle' in words
+    with open(paths.corpus, encoding='utf-8') as f:
+        corpus = f.read()
+    kept = [paths.test_gt, paths.concepts,
+            osp.join(paths.clip, 'open_clip_model.safetensors'),
+            osp.join(paths.synthetic, 'generation_meta.json'),
+            osp.join(paths.train_features, 'meta.json'),
+            osp.join(paths.test_features, 'meta.json')]
+    stamps = [os.stat(p).st_mtime_ns for p in kept]
+    os.remove(paths.vocab)
+    os.rename(paths.corpus, paths.old_corpus)
+    assert build_world(root, world)['complete']
+    assert WordVocabulary.load(paths.vocab).words == words
+    with open(paths.corpus, encoding='utf-8') as f:
+        assert f.read() == corpus
+    assert not osp.exists(paths.old_corpus)
+    assert [os.stat(p).st_mtime_ns for p in kept] == stamps
 
 
 def test_a_finished_variant_is_not_trained_again(tmp_path, monkeypatch):
@@ -108,9 +146,7 @@ def test_a_finished_variant_is_not_trained_again(tmp_path, monkeypatch):
     in last_checkpoint; an earlier one means the run must train."""
     from mmengine.runner import Runner
 
-    from mmpcm.toyworld import experiment
-    config = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
-                      'configs', 'pcm', 'pcm_toyworld.py')
+    from mmpcm_toyworld import experiment
     work = tmp_path / 'seed0'
     work.mkdir()
     final = work / 'epoch_10.pth'
@@ -121,10 +157,10 @@ def test_a_finished_variant_is_not_trained_again(tmp_path, monkeypatch):
         raise AssertionError('trained again')
 
     monkeypatch.setattr(Runner, 'from_cfg', staticmethod(no_training))
-    got = experiment.train_variant(config, str(tmp_path / 'world'),
+    got = experiment.train_variant(CONFIG, str(tmp_path / 'world'),
                                    str(work), seed=0)
     assert got == str(final)
     (work / 'last_checkpoint').write_text(str(work / 'epoch_9.pth'))
     with pytest.raises(AssertionError, match='trained again'):
-        experiment.train_variant(config, str(tmp_path / 'world'), str(work),
+        experiment.train_variant(CONFIG, str(tmp_path / 'world'), str(work),
                                  seed=0)

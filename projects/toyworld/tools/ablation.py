@@ -16,14 +16,15 @@ from typing import List, Optional
 
 import mmpcm  # noqa: F401  (compat patches before mmpretrain.models)
 import torch
-from mmpcm.toyworld.experiment import (COLUMNS, VariantScores,
+from mmpcm.utils.cli import add_debug_flag, run_tool
+from mmpcm.utils.fileio import atomic_write_json
+from mmpcm_toyworld.experiment import (COLUMNS, VariantScores,
                                        concept_retrieval_hits, markdown_table,
                                        metric_value, test_variant,
                                        train_variant)
-from mmpcm.toyworld.world import WorldConfig, build_world
-from mmpcm.utils.cli import add_debug_flag, run_tool
+from mmpcm_toyworld.world import WorldConfig, build_world
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+PROJECT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 VARIANTS = (
     ('base (no PCM, plain CE)', 'pcm_toyworld_ablation-base.py'),
     ('+ PCM mix-up', 'pcm_toyworld_ablation-mixup.py'),
@@ -66,21 +67,20 @@ def run_once(config: str, seed: int, args: argparse.Namespace,
     if osp.isfile(result_file):
         with open(result_file) as f:
             return json.load(f)['metrics']
-    path = osp.join(ROOT, 'configs', 'pcm', config)
+    path = osp.join(PROJECT, 'configs', config)
     start = time.time()
     ckpt = train_variant(path, args.world, work, seed, options)
     metrics = test_variant(path, args.world, work, ckpt, options).metrics
-    tmp = result_file + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(dict(config=config, seed=seed, metrics=metrics,
-                       seconds=time.time() - start), f, indent=1)
-    os.replace(tmp, result_file)
+    atomic_write_json(result_file, dict(config=config, seed=seed,
+                                        metrics=metrics,
+                                        seconds=time.time() - start))
     return metrics
 
 
 def run_ablation(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format='%(message)s')
-    logging.getLogger('mmpcm').setLevel(logging.INFO)
+    for name in ('mmpcm', 'mmpcm_toyworld'):
+        logging.getLogger(name).setLevel(logging.INFO)
     world = WorldConfig()
     if args.defect_rate is not None:
         world.defect_rate = args.defect_rate

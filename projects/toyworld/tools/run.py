@@ -9,15 +9,15 @@ import sys
 from typing import List, Optional
 
 import mmpcm  # noqa: F401  (compat patches before mmpretrain.models)
-from mmpcm.toyworld.experiment import (COLUMNS, metric_value,
+from mmpcm.utils.cli import add_debug_flag, run_tool
+from mmpcm_toyworld.experiment import (COLUMNS, metric_value,
                                        most_frequent_caption_baseline,
                                        sample_predictions, test_variant,
                                        train_variant)
-from mmpcm.toyworld.world import WorldConfig, build_world
-from mmpcm.utils.cli import add_debug_flag, run_tool
+from mmpcm_toyworld.world import WorldConfig, build_world
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-CONFIG = osp.join(ROOT, 'configs', 'pcm', 'pcm_toyworld.py')
+PROJECT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIG = osp.join(PROJECT, 'configs', 'pcm_toyworld.py')
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -45,7 +45,8 @@ def row(name: str, metrics: dict) -> str:
 
 def run_main_job(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format='%(message)s')
-    logging.getLogger('mmpcm').setLevel(logging.INFO)
+    for name in ('mmpcm', 'mmpcm_toyworld'):
+        logging.getLogger(name).setLevel(logging.INFO)
     world_cfg = SMALL_WORLD if args.small else WorldConfig()
     summary = build_world(args.world, world_cfg)
     options = SMALL_RUN if args.small else None

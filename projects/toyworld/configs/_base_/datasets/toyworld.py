@@ -1,18 +1,26 @@
-# The offline toy world (mmpcm/toyworld, tools/toyworld/run.py): CLIP
-# features of defective synthetic renders of the caption corpus for training;
-# real renders of held-out scenes, with five references each, for testing.
-# The world has no validation split, so no val loader: a toy-world config
-# trains without validation and is tested at its last epoch.
+# The offline toy world (projects/toyworld; tools/run.py there builds it):
+# CLIP features of defective synthetic renders of the caption corpus for
+# training; real renders of held-out scenes, with five references each, for
+# testing. The world has no validation split, so no val loader: a toy-world
+# config trains without validation and is tested at its last epoch.
 dataset_type = 'SynthImgCapDataset'
 world_root = 'data/toyworld'
 train_data_root = world_root + '/features/train'
-clip_info = dict(clip_model='local-dir:' + world_root + '/clip', num_patches=36, patch_dim=64,
-                 embed_dim=64)
+# The word vocabulary the world's corpus preparation wrote (min count 2):
+# the training pipeline tokenizes with it, and the experiment config gives it
+# to the caption head (which keeps it in every checkpoint).
+vocab_file = world_root + '/vocab.json'
+train_pipeline = [dict(type='PCMTokenizeCaption', vocab=vocab_file,
+                       max_len=20)]
+# The stores must hold features of the world's CLIP (their meta.json is
+# checked); the feature shapes are checked against the model's backbone at
+# the first batch.
+clip_info = dict(clip_model='local-dir:' + world_root + '/clip')
 train_dataloader = dict(
     batch_size=64,
     sampler=dict(type='DefaultSampler', shuffle=True),
     dataset=dict(type=dataset_type, data_root=train_data_root,
-                 with_caption=True, **clip_info),
+                 with_caption=True, pipeline=train_pipeline, **clip_info),
     num_workers=0, persistent_workers=False, pin_memory=False,
     collate_fn=dict(type='pcm_collate'))
 test_dataloader = dict(
