@@ -1,19 +1,8 @@
 """The checkpoint a training run chose: best on Karpathy val by CIDEr.
 
-Every config that validates keeps, besides the last epochs, the checkpoint
-with the highest validation CIDEr (``CheckpointHook(save_best=
-'coco-caption/CIDEr', rule='greater')``, ``configs/_base_/default_runtime.py``;
-validation on the Karpathy val split after every epoch). mmengine writes it
-into the work dir as ``best_<metric with '/' as '_'>_epoch_<N>.pth``, e.g.
-``best_coco-caption_CIDEr_epoch_7.pth``, and removes the previous best.
-
-The authors' release instead evaluated every epoch on the TEST split and
-reported hand-picked epochs (``scripts/final_eval_for_paper.sh``); mmpcm
-never chooses on test.
-
-:func:`resolve_checkpoint` is what ``tools/test.py``, ``tools/caption.py``
-and :class:`~mmpcm.apis.PCMCaptionInferencer` do with a model argument: a
-file is used as given, a work dir becomes its best checkpoint.
+:func:`resolve_checkpoint` uses a file as given and turns a work dir into its
+best checkpoint (``best_coco-caption_CIDEr_epoch_<N>.pth``); never chosen on
+test. ``docs/method.md``, "The checkpoint a run chose".
 """
 import glob
 import os

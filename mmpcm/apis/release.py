@@ -1,21 +1,7 @@
 """Release files: a trained captioner that loads without unpickling.
 
-A release is ONE safetensors file:
-
-* tensors: the captioner's full state dict (CLIP image encoder, PCM neck
-  with the concept table, encoder, head with ``vocab_bytes``);
-* metadata ``format``: ``'mmpcm-release'``;
-* metadata ``mmpcm``: JSON of :class:`ReleaseInfo`: the model config (the
-  word vocabulary, concept file and CLIP weights left out, as the tensors
-  carry them), the word vocabulary, the concept words when known, the CLIP
-  identity (open_clip name or config, weights tag or file name + sha256,
-  sizes) and the mmpcm version.
-
-``safetensors`` parses a JSON header and raw tensor bytes; no pickle is
-involved. Training checkpoints (``.pth``) are pickles: they are read only
-through :func:`mmpcm.utils.checkpoint.load_checkpoint_file` (``weights_only``
-plus an allowlist), and their embedded config text is parsed as literals,
-never executed.
+A release is one safetensors file: the captioner's state dict plus
+:class:`ReleaseInfo` as JSON metadata. Format: ``docs/release_format.md``.
 """
 import ast
 import copy

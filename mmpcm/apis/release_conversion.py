@@ -1,28 +1,8 @@
 """Convert the authors' released PCM-Net models (X-modaler) to mmpcm.
 
-A release model is an X-modaler state dict (raw, or ``{'model': ...}`` as
-X-modaler's checkpointer saves it), its ``vocabulary.txt`` and its concept
-pickle. :func:`convert_release_model` maps every key to mmpcm's
-``PCMCaptioner`` (or reports it) and the release's token conventions to
-mmpcm's:
-
-* release ids: ``0`` is ``'.'`` and serves as BOS, EOS and input padding;
-  ``vocabulary.txt`` lists ids ``1..V-1``; targets ``-1`` are ignored;
-  X-modaler's preprocessing maps rare words to the word ``'UNK'``;
-* mmpcm ids: ``<pad>``, ``<bos>``, ``<eos>``, ``<unk>``, then the words.
-  Release row 0 becomes both ``<bos>`` (input embedding) and ``<eos>``
-  (output row); ``'UNK'`` becomes ``<unk>``; ``<pad>`` and ``<bos>`` are
-  never emitted (their logits are masked), so the softmax runs over the
-  release's own classes and decoding predicts the same words. Without an
-  ``'UNK'`` word, ``<unk>``'s output bias is -1e4 (never predicted).
-
-Key map (release file -> mmpcm module), release files for reading only:
-``visual_embed`` (``visual_grid_cliptag_lr_embed.py``) -> ``neck`` and the
-backbone's ``ln_post``/``proj``; ``encoder`` (``gtransformer_encoder.py``,
-BERT layers with separate q/k/v) -> ``encoder`` (packed ``in_proj``);
-``decoder`` (``transformer_decoder.py``) -> ``head.decoder``;
-``token_embed`` -> ``head.word_embed``/``head.embed_norm``; ``predictor`` ->
-``head.output``.
+:func:`convert_release_model` maps every release key to ``PCMCaptioner`` (or
+reports it) and the release's token ids to mmpcm's; conventions and key map:
+``docs/method.md``, "Converting a release model".
 """
 import copy
 import json

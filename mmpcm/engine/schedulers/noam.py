@@ -1,20 +1,8 @@
 """The Noam learning-rate schedule (Vaswani et al., 2017) for mmengine.
 
-PCM-Net's release trains with X-modaler's ``NoamLR``, which sets the learning
-rate to an absolute value and ignores the optimizer's base ``lr``::
-
-    lr(t) = factor * model_size ** -0.5 * min(t ** -0.5, t * warmup ** -1.5)
-
-where ``t`` is the number of scheduler steps taken plus one, so the first
-iteration uses ``t = 1``. With ``model_size=512, warmup=10000, factor=1`` the
-peak, at ``t = warmup``, is about 4.42e-4 (the paper's "lr 5e-4").
-
-Note:
-    Write ``by_epoch=False`` explicitly in configs. When a scheduler config
-    has no ``end``, mmengine's Runner fills it in from ``cfg.get('by_epoch',
-    True)``, i.e. with ``max_epochs`` when ``by_epoch`` is absent, whatever
-    the scheduler's own default is; the schedule would then stop after
-    ``max_epochs`` iterations.
+As the release's X-modaler ``NoamLR``: an absolute learning rate, the
+optimizer's ``lr`` ignored. Write ``by_epoch=False`` in configs; why:
+``docs/method.md``, "The Noam schedule".
 """
 import math
 from typing import List, Optional, Union

@@ -13,13 +13,12 @@ class PCMDataPreprocessor(BaseDataPreprocessor):
 
     mmengine's :class:`BaseDataPreprocessor` also calls ``.to(device)`` on
     every data sample, which copies each sample's metainfo even when the
-    sample holds no tensor. At batch 1,024 that took 23 ms of host time per
-    step on an H100 machine (a quarter of a fast-recipe step) and 10 ms on
-    a 2-core CPU; under ``torch.compile`` the copies are new objects every
-    step, so dynamo's guards on them failed and the compiled train step was
-    recompiled at every iteration. mmpcm's data samples hold only text and
-    numbers: everything a training or test step computes with (features,
-    caption ids, CLIP scores) travels in ``inputs``.
+    sample holds no tensor (host time per step: ``docs/benchmarks.md``,
+    "Findings for the core"); under ``torch.compile`` the copies are new
+    objects every step, so dynamo's guards on them failed and the compiled
+    train step was recompiled at every iteration. mmpcm's data samples hold
+    only text and numbers: everything a training or test step computes with
+    (features, caption ids, CLIP scores) travels in ``inputs``.
 
     Args:
         non_blocking (bool): Asynchronous host-to-device copies (they

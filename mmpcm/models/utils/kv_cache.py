@@ -1,20 +1,8 @@
 """Incremental (key/value-cached) decoding with ``nn.TransformerDecoder``.
 
-Autoregressive decoding by re-running the decoder over the whole prefix
-costs, at step ``t``, ``t`` positions of self-attention, feed-forward and
-cross-attention, and re-projects the encoder memory's keys and values in
-every cross-attention layer. :class:`CachedDecoder` runs the same
-``nn.TransformerDecoder`` weights one position at a time instead:
-
-* the keys and values of past positions are kept per layer (self-attention
-  cache), so a step processes one new position;
-* the memory's keys and values are projected once per batch and layer;
-* with beam search, the ``K`` beams of an image share one copy of that
-  image's memory keys and values: their queries attend to it as ``K`` query
-  positions of one sequence (exact, as queries are independent).
-
-The result equals the full re-run in eval mode up to floating-point
-rounding (dropout is not applied: use it for inference only).
+:class:`CachedDecoder` runs the decoder's weights one position at a time,
+equal to the full re-run in eval mode up to rounding (inference only). How:
+``docs/method.md``, "Decoding with a key/value cache".
 """
 from typing import List, NamedTuple, Optional
 
