@@ -15,11 +15,10 @@ from torch.utils.data import DataLoader
 from mmpcm.datasets.collate import pcm_collate
 from mmpcm.datasets.feature_store import (CLIPFeatureInfo, FeatureStore,
                                           FeatureStoreMeta,
-                                          FeatureStoreWriter,
-                                          make_random_feature_store,
-                                          read_meta)
+                                          FeatureStoreWriter, read_meta)
 from mmpcm.datasets.synth_imgcap import SynthImgCapDataset
 from mmpcm.registry import DATASETS, FUNCTIONS
+from mmpcm.testing import make_random_feature_store
 from mmpcm.utils.cli import InputError, MissingInputError, error_line
 
 N, DV, D = 4, 8, 6  # tiny num_patches, patch_dim, embed_dim

@@ -145,7 +145,7 @@ def test_resume_with_another_vocabulary_is_refused(in_workspace, tmp_path,
     write_smoke_data(str(other / 'data' / 'smoke'))
     captions = other / 'data' / 'smoke' / 'train'
     shutil.rmtree(captions)
-    from mmpcm.datasets.feature_store import make_random_feature_store
+    from mmpcm.testing import make_random_feature_store
     make_random_feature_store(str(captions), ['a completely different caption'] * 8,
                               16, 32, 16, clip_model='custom')
     monkeypatch.chdir(other)

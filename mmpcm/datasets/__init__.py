@@ -1,14 +1,13 @@
 from .collate import pcm_collate
 from .feature_store import (CLIPFeatureInfo, FeatureItem, FeatureStore,
                             FeatureStoreMeta, FeatureStoreWriter, ShardInfo,
-                            make_random_feature_store, read_meta, write_meta)
+                            read_meta, write_meta)
 from .synth_imgcap import SynthImgCapDataset
 from .image_folder import ImageFolderCaptionDataset  # noqa: F401
 from .tokenize_caption import PCMTokenizeCaption
 
 __all__ = [
     'CLIPFeatureInfo', 'FeatureItem', 'FeatureStore', 'FeatureStoreMeta',
-    'FeatureStoreWriter', 'ShardInfo', 'make_random_feature_store',
-    'read_meta', 'write_meta', 'PCMTokenizeCaption', 'SynthImgCapDataset',
-    'pcm_collate'
+    'FeatureStoreWriter', 'ShardInfo', 'read_meta', 'write_meta',
+    'PCMTokenizeCaption', 'SynthImgCapDataset', 'pcm_collate'
 ]

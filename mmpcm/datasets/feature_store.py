@@ -10,9 +10,7 @@ One store is a directory of shards; no file per sample, so it scales to the
     <root>/shard_00000/records.jsonl       # n lines of JSON
 
 :class:`FeatureStoreWriter` writes it (resumable), :class:`FeatureStore` reads
-it (memory-mapped), :func:`make_random_feature_store` fills one with random
-values for tests and benchmarks. ``docs/feature_format.md`` describes the
-format in full.
+it (memory-mapped). ``docs/feature_format.md`` describes the format in full.
 """
 import contextlib
 import dataclasses
@@ -55,7 +53,7 @@ _REBUILD = (f'rebuild the store: re-run {_EXTRACT_TOOL} (or '
 __all__ = [
     'CLIPFeatureInfo', 'ShardInfo', 'FeatureStoreMeta', 'FeatureItem',
     'FeatureStore', 'FeatureStoreWriter', 'read_meta', 'write_meta',
-    'make_random_feature_store', 'FORMAT_NAME', 'FORMAT_VERSION'
+    'FORMAT_NAME', 'FORMAT_VERSION'
 ]
 
 
@@ -1005,71 +1003,3 @@ def _save_jsonl(path: str, records: List[dict]) -> None:
             f.write(json.dumps(record, ensure_ascii=False) + '\n')
         f.flush()
         os.fsync(f.fileno())
-
-
-# --------------------------------------------------------------------------
-# test / benchmark utility
-# --------------------------------------------------------------------------
-def make_random_feature_store(root: PathLike,
-                              captions: Sequence[Optional[str]],
-                              num_patches: int,
-                              patch_dim: int,
-                              embed_dim: int,
-                              clip_model: str = 'tiny',
-                              image_ids: Optional[Sequence[Union[
-                                  str, int]]] = None,
-                              clip_scores: Optional[Sequence[Optional[
-                                  float]]] = None,
-                              seed: int = 0,
-                              shard_size: int = 4096,
-                              with_text_embeds: bool = False) -> FeatureStore:
-    """Write a store of random features, one item per caption.
-
-    A utility for tests and benchmarks; real stores come from the feature
-    extraction tool.
-
-    Args:
-        root (str | PathLike): The store directory.
-        captions (Sequence[str | None]): One caption per item.
-        num_patches (int): Patch tokens per item N.
-        patch_dim (int): Patch token width Dv.
-        embed_dim (int): CLIP joint-space width D.
-        clip_model (str): Name stored as ``clip.model``. Defaults to 'tiny'.
-        image_ids (Sequence[str | int], optional): Defaults to
-            ``0 .. len(captions) - 1``.
-        clip_scores (Sequence[float | None], optional): Defaults to the
-            cosine between the random global and text embeddings.
-        seed (int): Seed of the random values. Defaults to 0.
-        shard_size (int): Items per shard. Defaults to 4096.
-        with_text_embeds (bool): Also store text embeddings. Defaults to
-            False.
-
-    Returns:
-        FeatureStore: The store, opened for reading.
-    """
-    n = len(captions)
-    rng = np.random.default_rng(seed)
-    clip = CLIPFeatureInfo(
-        model=clip_model,
-        num_patches=num_patches,
-        patch_dim=patch_dim,
-        embed_dim=embed_dim)
-    patches = rng.standard_normal((n, num_patches, patch_dim))
-    globals_ = _unit_rows(rng.standard_normal((n, embed_dim)))  # (n, D)
-    texts = _unit_rows(rng.standard_normal((n, embed_dim)))  # (n, D)
-    if clip_scores is None:
-        clip_scores = (globals_ * texts).sum(-1).tolist()  # (n, )
-    ids = list(range(n)) if image_ids is None else list(image_ids)
-    records = [
-        dict(image_id=i, caption=c, clip_score=s)
-        for i, c, s in zip(ids, captions, clip_scores, strict=True)
-    ]
-    with FeatureStoreWriter(root, clip, shard_size=shard_size) as writer:
-        if n:
-            writer.add(patches, globals_, records,
-                       texts if with_text_embeds else None)
-    return FeatureStore(root)
-
-
-def _unit_rows(array: np.ndarray) -> np.ndarray:
-    return array / np.linalg.norm(array, axis=-1, keepdims=True)

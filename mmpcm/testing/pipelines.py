@@ -26,9 +26,9 @@ from diffusers import (AutoencoderKL, DDIMScheduler, StableDiffusionPipeline,
 from open_clip.tokenizer import bytes_to_unicode, default_bpe
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from mmpcm.testing import TINY_CLIP_CFG
 from mmpcm.utils.compat import save_safetensors
 from mmpcm.utils.fileio import PathLike
+from .models import TINY_CLIP_CFG
 
 TINY_SD_SIZE = 32
 """Image side of the tiny pipeline (latents 16x16, VAE downsamples 2x)."""
