@@ -83,3 +83,56 @@ def test_loads_a_local_open_clip_checkpoint(tmp_path, clip):
     bb = OpenCLIPVisionBackbone(model_name=None, model_cfg=TINY_CLIP_CFG,
                                 pretrained=str(path))
     assert torch.equal(bb.visual.proj, clip.visual.proj)
+
+
+def _private_path_features(bb, images):
+    """The features as open_clip's private ``_embeds`` / ``_pool`` give
+    them: the reference ``forward_intermediates`` must match bit for bit."""
+    visual = bb.visual
+    x = ((images.float() - bb.mean) / bb.std).to(visual.conv1.weight.dtype)
+    x = visual.transformer(visual._embeds(x))  # (B, 1 + G*G, W)
+    pooled, _ = visual._pool(x)  # (B, W)
+    return (bb.pool_patches(x[:, 1:]),
+            F.normalize(pooled @ visual.proj, dim=-1))
+
+
+@pytest.mark.parametrize('patch_pool', [1, 2])
+def test_forward_intermediates_equals_the_private_path(clip, patch_pool):
+    bb = OpenCLIPVisionBackbone(clip=clip, patch_pool=patch_pool)
+    images = _images(3)
+    with torch.no_grad():
+        feats = bb(images)
+        patches, global_embed = _private_path_features(bb, images)
+    assert torch.equal(feats.patch_tokens, patches)
+    assert torch.equal(feats.global_embed, global_embed)
+    assert feats.patch_tokens.shape == (3, bb.num_patches, bb.patch_dim)
+    assert (bb.num_patches, bb.patch_dim, bb.embed_dim) == (
+        16 // patch_pool**2, 32, 16)
+
+
+def test_mean_std_come_from_the_models_preprocess_cfg(clip):
+    """OpenAI's values for a model without a preprocess config (exactly
+    the constants the backbone used to hard-code); a model's own values
+    otherwise."""
+    bb = OpenCLIPVisionBackbone(clip=clip)
+    openai_mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(
+        1, 3, 1, 1) * 255
+    openai_std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(
+        1, 3, 1, 1) * 255
+    assert torch.equal(bb.mean, openai_mean)
+    assert torch.equal(bb.std, openai_std)
+    assert bb.preprocess_cfg.size == (32, 32)
+
+    torch.manual_seed(0)
+    other = build_open_clip(model_cfg=TINY_CLIP_CFG).eval()
+    open_clip.set_model_preprocess_cfg(other, dict(
+        size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)))
+    bb = OpenCLIPVisionBackbone(clip=other)
+    assert bb.preprocess_cfg.mean == (0.5, 0.5, 0.5)
+    assert torch.equal(bb.mean, torch.full((1, 3, 1, 1), 127.5))
+    assert torch.equal(bb.std, torch.full((1, 3, 1, 1), 63.75))
+    images = _images()
+    with torch.no_grad():
+        ref = F.normalize(other.encode_image((images / 255 - 0.5) / 0.25),
+                          dim=-1)
+    assert torch.allclose(bb(images).global_embed, ref, atol=1e-5)

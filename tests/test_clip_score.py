@@ -2,13 +2,14 @@
 import json
 import pickle
 
+import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
 
 from mmpcm.evaluation import PCMCLIPScore
 from mmpcm.evaluation.metrics.clip_score import harmonic_mean
-from mmpcm.models import OpenCLIPVisionBackbone
+from mmpcm.models import OpenCLIPVisionBackbone, build_open_clip
 from mmpcm.registry import METRICS
 from mmpcm.testing import TINY_CLIP_CFG, TINY_EMBED_DIM
 from mmpcm.utils.cli import error_line
@@ -110,15 +111,35 @@ def test_without_references_only_clip_s(tiny_metric_kwargs):
 
 def test_images_are_embedded_like_the_backbone(tiny_metric_kwargs):
     """Image datasets: the metric embeds ``inputs['images']`` with its CLIP,
-    giving the backbone's global embedding of the same pixels."""
+    normalised as the backbone normalises (the model's own preprocess
+    config), giving the backbone's global embedding of the same pixels."""
     metric = PCMCLIPScore(**tiny_metric_kwargs)
     backbone = OpenCLIPVisionBackbone(clip=metric.clip_model)
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(1))
-    torch.testing.assert_close(
-        metric.batch_image_embeds(dict(inputs=dict(images=images))),
-        backbone(images).global_embed, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        ref = backbone(images).global_embed
+    assert torch.equal(
+        metric.batch_image_embeds(dict(inputs=dict(images=images))), ref)
 
+
+
+def test_images_use_the_models_own_mean_and_std():
+    """A CLIP whose preprocess config has other mean/std than OpenAI's: the
+    metric and the backbone both normalise with them."""
+    torch.manual_seed(0)
+    clip = build_open_clip(model_cfg=TINY_CLIP_CFG).eval()
+    open_clip.set_model_preprocess_cfg(clip, dict(
+        size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
+    metric = PCMCLIPScore(clip=clip, device='cpu')
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = F.normalize(clip.encode_image(images / 127.5 - 1), dim=-1)
+        backbone = OpenCLIPVisionBackbone(clip=clip)(images).global_embed
+    ours = metric.embed_images(images)
+    assert torch.equal(ours, backbone)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
 
 def test_bad_inputs(tmp_path, tiny_metric_kwargs):
     metric = PCMCLIPScore(**tiny_metric_kwargs)

@@ -21,7 +21,6 @@ from mmpcm.datasets.collate import pcm_collate
 from mmpcm.datasets.feature_store import FeatureStore
 from mmpcm.datasets.synth_imgcap import SynthImgCapDataset
 from mmpcm.text import WordVocabulary
-from mmpcm.preprocessing import extraction
 from mmpcm.preprocessing.extraction import (CLIP_SCORE_TEXT,
                                             CLIPFeatureExtractor, CLIPSpec,
                                             ExtractionConfig, ExtractionItem,
@@ -31,14 +30,14 @@ from mmpcm.preprocessing.extraction import (CLIP_SCORE_TEXT,
                                             extract_features,
                                             items_from_folder,
                                             items_from_generated,
-                                            items_from_list,
+                                            items_from_list, loading,
                                             merge_feature_parts,
-                                            normalize_caption_for_clip)
+                                            normalize_caption_for_clip,
+                                            rank_run)
 from mmpcm.preprocessing.generation import GenerationConfig, generate_images
 from mmpcm.preprocessing.sharding import RankInfo
-from mmpcm.preprocessing.tiny_pipelines import (TINY_SD_SIZE,
-                                                save_tiny_open_clip,
-                                                save_tiny_sd_pipeline)
+from mmpcm.testing.pipelines import (TINY_SD_SIZE, save_tiny_open_clip,
+                                     save_tiny_sd_pipeline)
 from mmpcm.registry import MODELS
 from mmpcm.testing import (TINY_EMBED_DIM, TINY_NUM_PATCHES, TINY_PATCH_DIM,
                            random_concepts, tiny_captioner_cfg)
@@ -161,14 +160,17 @@ def test_store_scores_and_one_training_step(reference, data, tmp_path):
         'meta.json'] + [f'shard_{i:05d}' for i in range(4)]
 
     # the training data set loads it and a tiny captioner trains on it
+    vocab = WordVocabulary.from_captions(CAPTIONS, min_count=1)
+    cfg = tiny_captioner_cfg(vocab.words, None)
     dataset = SynthImgCapDataset(
         data_root=reference, num_patches=TINY_NUM_PATCHES,
-        patch_dim=TINY_PATCH_DIM, embed_dim=TINY_EMBED_DIM)
+        patch_dim=TINY_PATCH_DIM, embed_dim=TINY_EMBED_DIM,
+        pipeline=[dict(type='PCMTokenizeCaption', vocab=vocab.words,
+                       max_len=cfg['head']['max_len'])])
     concepts = str(tmp_path / 'concepts.safetensors')
     random_concepts(['dog', 'cat', 'horse', 'ball', 'man', 'food']).save(
         concepts)
     torch.manual_seed(0)
-    vocab = WordVocabulary.from_captions(CAPTIONS, min_count=1)
     model = MODELS.build(tiny_captioner_cfg(vocab.words, concepts))
     params = [p for p in model.parameters() if p.requires_grad]
     optim = OptimWrapper(torch.optim.Adam(params, lr=1e-3))
@@ -524,7 +526,7 @@ def test_device_preprocess_resizes_and_crops_like_pil(data, tmp_path):
     extractor = CLIPFeatureExtractor(_spec(data))
     size = device_transform_size(extractor.transform)
     assert size == 32
-    pil = torch.stack([extraction._load_image(it.path, extractor.transform)[0]
+    pil = torch.stack([loading._load_image(it.path, extractor.transform)[0]
                        for it in items])  # (B, 3, S, S)
     files = [torch.from_numpy(np.fromfile(it.path, dtype=np.uint8))
              for it in items]  # B x (num_bytes, )
@@ -579,23 +581,23 @@ def test_device_decode_png_cmyk_and_corrupt_files(data, tmp_path, caplog,
     _write_odd_jpegs(folder, data)
     items = items_from_folder(folder)
     sent = {osp.relpath(it.path, folder)
-            for it in items if extraction._device_jpeg_bytes(it.path)
+            for it in items if loading._device_jpeg_bytes(it.path)
             is not None}
     assert sent == {'b.jpg', 'sub/c.jpg', 'gray.jpg', 'bad_huffman.jpg'}
-    assert extraction._device_jpeg_bytes(str(tmp_path / 'gone.jpg')) is None
+    assert loading._device_jpeg_bytes(str(tmp_path / 'gone.jpg')) is None
 
     # The device decoder also rejects b.jpg (PIL reads it): one by one, then
     # PIL in the main process. bad_huffman.jpg fails both ways.
     with open(osp.join(folder, 'b.jpg'), 'rb') as f:
         b_bytes = f.read()
-    real = extraction.device_preprocess
+    real = device_preprocess
 
     def rejects_b(files, size, device):
         if any(bytes(t.numpy()) == b_bytes for t in files):
             raise RuntimeError('simulated rejection')
         return real(files, size, device)
 
-    monkeypatch.setattr(extraction, 'device_preprocess', rejects_b)
+    monkeypatch.setattr(rank_run, 'device_preprocess', rejects_b)
     summaries, stores = {}, {}
     for mode in ('cpu', 'device'):
         stores[mode] = str(tmp_path / mode)

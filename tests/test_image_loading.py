@@ -6,6 +6,7 @@ animated) must reach the model as the same pixels whether testing from
 images (ImageFolderCaptionDataset), the caption inferencer
 (tools/caption.py) or feature extraction reads them, and as the right
 values."""
+import dataclasses
 import os.path as osp
 import runpy
 
@@ -15,22 +16,22 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 from PIL import Image
+from torchvision.transforms.functional import pil_to_tensor
 
 import mmpcm.registry  # noqa: F401  (compat patches first)
 from mmpcm.apis import PCMCaptionInferencer, caption_to_jsonl, expand_inputs
 from mmpcm.apis.inferencer import _ImageInputs
 from mmpcm.datasets import ImageFolderCaptionDataset
+from mmpcm.datasets.clip_transforms import preprocess_cfg_of
 from mmpcm.datasets.transforms import (BACKGROUND, ImageLoadError,
                                        check_image, load_image)
 from mmpcm.text import WordVocabulary
-from mmpcm.preprocessing import extraction
 from mmpcm.preprocessing.extraction import (CLIPSpec, ExtractionConfig,
                                             clip_image_transform,
                                             extract_features,
                                             items_from_folder,
-                                            items_from_list)
-from mmpcm.preprocessing.tiny_pipelines import (build_tiny_open_clip,
-                                                save_tiny_open_clip)
+                                            items_from_list, loading)
+from mmpcm.testing.pipelines import build_tiny_open_clip, save_tiny_open_clip
 from mmpcm.registry import MODELS
 from mmpcm.testing import random_concepts, tiny_captioner_cfg
 from mmpcm.utils.cli import InputError
@@ -201,7 +202,7 @@ def model_inputs(odd_images):
     inferencer = {osp.basename(items[i].name): tensor
                   for i, tensor, _ in _ImageInputs(items, size)}
     found = items_from_folder(folder)
-    loaded = extraction._ImageDataset(
+    loaded = loading._ImageDataset(
         found, range(len(found)), clip_image_transform(build_tiny_open_clip()))
     extracting = {osp.basename(found[i].path): loaded[i]['image']
                   for i in range(len(found))}
@@ -226,7 +227,31 @@ def test_every_path_feeds_the_model_the_same_right_pixels(
     check_image(path)  # the pre-run check accepts every odd image
     if name.endswith('.jpg'):
         # --decode device would not rotate or take CMYK: these go via PIL
-        assert extraction._device_jpeg_bytes(str(path)) is None
+        assert loading._device_jpeg_bytes(str(path)) is None
+
+
+def test_testing_from_images_takes_the_models_preprocess_cfg(
+        odd_images, model_inputs):
+    """The dataset's ``preprocess_cfg`` (a model's own open_clip config)
+    gives the ``image_size`` path's pixels for the OpenAI-style config; a
+    ``squash`` config resizes to S x S without cropping, as open_clip
+    does."""
+    folder, size = odd_images
+    model_cfg = dataclasses.asdict(preprocess_cfg_of(build_tiny_open_clip()))
+    squash = dict(model_cfg, resize_mode='squash')
+    testing = model_inputs[0]
+    for cfg in (model_cfg, squash):
+        dataset = ImageFolderCaptionDataset(
+            data_prefix=dict(img_path=str(folder)), preprocess_cfg=cfg)
+        for item in dataset:
+            path = item['data_samples'].img_path
+            image = item['inputs']['images']  # (3, S, S) uint8
+            if cfg is model_cfg:
+                ref = testing[osp.basename(path)]
+            else:
+                ref = pil_to_tensor(load_image(path).resize(
+                    (size, size), Image.BICUBIC))
+            assert torch.equal(image, ref)
 
 
 def test_in_memory_images_are_converted_before_resizing(odd_images):

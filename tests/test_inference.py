@@ -17,7 +17,8 @@ from mmpcm.apis import PCMCaptionInferencer, expand_inputs
 from mmpcm.datasets import (CLIPFeatureInfo, FeatureStoreWriter,
                             ImageFolderCaptionDataset, SynthImgCapDataset,
                             pcm_collate)
-from mmpcm.datasets.transforms import clip_image_tensor, load_image
+from mmpcm.datasets.clip_transforms import clip_image_tensor
+from mmpcm.datasets.transforms import load_image
 from mmpcm.text import WordVocabulary
 from mmpcm.registry import MODELS
 from mmpcm.testing import (TINY_EMBED_DIM, TINY_NUM_PATCHES, TINY_PATCH_DIM,

@@ -27,9 +27,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from mmpcm.datasets.clip_transforms import clip_image_tensor
 from mmpcm.datasets.image_lists import read_path_list, scan_folder
-from mmpcm.datasets.transforms import (ImageLoadError, clip_image_tensor,
-                                       load_image)
+from mmpcm.datasets.transforms import ImageLoadError, load_image
 from mmpcm.utils.cli import InputError
 from .best_checkpoint import resolve_checkpoint
 from .release import ConfigLike, build_captioner

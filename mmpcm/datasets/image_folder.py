@@ -8,10 +8,10 @@ from mmpretrain.structures import DataSample
 
 from mmpcm.registry import DATASETS
 from mmpcm.utils.cli import InputError, MissingInputError
+from .clip_transforms import CLIPImageTransform
 from .image_lists import (IMAGE_EXTENSIONS, read_path_list, scan_folder,
                           stem_image_ids)
-from .transforms import (ImageLoadError, check_image, clip_image_tensor,
-                         load_image)
+from .transforms import ImageLoadError, check_image, load_image
 
 SHOWN_BAD_IMAGES = 5
 """How many unreadable files a :func:`check_image_files` error names."""
@@ -58,8 +58,9 @@ class ImageFolderCaptionDataset(BaseDataset):
     every tool shares (:func:`~mmpcm.datasets.transforms.load_image`: EXIF
     orientation, transparency on white, 16-bit / float scaled, 8-bit RGB
     before resizing), then open_clip's evaluation transform up to
-    ``ToTensor`` (see :func:`~mmpcm.datasets.transforms.clip_image_tensor`);
-    the backbone normalises.
+    ``ToTensor`` for the CLIP's preprocess config
+    (:class:`~mmpcm.datasets.clip_transforms.CLIPImageTransform`); the
+    backbone normalises.
 
     Where the images come from (``ann_file``, relative to ``data_root``):
 
@@ -84,7 +85,13 @@ class ImageFolderCaptionDataset(BaseDataset):
         ann_file (str): See above. Defaults to ''.
         data_prefix (dict): ``img_path``: the image folder. Defaults to
             ``dict(img_path='')``.
-        image_size (int): CLIP's input size. Defaults to 224.
+        image_size (int): CLIP's input size, with open_clip's default
+            transform (OpenAI CLIP's: bicubic resize of the shortest side,
+            center crop). Defaults to 224.
+        preprocess_cfg (dict, optional): The CLIP's own open_clip
+            preprocess config (``size``, ``interpolation``,
+            ``resize_mode``, ...; ``visual.preprocess_cfg`` of the model)
+            instead of ``image_size``. Defaults to None.
         extensions (Sequence[str]): Suffixes scanned in folder mode
             (compared ignoring case). Defaults to
             :data:`~mmpcm.datasets.image_lists.IMAGE_EXTENSIONS`.
@@ -123,6 +130,7 @@ class ImageFolderCaptionDataset(BaseDataset):
                  ann_file: str = '',
                  data_prefix: Optional[Mapping[str, str]] = None,
                  image_size: int = 224,
+                 preprocess_cfg: Optional[Mapping[str, Any]] = None,
                  extensions: Sequence[str] = IMAGE_EXTENSIONS,
                  metainfo: Optional[Mapping] = None,
                  pipeline: Sequence[Union[dict, Callable]] = (),
@@ -132,7 +140,8 @@ class ImageFolderCaptionDataset(BaseDataset):
                  lazy_init: bool = False,
                  serialize_data: bool = True,
                  max_refetch: int = 1000) -> None:
-        self.image_size = image_size
+        self.transform = CLIPImageTransform(
+            dict(preprocess_cfg) if preprocess_cfg is not None else image_size)
         self.extensions = tuple(e.lower() for e in extensions)
         self.check_images = check_images
         super().__init__(
@@ -220,8 +229,7 @@ class ImageFolderCaptionDataset(BaseDataset):
             the pipeline.
         """
         info = self.get_data_info(idx)
-        image = clip_image_tensor(load_image(info['img_path']),
-                                  self.image_size)  # (3, S, S) uint8
+        image = self.transform(load_image(info['img_path']))  # (3, S, S)
         sample = DataSample()
         sample.set_metainfo(
             dict(

@@ -1,4 +1,4 @@
-"""Image loading and CLIP preprocessing for captioning real images.
+"""Image loading: files and in-memory images to upright 8-bit RGB.
 
 One loader for every path that reads image files: testing from images
 (:class:`~mmpcm.datasets.ImageFolderCaptionDataset`), the caption
@@ -29,11 +29,7 @@ tool feeds the model the same pixels:
 * Multi-frame files (animated GIF, APNG, multi-page TIFF, MPO): the first
   frame.
 
-:func:`clip_image_tensor` then does what open_clip's evaluation transform
-does up to ``ToTensor``: resize the shorter side to CLIP's input size
-(bicubic), center crop; it returns a ``(3, S, S)`` uint8 tensor with values
-in ``[0, 255]``. :class:`~mmpcm.models.OpenCLIPVisionBackbone` applies
-CLIP's mean/std normalisation itself.
+CLIP's resize and crop follow in :mod:`mmpcm.datasets.clip_transforms`.
 
 :func:`check_image` is the cheap check of a file before a run (header,
 format integrity), for reporting every bad file of a test set at once.
@@ -42,9 +38,7 @@ import os
 from typing import Tuple, Union
 
 import numpy as np
-import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
-from torchvision import transforms as T
 
 ImageLike = Union[Image.Image, np.ndarray]
 
@@ -139,23 +133,6 @@ def to_rgb(image: Image.Image, name: str = 'image') -> Image.Image:
         ) from None
 
 
-def clip_transform(image_size: int) -> T.Compose:
-    """:func:`to_rgb`, then open_clip's evaluation resize/crop on PIL images.
-
-    Args:
-        image_size (int): CLIP's input size, e.g. 224.
-
-    Returns:
-        T.Compose: PIL image -> ``(3, S, S)`` uint8 tensor.
-    """
-    return T.Compose([
-        to_rgb,
-        T.Resize(image_size, interpolation=T.InterpolationMode.BICUBIC),
-        T.CenterCrop(image_size),
-        T.PILToTensor(),
-    ])
-
-
 def _open_error(path: str, error: BaseException) -> ImageLoadError:
     """The :class:`ImageLoadError` for what opening or decoding raised."""
     if isinstance(error, FileNotFoundError):
@@ -215,8 +192,8 @@ def check_image(path: Union[str, 'os.PathLike[str]']) -> None:
     ``verify``; catches truncation and corrupt bytes) and a JPEG's
     end-of-image marker in its last 4 KiB (a truncated JPEG lacks it and
     fails to decode): a small fraction of a decode's cost (figures in
-    docs/benchmarks.md). Not caught: a JPEG corrupted inside its compressed data,
-    and truncated files of formats other than PNG and JPEG; those still
+    docs/benchmarks.md). Not caught: a JPEG corrupted inside its compressed
+    data, and truncated files of formats other than PNG and JPEG; those still
     fail, naming the file, when :func:`load_image` decodes them. Stricter
     than decoding in one case: a PNG cut within its last chunks (checksum
     or end chunk missing) is refused, though PIL decodes its pixels.
@@ -270,27 +247,7 @@ def as_pil_image(image: ImageLike) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(array))
 
 
-def clip_image_tensor(image: ImageLike, image_size: int) -> torch.Tensor:
-    """Preprocess one image for CLIP: RGB (:func:`to_rgb`), resize, crop.
-
-    Args:
-        image (Image.Image | np.ndarray): A PIL image (any mode; as
-            :func:`load_image` returns it, or in memory) or an RGB /
-            greyscale uint8 array.
-        image_size (int): CLIP's input size.
-
-    Returns:
-        torch.Tensor: ``(3, image_size, image_size)`` uint8.
-
-    Raises:
-        ImageLoadError: For arrays of another shape or dtype, or a mode
-            without an RGB conversion.
-    """
-    return clip_transform(image_size)(as_pil_image(image))
-
-
 __all__ = [
-    'BACKGROUND', 'ImageLoadError', 'as_pil_image', 'check_image',
-    'clip_image_tensor', 'clip_transform', 'exif_orientation', 'load_image',
-    'to_rgb'
+    'BACKGROUND', 'ImageLoadError', 'ImageLike', 'as_pil_image',
+    'check_image', 'exif_orientation', 'load_image', 'to_rgb'
 ]

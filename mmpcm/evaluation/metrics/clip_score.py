@@ -35,8 +35,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.evaluator import BaseMetric
 from mmengine.structures import BaseDataElement
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
+from mmpcm.datasets.clip_transforms import (normalize_pixels, pixel_mean_std,
+                                            preprocess_cfg_of)
 from mmpcm.models.backbones.open_clip_vit import build_open_clip
 from mmpcm.registry import METRICS
 from mmpcm.utils.cli import InputError, MissingInputError
@@ -228,16 +229,18 @@ class PCMCLIPScore(BaseMetric):
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:
         """L2-normalised CLIP image embeddings of ``[0, 255]`` RGB images.
 
+        Normalised with the mean and std of the model's own open_clip
+        preprocess config, as the backbone normalises.
+
         Args:
             images (torch.Tensor): ``(B, 3, H, W)`` at CLIP's input size.
 
         Returns:
             torch.Tensor: ``(B, D)`` float32 embeddings on the CPU.
         """
-        mean = torch.tensor(OPENAI_DATASET_MEAN, device=self.device)
-        std = torch.tensor(OPENAI_DATASET_STD, device=self.device)
-        x = images.to(self.device).float() / 255
-        x = (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+        mean, std = pixel_mean_std(preprocess_cfg_of(self.clip_model),
+                                   self.device)  # (1, 3, 1, 1) each
+        x = normalize_pixels(images.to(self.device), mean, std)  # (B, 3, H, W)
         embeds = self.clip_model.encode_image(x)
         return F.normalize(embeds.float(), dim=-1).cpu()
 

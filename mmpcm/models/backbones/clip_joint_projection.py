@@ -39,6 +39,7 @@ class CLIPJointProjection(BaseModule):
     """
 
     image_size = None
+    preprocess_cfg = None
 
     def __init__(self,
                  patch_dim: int = 768,

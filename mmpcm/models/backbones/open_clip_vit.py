@@ -7,8 +7,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from open_clip.transform import PreprocessCfg
 
+from mmpcm.datasets.clip_transforms import (normalize_pixels, pixel_mean_std,
+                                            preprocess_cfg_of)
 from mmpcm.registry import MODELS
 
 
@@ -83,7 +85,10 @@ class OpenCLIPVisionBackbone(BaseModule):
     Gives the last transformer layer's patch tokens before ``ln_post`` and the
     normalised global embedding, and maps patch tokens into CLIP's joint space
     with CLIP's own ``ln_post`` and ``proj``. ViT-L/14's 16x16 grid is
-    average-pooled 2x2 to 8x8 with ``patch_pool=2``.
+    average-pooled 2x2 to 8x8 with ``patch_pool=2``. Images come in as
+    [0, 255] values and are normalised with the mean and std of the model's
+    own open_clip preprocess config (:attr:`preprocess_cfg`); the features
+    come from open_clip's public ``forward_intermediates``.
 
     Args:
         model_name (str, optional): open_clip model name. Defaults to
@@ -114,10 +119,11 @@ class OpenCLIPVisionBackbone(BaseModule):
         if clip is None:
             clip = build_open_clip(model_name, pretrained, model_cfg)
         self.visual = getattr(clip, 'visual', clip)
-        if not isinstance(self.visual, open_clip.transformer.VisionTransformer):
+        visual = self.visual
+        if not isinstance(visual, open_clip.transformer.VisionTransformer):
             raise TypeError('OpenCLIPVisionBackbone needs an open_clip ViT, '
-                            f'got {type(self.visual).__name__}.')
-        if self.visual.attn_pool is not None or self.visual.final_ln_after_pool:
+                            f'got {type(visual).__name__}.')
+        if visual.attn_pool is not None or visual.final_ln_after_pool:
             raise ValueError('Only CLIP ViTs with CLS pooling after ln_post '
                              '(OpenAI-style) are supported.')
         self.model_name = model_name if model_cfg is None else 'custom'
@@ -126,10 +132,9 @@ class OpenCLIPVisionBackbone(BaseModule):
         if grid % patch_pool:
             raise ValueError(f'patch_pool={patch_pool} does not divide the '
                              f'{grid}x{grid} patch grid.')
-        self.register_buffer('mean', torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1) * 255,
-                             persistent=False)
-        self.register_buffer('std', torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1) * 255,
-                             persistent=False)
+        mean, std = pixel_mean_std(self.preprocess_cfg)  # (1, 3, 1, 1) each
+        self.register_buffer('mean', mean, persistent=False)
+        self.register_buffer('std', std, persistent=False)
         self.frozen = frozen
         if frozen:
             self.freeze()
@@ -155,6 +160,13 @@ class OpenCLIPVisionBackbone(BaseModule):
     @property
     def image_size(self) -> int:
         return self.visual.image_size[0]
+
+    @property
+    def preprocess_cfg(self) -> PreprocessCfg:
+        """The model's open_clip preprocess config (a copy): size, mean,
+        std, interpolation, resize mode; build the host transform with
+        :class:`~mmpcm.datasets.clip_transforms.CLIPImageTransform`."""
+        return preprocess_cfg_of(self.visual)
 
     # ------------------------------------------------------------ freezing
     def freeze(self) -> None:
@@ -182,13 +194,14 @@ class OpenCLIPVisionBackbone(BaseModule):
             CLIPVisualFeatures: Patch tokens before ``ln_post`` and the
             normalised global embedding.
         """
-        x = (images.float() - self.mean) / self.std
+        x = normalize_pixels(images, self.mean, self.std)  # (B, 3, H, W)
         x = x.to(self.visual.conv1.weight.dtype)
-        x = self.visual._embeds(x)  # (B, 1 + G*G, W)
-        x = self.visual.transformer(x)  # (B, 1 + G*G, W)
-        pooled, _ = self.visual._pool(x)  # (B, W), CLS after ln_post
-        global_embed = F.normalize(pooled @ self.visual.proj, dim=-1)  # (B, D)
-        patches = self.pool_patches(x[:, 1:])  # (B, N, W)
+        out = self.visual.forward_intermediates(x, indices=1,
+                                                output_fmt='NLC')
+        tokens = out['image_intermediates'][0]  # (B, G*G, W), no CLS
+        # CLS after ln_post, projected: (B, D)
+        global_embed = F.normalize(out['image_features'], dim=-1)
+        patches = self.pool_patches(tokens)  # (B, N, W)
         return CLIPVisualFeatures(patches, global_embed)
 
     def pool_patches(self, tokens: torch.Tensor) -> torch.Tensor:
