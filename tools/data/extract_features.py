@@ -19,7 +19,7 @@ Several GPUs: each rank writes ``OUT/rank_K-of-W``; merge them afterwards::
     python tools/data/extract_features.py OUT --merge
 
 A single process merges by itself. Rerunning resumes. Design and layout:
-``mmpcm/preprocessing/extraction.py``.
+``docs/extraction.md``.
 
 Decoding on the GPU (JPEGs decoded with nvJPEG and resized there; the
 workers only read files, so far fewer host cores keep up with the model)::
