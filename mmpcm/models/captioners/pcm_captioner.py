@@ -73,14 +73,16 @@ class PCMCaptioner(BaseModel):
                         ) -> Union[dict, nn.Module]:
         """The neck config with CLIP's dimensions (``num_patches``,
         ``patch_dim``, ``embed_dim``) and ``clip_model`` taken from the
-        built backbone where the config does not state them."""
+        built backbone where the config does not state them (no
+        ``clip_model`` for a custom open_clip config: it has no name)."""
         if not isinstance(neck, dict):
             return neck
         neck = dict(neck)
         for name in self._CLIP_DIMS:
             neck.setdefault(name, getattr(self.backbone, name))
-        if neck.get('clip_model') is None:
-            neck['clip_model'] = getattr(self.backbone, 'model_name', None)
+        name = getattr(self.backbone, 'model_name', None)
+        if neck.get('clip_model') is None and name != 'custom':
+            neck['clip_model'] = name  # the concept file is checked for it
         return neck
 
     def _check_widths(self) -> None:
