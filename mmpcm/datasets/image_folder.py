@@ -113,6 +113,10 @@ class ImageFolderCaptionDataset(BaseDataset):
         max_refetch (int): Retries when the pipeline returns None.
             Defaults to 1000.
 
+    Attributes:
+        transform (CLIPImageTransform): PIL image -> ``(3, S, S)`` uint8,
+            built from ``preprocess_cfg`` or ``image_size``.
+
     Raises:
         MissingInputError: If the folder or the ann/list file is missing.
         InputError: If no image is found, two files share a stem, or
