@@ -22,7 +22,7 @@ import mmpcm.registry  # noqa: F401  (compat patches first)
 from mmpcm.apis import PCMCaptionInferencer, caption_to_jsonl, expand_inputs
 from mmpcm.apis.inferencer import _ImageInputs
 from mmpcm.datasets import ImageFolderCaptionDataset
-from mmpcm.datasets.clip_transforms import preprocess_cfg_of
+from mmpcm.datasets.clip_transforms import CLIPImageTransform, preprocess_cfg_of
 from mmpcm.datasets.transforms import (BACKGROUND, ImageLoadError,
                                        check_image, load_image)
 from mmpcm.text import WordVocabulary
@@ -200,7 +200,7 @@ def model_inputs(odd_images):
                item['inputs']['images'] for item in dataset}
     items = expand_inputs(str(folder))
     inferencer = {osp.basename(items[i].name): tensor
-                  for i, tensor, _ in _ImageInputs(items, size)}
+                  for i, tensor, _ in _ImageInputs(items, CLIPImageTransform(size))}
     found = items_from_folder(folder)
     loaded = loading._ImageDataset(
         found, range(len(found)), clip_image_transform(build_tiny_open_clip()))

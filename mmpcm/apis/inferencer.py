@@ -27,9 +27,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from mmpcm.datasets.clip_transforms import clip_image_tensor
+from mmpcm.datasets.clip_transforms import CLIPImageTransform
 from mmpcm.datasets.image_lists import read_path_list, scan_folder
-from mmpcm.datasets.transforms import ImageLoadError, load_image
+from mmpcm.datasets.transforms import ImageLoadError, as_pil_image, load_image
 from mmpcm.utils.cli import InputError
 from .best_checkpoint import resolve_checkpoint
 from .release import ConfigLike, build_captioner
@@ -145,9 +145,10 @@ def expand_inputs(inputs: InputsType) -> List[InputItem]:
 class _ImageInputs(Dataset):
     """Loads and preprocesses inputs; failures become reasons, not errors."""
 
-    def __init__(self, items: Sequence[InputItem], image_size: int) -> None:
+    def __init__(self, items: Sequence[InputItem],
+                 transform: CLIPImageTransform) -> None:
         self.items = list(items)
-        self.image_size = image_size
+        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.items)
@@ -156,7 +157,7 @@ class _ImageInputs(Dataset):
         source = self.items[index].source
         try:
             image = load_image(source) if isinstance(source, str) else source
-            return index, clip_image_tensor(image, self.image_size), None
+            return index, self.transform(as_pil_image(image)), None
         except ImageLoadError as error:
             return index, None, error.reason
 
@@ -209,6 +210,14 @@ class PCMCaptionInferencer:
         """CLIP's input size."""
         return self.model.backbone.image_size
 
+    @property
+    def preprocess_cfg(self):
+        """The backbone's open_clip preprocess config (its size, mean, std,
+        interpolation and resize mode), or its input size for a backbone
+        without one."""
+        return getattr(self.model.backbone, 'preprocess_cfg',
+                       self.image_size)
+
     @torch.no_grad()
     def caption_tensors(self, images: torch.Tensor) -> List[tuple]:
         """Caption a preprocessed batch.
@@ -249,7 +258,7 @@ class PCMCaptionInferencer:
         """
         items = expand_inputs(inputs)
         loader = DataLoader(
-            _ImageInputs(items, self.image_size),
+            _ImageInputs(items, CLIPImageTransform(self.preprocess_cfg)),
             batch_size=batch_size,
             num_workers=num_workers,
             collate_fn=_keep_list)
