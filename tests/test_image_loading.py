@@ -200,7 +200,8 @@ def model_inputs(odd_images):
                item['inputs']['images'] for item in dataset}
     items = expand_inputs(str(folder))
     inferencer = {osp.basename(items[i].name): tensor
-                  for i, tensor, _ in _ImageInputs(items, CLIPImageTransform(size))}
+                  for i, tensor, _ in _ImageInputs(
+                      items, CLIPImageTransform(size))}
     found = items_from_folder(folder)
     loaded = loading._ImageDataset(
         found, range(len(found)), clip_image_transform(build_tiny_open_clip()))
@@ -260,7 +261,7 @@ def test_in_memory_images_are_converted_before_resizing(odd_images):
     folder, size = odd_images
     items = expand_inputs([Image.open(folder / 'rgba.png'),
                            str(folder / 'rgba.png')])
-    (_, memory, _), (_, from_file, _) = _ImageInputs(items, size)
+    (_, memory, _), (_, from_file, _) = _ImageInputs(items, CLIPImageTransform(size))
     torch.testing.assert_close(memory, from_file, atol=0, rtol=0)
 
 
