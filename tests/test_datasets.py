@@ -52,8 +52,8 @@ def store(tmp_path) -> FeatureStore:
 
 
 def _has_preadv() -> bool:
-    from mmpcm.datasets import feature_store
-    return feature_store._HAS_PREADV
+    from mmpcm.datasets.feature_store import reader
+    return reader._HAS_PREADV
 
 
 def _dataset(root, **kwargs) -> SynthImgCapDataset:
@@ -426,10 +426,10 @@ def test_store_pickle_drops_memory_maps_and_files(store):
 def test_dataloader_round_trip(store, num_workers, read, monkeypatch):
     """Files opened in the parent before the fork: memory maps are made
     anew in each worker; ``preadv`` reads through the inherited files."""
-    from mmpcm.datasets import feature_store
+    from mmpcm.datasets.feature_store import reader
     if read == 'mmap':
-        monkeypatch.setattr(feature_store, '_HAS_PREADV', False)
-    elif not feature_store._HAS_PREADV:
+        monkeypatch.setattr(reader, '_HAS_PREADV', False)
+    elif not reader._HAS_PREADV:
         pytest.skip('os.preadv is missing on this platform')
     dataset = _dataset(store.root)
     dataset[0]  # files opened in the parent before the fork
@@ -460,8 +460,8 @@ def test_dataloader_round_trip(store, num_workers, read, monkeypatch):
 
 
 def test_rows_read_with_preadv_match_the_memory_map(store, monkeypatch):
-    from mmpcm.datasets import feature_store
-    if not feature_store._HAS_PREADV:
+    from mmpcm.datasets.feature_store import reader
+    if not reader._HAS_PREADV:
         pytest.skip('os.preadv is missing on this platform')
     files = dict(patch_tokens='patch_tokens.npy',
                  global_embed='global_embeds.npy',
@@ -473,7 +473,7 @@ def test_rows_read_with_preadv_match_the_memory_map(store, monkeypatch):
         for name, filename in files.items():
             np.testing.assert_array_equal(
                 getattr(item, name), store._map(shard, filename)[row])
-    monkeypatch.setattr(feature_store, '_HAS_PREADV', False)
+    monkeypatch.setattr(reader, '_HAS_PREADV', False)
     mapped = FeatureStore(store.root)
     for i, item in enumerate(read):  # the fallback reads the same rows
         other = mapped.get(i)
@@ -488,8 +488,8 @@ def test_rows_read_with_preadv_match_the_memory_map(store, monkeypatch):
 
 
 def test_file_truncated_after_opening_fails_naming_it(store):
-    from mmpcm.datasets import feature_store
-    if not feature_store._HAS_PREADV:
+    from mmpcm.datasets.feature_store import reader
+    if not reader._HAS_PREADV:
         pytest.skip('os.preadv is missing on this platform')
     store.get(0)
     path = os.path.join(store.root, 'shard_00000', 'patch_tokens.npy')

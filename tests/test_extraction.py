@@ -16,7 +16,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 import mmpcm.registry  # noqa: F401  (compat patches first)
-from mmpcm.datasets import feature_store
+from mmpcm.datasets.feature_store import writer as feature_store
 from mmpcm.datasets.collate import pcm_collate
 from mmpcm.datasets.feature_store import FeatureStore
 from mmpcm.datasets.synth_imgcap import SynthImgCapDataset

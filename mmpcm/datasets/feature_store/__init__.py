@@ -1,0 +1,20 @@
+"""Packed on-disk store of pre-extracted CLIP features.
+
+A store is a folder of shards (float16 arrays and JSON records) listed by a
+meta.json: :mod:`.meta` is its schema, :mod:`.reader` reads it
+(:class:`FeatureStore`), :mod:`.writer` writes it, resumably
+(:class:`FeatureStoreWriter`). ``docs/feature_format.md`` describes the format.
+"""
+from .meta import (DTYPE, FORMAT_NAME, FORMAT_VERSION, GLOBAL_FILE, META_FILE,
+                   PATCH_FILE, RECORDS_FILE, SHARD_PREFIX, TEXT_FILE,
+                   CLIPFeatureInfo, FeatureStoreMeta, ShardInfo, read_meta,
+                   write_meta)
+from .reader import FeatureItem, FeatureStore, ShortReadError
+from .writer import FeatureStoreWriter
+
+__all__ = [
+    'CLIPFeatureInfo', 'ShardInfo', 'FeatureStoreMeta', 'FeatureItem',
+    'FeatureStore', 'FeatureStoreWriter', 'ShortReadError', 'read_meta',
+    'write_meta', 'FORMAT_NAME', 'FORMAT_VERSION', 'DTYPE', 'META_FILE',
+    'PATCH_FILE', 'GLOBAL_FILE', 'TEXT_FILE', 'RECORDS_FILE', 'SHARD_PREFIX'
+]
