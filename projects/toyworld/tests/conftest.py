@@ -1,7 +1,12 @@
-import mmpcm.registry  # noqa: F401  (compat patches before mmpretrain.models)
 import pytest
 import torch
 from mmengine.registry import init_default_scope
+
+from mmpcm.utils import register_all_modules
+
+# The library fixes before any test module imports mmpretrain.models, and
+# mmpcm's parts in mmpretrain's registries, once for the session.
+register_all_modules()
 
 # The tests' models are tiny: one thread avoids spin-waiting between
 # threads.

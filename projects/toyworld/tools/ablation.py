@@ -14,8 +14,9 @@ import sys
 import time
 from typing import List, Optional
 
-import mmpcm  # noqa: F401  (compat patches before mmpretrain.models)
 import torch
+
+from mmpcm.utils import register_all_modules
 from mmpcm.utils.cli import add_debug_flag, run_tool
 from mmpcm.utils.fileio import atomic_write_json
 from mmpcm_toyworld.experiment import (COLUMNS, VariantScores,
@@ -78,6 +79,9 @@ def run_once(config: str, seed: int, args: argparse.Namespace,
 
 
 def run_ablation(args: argparse.Namespace) -> int:
+    # Fixes and registries before mmpcm's pipeline loads; the Runner sets
+    # the config's default scope.
+    register_all_modules(init_default_scope=False)
     logging.basicConfig(level=logging.WARNING, format='%(message)s')
     for name in ('mmpcm', 'mmpcm_toyworld'):
         logging.getLogger(name).setLevel(logging.INFO)

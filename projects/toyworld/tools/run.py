@@ -8,7 +8,7 @@ import os.path as osp
 import sys
 from typing import List, Optional
 
-import mmpcm  # noqa: F401  (compat patches before mmpretrain.models)
+from mmpcm.utils import register_all_modules
 from mmpcm.utils.cli import add_debug_flag, run_tool
 from mmpcm_toyworld.experiment import (COLUMNS, metric_value,
                                        most_frequent_caption_baseline,
@@ -44,6 +44,9 @@ def row(name: str, metrics: dict) -> str:
 
 
 def run_main_job(args: argparse.Namespace) -> int:
+    # Fixes and registries before mmpcm's pipeline loads; the Runner sets
+    # the config's default scope.
+    register_all_modules(init_default_scope=False)
     logging.basicConfig(level=logging.WARNING, format='%(message)s')
     for name in ('mmpcm', 'mmpcm_toyworld'):
         logging.getLogger(name).setLevel(logging.INFO)
