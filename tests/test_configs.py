@@ -17,9 +17,14 @@ import mmpcm  # noqa: F401  (registers mmpcm's parts)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG_DIR = osp.join(ROOT, 'configs')
-PCM_CONFIGS = sorted(glob.glob(osp.join(CONFIG_DIR, 'pcm', '*.py')))
+# The offline world's configs live with its project.
+TOYWORLD_CONFIG_DIR = osp.join(ROOT, 'projects', 'toyworld', 'configs')
+PCM_CONFIGS = sorted(
+    glob.glob(osp.join(CONFIG_DIR, 'pcm', '*.py')) +
+    glob.glob(osp.join(TOYWORLD_CONFIG_DIR, '*.py')))
 ALL_CONFIGS = sorted(
-    glob.glob(osp.join(CONFIG_DIR, '**', '*.py'), recursive=True))
+    glob.glob(osp.join(CONFIG_DIR, '**', '*.py'), recursive=True) +
+    glob.glob(osp.join(TOYWORLD_CONFIG_DIR, '**', '*.py'), recursive=True))
 
 # The registry of a typed dict: by its top-level section, and inside data
 # loaders and the optimizer wrapper by the nearest enclosing key.
@@ -167,11 +172,12 @@ def test_config_types_resolve(path):
 @pytest.mark.parametrize('path', ALL_CONFIGS,
                          ids=lambda p: osp.relpath(p, CONFIG_DIR))
 def test_bases_stay_inside_configs(path):
-    root = osp.realpath(CONFIG_DIR)
+    roots = tuple(osp.realpath(d) + osp.sep
+                  for d in (CONFIG_DIR, TOYWORLD_CONFIG_DIR))
     for base in _bases(path):
         assert '::' not in base, f'{path}: package base {base!r}'
         target = osp.realpath(osp.join(osp.dirname(path), base))
-        assert target.startswith(root + osp.sep), (
+        assert target.startswith(roots), (
             f'{path}: base {base!r} is outside configs/')
         assert osp.isfile(target), f'{path}: base {base!r} does not exist'
 
