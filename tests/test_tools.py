@@ -140,14 +140,13 @@ def test_resume_with_another_vocabulary_is_refused(in_workspace, tmp_path,
                                                    capsys, monkeypatch):
     work = str(in_workspace / 'vocab')
     _train(capsys, work, 1)
-    # Same run, but the training captions (and so the vocabulary) changed.
+    # Same run, but the corpus's vocabulary (vocab.json) changed.
     other = tmp_path / 'other'
     write_smoke_data(str(other / 'data' / 'smoke'))
-    captions = other / 'data' / 'smoke' / 'train'
-    shutil.rmtree(captions)
-    from mmpcm.testing import make_random_feature_store
-    make_random_feature_store(str(captions), ['a completely different caption'] * 8,
-                              16, 32, 16, clip_model='custom')
+    from mmpcm.text import WordVocabulary
+    WordVocabulary.from_captions(
+        ['a completely different caption'] * 8, min_count=1).save(
+            str(other / 'data' / 'smoke' / 'vocab.json'))
     monkeypatch.chdir(other)
     run = run_tool_here(capsys, 'train', CONFIG, '--work-dir', work,
                         '--no-validate', '--resume', *FAST,
