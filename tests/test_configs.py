@@ -154,7 +154,7 @@ def _bases(path: str) -> List[str]:
 def test_config_types_resolve(path):
     cfg = Config.fromfile(path)
     assert cfg.default_scope == 'mmpretrain'
-    assert 'mmpcm' in cfg.custom_imports['imports']
+    assert cfg.custom_imports['imports'] == ['mmpcm.plugin']
     typed = list(_typed(cfg.to_dict()))
     sections = {p[0] for p, _ in typed}
     assert {'model', 'train_dataloader', 'test_dataloader', 'test_evaluator',
