@@ -8,7 +8,7 @@ prefixes. mmpretrain has no ``FUNCTIONS`` registry of its own; collate
 functions go into mmengine's, where the Runner looks them up.
 
 Importing this module only names the registries: it registers nothing and
-changes no library. :func:`mmpcm.utils.register_all_modules` does both.
+changes no library. :func:`mmpcm.setup_env.register_all_modules` does both.
 """
 from mmengine.registry import FUNCTIONS
 from mmpretrain.registry import (DATASETS, HOOKS, METRICS, MODELS,

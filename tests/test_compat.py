@@ -11,7 +11,8 @@ import warnings
 import pytest
 import torch
 
-from mmpcm.utils import compat, register_all_modules
+from mmpcm.setup_env import register_all_modules
+from mmpcm.utils import compat
 from mmpcm.utils.compat import LIBRARY_FIXES, apply_library_fixes
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -97,7 +98,7 @@ def test_mmpretrain_models_breaks_without_the_fix():
 
 def test_mmpretrain_models_imports_after_register_all_modules():
     proc = _python(
-        'from mmpcm.utils import register_all_modules\n'
+        'from mmpcm.setup_env import register_all_modules\n'
         'register_all_modules()\n'
         'import mmpretrain.models, mmpretrain.datasets\n'
         'from mmpretrain.registry import MODELS\n'
@@ -124,7 +125,7 @@ def test_config_with_default_scope_builds_after_custom_imports():
 @_needs('mmpretrain_without_multimodal')
 def test_wrong_import_order_gets_a_clear_error():
     proc = _python('import mmpretrain.datasets\n'
-                   'from mmpcm.utils import register_all_modules\n'
+                   'from mmpcm.setup_env import register_all_modules\n'
                    'register_all_modules()')
     assert proc.returncode != 0
     assert 'register_all_modules()' in proc.stderr

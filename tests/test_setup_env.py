@@ -9,7 +9,7 @@ import warnings
 
 from mmengine.registry import DefaultScope
 
-from mmpcm.utils import register_all_modules
+from mmpcm.setup_env import register_all_modules
 from mmpcm.utils.compat import LIBRARY_FIXES
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -74,7 +74,8 @@ def test_imports_change_nothing_and_setup_does_it_all():
         'state()\n'
         'import mmpcm.registry\n'
         'state()\n'
-        'from mmpcm.utils import apply_library_fixes, register_all_modules\n'
+        'from mmpcm.utils import apply_library_fixes\n'
+        'from mmpcm.setup_env import register_all_modules\n'
         'register_all_modules()\n'
         'state()\n'
         'print(json.dumps(apply_library_fixes()))')

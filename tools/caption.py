@@ -18,7 +18,7 @@ import sys
 from contextlib import nullcontext
 from typing import List, Optional
 
-from mmpcm.utils import register_all_modules
+from mmpcm.setup_env import register_all_modules
 from mmpcm.utils.cli import (MissingInputError, add_debug_flag,
                              check_output_file, run_tool)
 

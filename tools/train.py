@@ -6,7 +6,7 @@ from typing import List, Optional
 
 from mmengine.config import Config, DictAction
 
-from mmpcm.utils import register_all_modules
+from mmpcm.setup_env import register_all_modules
 from mmpcm.utils.cli import add_debug_flag, load_config, run_tool
 
 

@@ -82,7 +82,7 @@ def start_benchmark(device_arg: Optional[str],
     """The shared start of every benchmark script.
 
     Hides CUDA for ``--device cpu``, sets mmpcm up as every tool does
-    (:func:`mmpcm.utils.register_all_modules`: library fixes, registries,
+    (:func:`mmpcm.setup_env.register_all_modules`: library fixes, registries,
     the ``mmpretrain`` default scope), resolves the device, sets the torch
     thread count and prints the machine header line.
 
@@ -93,7 +93,7 @@ def start_benchmark(device_arg: Optional[str],
     Returns:
         torch.device: The device to run on.
     """
-    from mmpcm.utils import register_all_modules
+    from mmpcm.setup_env import register_all_modules
     hide_cuda_if_cpu(device_arg)
     register_all_modules()
     device = resolve_device(device_arg)

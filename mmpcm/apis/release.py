@@ -18,7 +18,7 @@ from mmengine.registry import DefaultScope
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from mmpcm.utils import register_all_modules
+from mmpcm.setup_env import register_all_modules
 from mmpcm.utils.compat import save_safetensors
 from mmpcm.utils.fileio import sha256_file
 from mmpcm.version import __version__

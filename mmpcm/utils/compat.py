@@ -4,7 +4,7 @@ Each fix is a :class:`LibraryFix` in :data:`LIBRARY_FIXES`: the versions of
 the library it repairs, a check of the installed versions
 (``applies``) and the change itself (``apply``). Nothing here runs at
 import: :func:`apply_library_fixes` applies the fixes whose versions are
-installed, once, and :func:`mmpcm.utils.register_all_modules` calls it
+installed, once, and :func:`mmpcm.setup_env.register_all_modules` calls it
 before anything imports ``mmpretrain.models`` or ``mmpretrain.datasets``.
 
 Each fix's docstring says which versions break and what upstream would have
@@ -118,7 +118,7 @@ def disable_mmpretrain_multimodal() -> None:
     if early:
         raise RuntimeError(
             f'{", ".join(early)} was imported before mmpcm\'s setup. Call '
-            'mmpcm.utils.register_all_modules() (or list mmpcm.plugin in '
+            'mmpcm.setup_env.register_all_modules() (or list mmpcm.plugin in '
             'custom_imports) before importing mmpretrain.models and '
             'mmpretrain.datasets, so that mmpretrain stays importable '
             'beside this transformers.')
@@ -246,7 +246,7 @@ def apply_library_fixes() -> Tuple[str, ...]:
     The first call decides and applies; later calls change nothing and
     return the same names. Call it before anything imports
     ``mmpretrain.models`` or ``mmpretrain.datasets``
-    (:func:`mmpcm.utils.register_all_modules` does).
+    (:func:`mmpcm.setup_env.register_all_modules` does).
 
     Returns:
         tuple[str, ...]: The names of the fixes applied, in order.

@@ -17,7 +17,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from mmpcm.utils import register_all_modules
+from mmpcm.setup_env import register_all_modules
 from mmpcm.utils.cli import InputError, add_debug_flag, error_line, run_tool
 
 

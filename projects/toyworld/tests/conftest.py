@@ -2,7 +2,7 @@ import pytest
 import torch
 from mmengine.registry import init_default_scope
 
-from mmpcm.utils import register_all_modules
+from mmpcm.setup_env import register_all_modules
 
 # The library fixes before any test module imports mmpretrain.models, and
 # mmpcm's parts in mmpretrain's registries, once for the session.

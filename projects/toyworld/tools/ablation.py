@@ -16,7 +16,7 @@ from typing import List, Optional
 
 import torch
 
-from mmpcm.utils import register_all_modules
+from mmpcm.setup_env import register_all_modules
 from mmpcm.utils.cli import add_debug_flag, run_tool
 from mmpcm.utils.fileio import atomic_write_json
 from mmpcm_toyworld.experiment import (COLUMNS, VariantScores,

@@ -8,7 +8,7 @@ import os.path as osp
 import sys
 from typing import List, Optional
 
-from mmpcm.utils import register_all_modules
+from mmpcm.setup_env import register_all_modules
 from mmpcm.utils.cli import add_debug_flag, run_tool
 from mmpcm_toyworld.experiment import (COLUMNS, metric_value,
                                        most_frequent_caption_baseline,

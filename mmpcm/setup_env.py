@@ -30,7 +30,7 @@ def register_all_modules(init_default_scope: bool = True) -> None:
             imported before the first call while installed versions need the
             mmpretrain multimodal fix.
     """
-    from .compat import apply_library_fixes
+    from mmpcm.utils.compat import apply_library_fixes
     apply_library_fixes()
 
     import mmpcm.datasets  # noqa: F401
