@@ -135,3 +135,15 @@ def test_a_mistyped_caption_input_is_an_error(tmp_path, capsys):
     assert _one_error_line(capsys) == (
         f'error: {tmp_path / "photoz"}: no such file or folder; check the '
         'path')
+
+
+def test_auto_scale_lr_is_refused_where_noam_sets_the_lr(tmp_path, capsys):
+    """NoamLR ignores the optimizer's lr: mmengine's --auto-scale-lr would
+    change nothing, so the flag is refused before any work."""
+    status = load_tool('train').main([SMOKE, '--work-dir', str(tmp_path),
+                                      '--auto-scale-lr'])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.startswith(f'error: {SMOKE}: --auto-scale-lr has no effect')
+    assert 'param_scheduler.factor' in err
+    assert not (tmp_path / 'epoch_1.pth').exists()

@@ -38,6 +38,21 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
+def _check_lr_scales(cfg: Config, config_path: str) -> None:
+    """Refuse --auto-scale-lr where the schedule sets the lr itself."""
+    from mmpcm.utils.cli import InputError
+    schedulers = cfg.get('param_scheduler') or []
+    if isinstance(schedulers, dict):
+        schedulers = [schedulers]
+    if any(s.get('type') in ('NoamLR', 'NoamParamScheduler')
+           for s in schedulers):
+        raise InputError(
+            config_path, '--auto-scale-lr has no effect: NoamLR sets the '
+            'learning rate itself and ignores the optimizer\'s lr',
+            'scale the schedule instead (param_scheduler.factor, warmup: '
+            'configs/_base_/schedules/noam_fast.py shows the rule)')
+
+
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Merge command-line arguments into the config."""
     from mmpcm.apis import default_work_dir, prepare_cfg
@@ -54,6 +69,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
     if args.auto_scale_lr:
+        _check_lr_scales(cfg, args.config)
         cfg.auto_scale_lr.enable = True
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         if cfg.get(name):
