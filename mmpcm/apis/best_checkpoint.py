@@ -9,6 +9,8 @@ import os
 import os.path as osp
 from typing import Any, NamedTuple, Optional, Union
 
+from mmpcm.utils.cli import UserError
+
 BEST_METRIC = 'coco-caption/CIDEr'
 """``PCMCaptionMetric``'s CIDEr under its default prefix: the checkpoint
 choice of every validating config."""
@@ -16,7 +18,7 @@ choice of every validating config."""
 PathLike = Union[str, 'os.PathLike[str]']
 
 
-class CheckpointNotFoundError(FileNotFoundError):
+class CheckpointNotFoundError(UserError, FileNotFoundError):
     """A work dir holds no single best checkpoint for the metric."""
 
 

@@ -22,6 +22,7 @@ from mmpcm.setup_env import register_all_modules
 from mmpcm.utils.compat import save_safetensors
 from mmpcm.utils.fileio import sha256_file
 from mmpcm.version import __version__
+from mmpcm.utils.cli import UserError
 
 RELEASE_FORMAT = 'mmpcm-release'
 RELEASE_VERSION = 1
@@ -34,7 +35,7 @@ _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own header size limit
 ConfigLike = Union[str, Config, dict]
 
 
-class ReleaseFormatError(ValueError):
+class ReleaseFormatError(UserError, ValueError):
     """A file is not a valid mmpcm release."""
 
 

@@ -14,12 +14,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from mmengine.config import Config
 
+from mmpcm.utils.cli import UserError
+
 RELEASE_EOS = '.'
 RELEASE_UNK = 'UNK'
 _ABSENT_BIAS = -1e4
 
 
-class ReleaseConversionError(ValueError):
+class ReleaseConversionError(UserError, ValueError):
     """A release file, or its pairing with a config, cannot be converted."""
 
 

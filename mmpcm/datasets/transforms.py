@@ -40,6 +40,8 @@ from typing import Tuple, Union
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from mmpcm.utils.cli import UserError
+
 ImageLike = Union[Image.Image, np.ndarray]
 
 BACKGROUND: Tuple[int, int, int] = (255, 255, 255)
@@ -51,7 +53,7 @@ _JPEG_EOI = b'\xff\xd9'  # a complete JPEG's end-of-image marker
 _JPEG_TAIL = 4096  # bytes at a JPEG's end searched for it (trailing data)
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(UserError, ValueError):
     """An input could not be read as an image.
 
     Args:

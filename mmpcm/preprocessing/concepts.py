@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from mmpcm.models.backbones.open_clip_vit import build_open_clip
 from mmpcm.models.utils.concepts import ConceptVocabulary
 from mmpcm.text import tokenize_caption
-from mmpcm.utils.cli import InputError, MissingInputError
+from mmpcm.utils.cli import InputError, MissingInputError, UserError
 from mmpcm.utils.text_io import read_text
 
 PathLike = Union[str, 'os.PathLike[str]']
@@ -399,7 +399,7 @@ def build_concept_vocabulary(
 # --------------------------------------------------------------------------
 # the authors' released concept file
 # --------------------------------------------------------------------------
-class UnsafeConceptFileError(pickle.UnpicklingError):
+class UnsafeConceptFileError(UserError, pickle.UnpicklingError):
     """A concept pickle holds objects beyond a word list and a tensor."""
 
 

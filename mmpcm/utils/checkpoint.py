@@ -22,7 +22,7 @@ import torch
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from mmpcm.utils.cli import InputError, MissingInputError
+from mmpcm.utils.cli import InputError, MissingInputError, UserError
 
 MapLocation = Optional[Union[str, torch.device, Callable, dict]]
 
@@ -35,7 +35,7 @@ _NUMPY_DTYPES = ('bool', 'int8', 'int16', 'int32', 'int64', 'uint8', 'uint16',
                  'longdouble', 'complex64', 'complex128', 'clongdouble')
 
 
-class UntrustedCheckpointError(pickle.UnpicklingError):
+class UntrustedCheckpointError(UserError, pickle.UnpicklingError):
     """A checkpoint holds pickled objects outside the mmengine allowlist."""
 
 

@@ -24,7 +24,17 @@ EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 
 
-class InputError(ValueError):
+class UserError(Exception):
+    """Base of mmpcm's errors that a user can act on.
+
+    Its message names the file and says what to do; tools print it as one
+    ``error:`` line (:func:`error_line`). Domain errors of other modules
+    (:class:`InputError`, image, checkpoint, release and concept file
+    errors) derive from it, so this module needs to know none of them.
+    """
+
+
+class InputError(UserError, ValueError):
     """An input the user can fix: which file, what is wrong, what to do.
 
     ``str(error)`` is ``'<path>: <problem>; <remedy>'``.
@@ -69,18 +79,12 @@ _OS_ERRORS = {
 }
 
 
-def _domain_errors() -> Tuple[Type[BaseException], ...]:
-    """mmpcm's errors whose messages name the file (imported late)."""
-    from mmpcm.apis.best_checkpoint import CheckpointNotFoundError
-    from mmpcm.apis.release import ReleaseFormatError
-    from mmpcm.apis.release_conversion import ReleaseConversionError
-    from mmpcm.datasets.transforms import ImageLoadError
-    from mmpcm.models.utils.errors import CheckpointMismatchError
-    from mmpcm.preprocessing.concepts import UnsafeConceptFileError
-    from mmpcm.utils.checkpoint import UntrustedCheckpointError
-    return (InputError, CheckpointNotFoundError, ReleaseFormatError,
-            ReleaseConversionError, ImageLoadError, CheckpointMismatchError,
-            UnsafeConceptFileError, UntrustedCheckpointError)
+def _class_names(cls: Type[BaseException]) -> set:
+    """Names of ``cls`` and of every subclass of it defined so far."""
+    names = {cls.__name__}
+    for sub in cls.__subclasses__():
+        names |= _class_names(sub)
+    return names
 
 
 def _raised_by_mmpcm(error: BaseException) -> bool:
@@ -113,8 +117,7 @@ def _worker_error_line(error: BaseException) -> Optional[Tuple[str, bool]]:
     message = last.split(': ', 1)[1] if ': ' in last else last
     files = re.findall(r'^  File "([^"]+)"', trace, re.M)
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    names = {cls.__name__ for cls in _domain_errors()} | {
-        'MissingInputError', 'ShortReadError'}
+    names = _class_names(UserError) | {'ShortReadError'}
     by_mmpcm = bool(files) and os.path.abspath(files[-1]).startswith(
         package + os.sep)
     if match['type'] in names or (
@@ -141,7 +144,7 @@ def error_line(error: BaseException) -> Tuple[str, bool]:
     worker = _worker_error_line(error)
     if worker is not None:
         return worker
-    if isinstance(error, _domain_errors()):
+    if isinstance(error, UserError):
         return str(error), True
     if isinstance(error, OSError) and error.filename is not None:
         problem, remedy = _OS_ERRORS.get(

@@ -4,14 +4,14 @@ from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from mmpcm.utils.cli import InputError
+from mmpcm.utils.cli import InputError, UserError
 
 # State a module checks itself, with a more specific message: the head's word
 # vocabulary (PCMCaptionHead) and the neck's concept table (PCMNeck).
 _SELF_CHECKED = ('vocab_bytes', 'concept_embeds')
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserError, ValueError):
     """A checkpoint's state disagrees with the model built from the config.
 
     Raised while loading state (vocabulary, concept table); the entry points
