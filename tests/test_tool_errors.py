@@ -147,3 +147,23 @@ def test_auto_scale_lr_is_refused_where_noam_sets_the_lr(tmp_path, capsys):
     assert err.startswith(f'error: {SMOKE}: --auto-scale-lr has no effect')
     assert 'param_scheduler.factor' in err
     assert not (tmp_path / 'epoch_1.pth').exists()
+
+
+def test_missing_vocabulary_is_refused_before_the_runner(tmp_path, capsys,
+                                                         monkeypatch):
+    """The Runner logs the environment and the config before it builds the
+    model: a missing vocab.json is refused first, alone, and nothing is
+    written."""
+    write_smoke_data(str(tmp_path / 'data' / 'smoke'))
+    monkeypatch.chdir(tmp_path)
+    work = tmp_path / 'work'
+    status = load_tool('train').main([
+        SMOKE, '--work-dir', str(work), '--cfg-options',
+        'model.head.vocab=data/smoke/nope.json'])
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert err == ('error: data/smoke/nope.json: no such vocabulary file; '
+                   'write it with tools/data/prepare_corpus.py (vocab.json '
+                   'in its output folder) and name it in the config\n')
+    assert 'System environment' not in out + err
+    assert not work.exists()

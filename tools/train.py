@@ -24,9 +24,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--no-validate', action='store_true',
                         help='do not evaluate during training')
     parser.add_argument('--auto-scale-lr', action='store_true',
-                        help='scale the lr by actual / base batch size')
-    parser.add_argument('--no-pin-memory', action='store_true')
-    parser.add_argument('--no-persistent-workers', action='store_true')
+                        help='scale the lr by actual / base batch size '
+                        '(refused with the Noam schedule, which sets the lr '
+                        'itself)')
+    parser.add_argument('--no-pin-memory', action='store_true',
+                        help='data loaders do not pin host memory')
+    parser.add_argument('--no-persistent-workers', action='store_true',
+                        help='data loaders restart their workers each epoch')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     parser.add_argument('--launcher', default='none',
@@ -55,7 +59,8 @@ def _check_lr_scales(cfg: Config, config_path: str) -> None:
 
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Merge command-line arguments into the config."""
-    from mmpcm.apis import default_work_dir, prepare_cfg
+    from mmpcm.apis.run_config import (check_training_files,
+                                       default_work_dir, prepare_cfg)
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     cfg.launcher = args.launcher
@@ -79,6 +84,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
                 cfg[name].persistent_workers = False
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    check_training_files(cfg)
     return prepare_cfg(cfg)
 
 

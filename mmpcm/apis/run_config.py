@@ -75,6 +75,36 @@ def prepare_cfg(cfg: Config) -> Config:
     return cfg
 
 
+def check_training_files(cfg: Config) -> None:
+    """Refuse a training config whose vocabulary or concept file is missing.
+
+    Checked before the Runner is built (which logs the environment and the
+    whole config first), so the error is the run's only output.
+
+    Args:
+        cfg (Config): A training config.
+
+    Raises:
+        MissingInputError: Naming the first missing file and what makes it.
+    """
+    from mmpcm.utils.cli import MissingInputError
+    vocab_remedy = ('write it with tools/data/prepare_corpus.py (vocab.json '
+                    'in its output folder) and name it in the config')
+    files = [(cfg.model.head.get('vocab'), 'no such vocabulary file',
+              vocab_remedy),
+             (cfg.model.neck.get('concepts'), 'no such concept file',
+              'build it with tools/data/build_concepts.py and name it in '
+              'the config (model.neck.concepts)')]
+    dataset = (cfg.get('train_dataloader') or {}).get('dataset') or {}
+    for step in dataset.get('pipeline') or []:
+        if isinstance(step, dict) and step.get('type') == 'PCMTokenizeCaption':
+            files.append((step.get('vocab'), 'no such vocabulary file',
+                          vocab_remedy))
+    for path, problem, remedy in files:
+        if isinstance(path, str) and not osp.isfile(path):
+            raise MissingInputError(path, problem, remedy)
+
+
 def apply_checkpoint_to_cfg(cfg: Config, checkpoint: str) -> Config:
     """Build the model from what the checkpoint carries.
 

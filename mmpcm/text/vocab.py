@@ -217,7 +217,8 @@ class WordVocabulary:
             raise MissingInputError(
                 path, 'no such vocabulary file',
                 'write it with tools/data/prepare_corpus.py (vocab.json '
-                'beside the corpus) and name it in the config')
+                'in its output folder, beside train_captions.txt) and name it '
+                'in the config')
         try:
             words = json.loads(read_text(path))
         except json.JSONDecodeError as e:

@@ -52,8 +52,8 @@ def prepare(args: argparse.Namespace) -> int:
                             min_count=args.min_count, eval_splits=args.splits)
     print(f'{result.num_train_captions} training captions -> '
           f'{result.train_captions}')
-    print(f'vocabulary of {result.vocab_size} words (min count '
-          f'{args.min_count}) -> {result.vocab}')
+    print(f'vocabulary of {result.vocab_size - 4} words + 4 special tokens '
+          f'(min count {args.min_count}) -> {result.vocab}')
     if result.vocab_report is not None:
         print(result.vocab_report)
     if result.skipped:
