@@ -28,7 +28,7 @@ class PCMLoadReleaseHook(Hook):
 
     def before_run(self, runner: Runner) -> None:
         model = _unwrap(runner.model)
-        from mmpcm.apis.release import load_release
+        from mmpcm.utils.release_file import load_release
         state = load_release(self.release).state_dict
         device = next(model.parameters()).device
         model.load_state_dict({k: v.to(device) for k, v in state.items()},
