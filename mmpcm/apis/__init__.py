@@ -1,6 +1,7 @@
 from .best_checkpoint import (BEST_METRIC, CheckpointNotFoundError,
                               find_best_checkpoint, resolve_checkpoint)
-from .checkpoint_errors import checkpoint_in_use, naming_checkpoint
+from mmpcm.engine.checkpoint_errors import (checkpoint_in_use,
+                                            naming_checkpoint)
 from .inferencer import (CaptionResult, CaptionSummary, ImageFailure,
                          PCMCaptionInferencer, caption_to_jsonl,
                          expand_inputs)

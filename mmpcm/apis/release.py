@@ -272,7 +272,7 @@ def check_source_fits(captioner: nn.Module, source: ModelSource,
             :func:`mmpcm.models.utils.errors.state_dict_mismatch`).
     """
     from mmpcm.models.utils.errors import check_state_dict_fits
-    from .checkpoint_errors import config_name
+    from mmpcm.engine.checkpoint_errors import config_name
     if source.kind == 'release':
         name, remedy = 'its own model config', ('the release is damaged: '
                                                'publish it again')

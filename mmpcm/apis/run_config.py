@@ -26,7 +26,7 @@ from mmpcm.engine.hooks import PCMPredictionDumpHook
 from mmpcm.registry import METRICS
 from mmpcm.setup_env import register_all_modules
 from mmpcm.utils.dist import adapt_cfg_for_device
-from .checkpoint_errors import naming_checkpoint
+from mmpcm.engine.checkpoint_errors import naming_checkpoint
 from .release import is_release_file, read_release_info
 
 DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')

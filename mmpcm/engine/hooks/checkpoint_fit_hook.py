@@ -37,7 +37,8 @@ class PCMCheckpointFitHook(Hook):
             runner (Runner): The runner loading the checkpoint.
             checkpoint (dict): What was read from the file.
         """
-        from mmpcm.apis.checkpoint_errors import checkpoint_in_use, config_name
+        from mmpcm.engine.checkpoint_errors import (checkpoint_in_use,
+                                                    config_name)
         state = checkpoint.get('state_dict', checkpoint)
         if not isinstance(state, Mapping):
             return
