@@ -68,6 +68,9 @@ def test_transform_reads_the_vocabulary_file(tmp_path):
     path.write_text('["a", "b"]')
     with pytest.raises(InputError, match='must start with'):
         PCMTokenizeCaption(str(path))
+    path.write_text('["<pad>", "<bos>",\n')
+    with pytest.raises(InputError, match=r'not valid JSON \(.*line 2\)'):
+        PCMTokenizeCaption(str(path))
     with pytest.raises(TypeError, match='prepare_corpus'):
         PCMTokenizeCaption(dict(data_root='x', min_count=5))
 

@@ -16,7 +16,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from mmpcm.utils.cli import InputError, MissingInputError
-from mmpcm.utils.text_io import read_text
+from mmpcm.utils.text_io import read_json
 
 from .tokenize import detokenize_caption, scan_caption, tokenize_caption
 
@@ -219,12 +219,8 @@ class WordVocabulary:
                 'write it with tools/data/prepare_corpus.py (vocab.json '
                 'in its output folder, beside train_captions.txt) and name it '
                 'in the config')
-        try:
-            words = json.loads(read_text(path))
-        except json.JSONDecodeError as e:
-            raise InputError(path, f'not JSON ({e.msg}, line {e.lineno})',
-                             'name the vocab.json that prepare_corpus.py '
-                             'wrote') from None
+        words = read_json(path, 'name the vocab.json that '
+                          'prepare_corpus.py wrote')
         if not isinstance(words, list) or not all(
                 isinstance(w, str) for w in words):
             raise InputError(path, 'expected a JSON list of words',

@@ -3,8 +3,9 @@
 Every mmpcm reader of a text file a user supplies (corpora, image lists,
 JSON) decodes it here; the rules: ``docs/inputs_and_errors.md``.
 """
+import json
 import os
-from typing import List, NamedTuple, Optional, Union
+from typing import Any, List, NamedTuple, Optional, Union
 
 from .cli import InputError
 
@@ -163,6 +164,28 @@ def read_text(path: PathLike) -> str:
     """
     with open(path, 'rb') as f:
         return decode_text(f.read(), path)
+
+
+def read_json(path: PathLike, remedy: str) -> Any:
+    """Read a whole JSON file (:func:`read_text`, then ``json.loads``).
+
+    Args:
+        path (str | PathLike): The file.
+        remedy (str): What to do when it is not JSON, for the error.
+
+    Returns:
+        Any: The parsed value.
+
+    Raises:
+        OSError: If the file cannot be read.
+        InputError: If it is not text (:func:`read_text`) or not valid
+            JSON (naming the line).
+    """
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as error:
+        raise InputError(path, f'not valid JSON ({error.msg}, line '
+                         f'{error.lineno})', remedy) from None
 
 
 def read_text_lines(path: PathLike) -> List[TextLine]:

@@ -2,12 +2,11 @@
 
 Image ids are used exactly as given (str or int, never cast).
 """
-import json
 import numbers
 from typing import Any, Union
 
 from mmpcm.utils.cli import InputError
-from mmpcm.utils.text_io import read_text
+from mmpcm.utils.text_io import read_json
 from .ptb_tokenizer import Captions
 
 __all__ = ['load_references', 'plain_image_id']
@@ -28,12 +27,8 @@ def load_references(ann_file: str) -> Captions:
         ValueError: If a section or field is missing, an image id repeats,
             or an annotation names an image id that is not in ``images``.
     """
-    try:
-        content = json.loads(read_text(ann_file))
-    except json.JSONDecodeError as error:
-        raise InputError(ann_file, f'not valid JSON ({error})',
-                         'fix the file, or pass the references written by '
-                         'tools/data/prepare_corpus.py') from None
+    content = read_json(ann_file, 'fix the file, or pass the references '
+                        'written by tools/data/prepare_corpus.py')
     if not isinstance(content, dict) or not all(
             isinstance(content.get(k), list)
             for k in ('images', 'annotations')):
