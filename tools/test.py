@@ -41,6 +41,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def test(args: argparse.Namespace) -> int:
+    # The config first: a missing one is refused before the heavy imports.
+    cfg = load_config(args.config)
     # Fixes and registries before mmpcm.apis loads; the Runner sets the
     # config's default scope.
     register_all_modules(init_default_scope=False)
@@ -49,7 +51,6 @@ def test(args: argparse.Namespace) -> int:
     from mmpcm.apis.best_checkpoint import (resolve_checkpoint,
                                             save_best_metric)
 
-    cfg = load_config(args.config)
     cfg.launcher = args.launcher
     cfg.work_dir = default_work_dir(args.config,
                                     args.work_dir or cfg.get('work_dir'))

@@ -89,6 +89,8 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 
 
 def train(args: argparse.Namespace) -> None:
+    # The config first: a missing one is refused before the heavy imports.
+    cfg = load_config(args.config)
     # Fixes and registries before mmpcm.apis loads; the Runner sets the
     # config's default scope.
     register_all_modules(init_default_scope=False)
@@ -98,7 +100,7 @@ def train(args: argparse.Namespace) -> None:
 
     from mmpcm.apis import naming_checkpoint
 
-    cfg = merge_args(load_config(args.config), args)
+    cfg = merge_args(cfg, args)
     runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg
               else RUNNERS.build(cfg))
     with naming_checkpoint(runner):

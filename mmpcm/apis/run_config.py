@@ -299,7 +299,9 @@ def run_test(cfg: Config, checkpoint: str) -> CaptionTestResult:
         files are None on non-main ranks).
     """
     register_all_modules(init_default_scope=False)
-    check_test_evaluator(cfg)  # Java, CoreNLP, references: fail first
+    from mmpcm.utils.checkpoint import check_checkpoint_file
+    check_checkpoint_file(checkpoint)  # a missing or wrong file: first
+    check_test_evaluator(cfg)  # Java, CoreNLP, references: before loading
     apply_checkpoint_to_cfg(cfg, checkpoint)
     prepare_cfg(cfg)
     _add_custom_hook(cfg, dict(type='PCMPredictionDumpHook'))
