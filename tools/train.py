@@ -10,6 +10,18 @@ from mmpcm.setup_env import register_all_modules
 from mmpcm.utils.cli import add_debug_flag, load_config, run_tool
 
 
+# On/off flags: (flag, help).
+_SWITCHES = (
+    ('--amp', 'automatic mixed precision (CUDA only)'),
+    ('--no-validate', 'do not evaluate during training'),
+    ('--auto-scale-lr', 'scale the lr by actual / base batch size (refused '
+     'with the Noam schedule, which sets the lr itself)'),
+    ('--no-pin-memory', 'data loaders do not pin host memory'),
+    ('--no-persistent-workers', 'data loaders restart their workers each '
+     'epoch'),
+)
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train a PCM-Net captioner')
     parser.add_argument('config', help='train config file path')
@@ -19,18 +31,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='resume from this checkpoint, or without a path from the latest '
         'checkpoint in the work dir; the config\'s param_scheduler applies '
         'from the checkpoint\'s step (each changed value is logged)')
-    parser.add_argument('--amp', action='store_true',
-                        help='automatic mixed precision (CUDA only)')
-    parser.add_argument('--no-validate', action='store_true',
-                        help='do not evaluate during training')
-    parser.add_argument('--auto-scale-lr', action='store_true',
-                        help='scale the lr by actual / base batch size '
-                        '(refused with the Noam schedule, which sets the lr '
-                        'itself)')
-    parser.add_argument('--no-pin-memory', action='store_true',
-                        help='data loaders do not pin host memory')
-    parser.add_argument('--no-persistent-workers', action='store_true',
-                        help='data loaders restart their workers each epoch')
+    for flag, text in _SWITCHES:
+        parser.add_argument(flag, action='store_true', help=text)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     parser.add_argument('--launcher', default='none',
