@@ -9,7 +9,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from typing import Dict, Hashable, List, Sequence
+from typing import Dict, Hashable, List, Optional, Sequence
 
 from pycocoevalcap.tokenizer import ptbtokenizer
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
@@ -45,6 +45,34 @@ def find_java() -> str:
     return java
 
 
+def run_java(command: List[str], cwd: str, name: str,
+             keep_last: Optional[int] = None) -> bytes:
+    """Run a java command (no stdin) and return its standard output.
+
+    Args:
+        command (list[str]): The command, java first.
+        cwd (str): Its working folder.
+        name (str): What runs, for the error (``'SPICE'``).
+        keep_last (int, optional): Keep only the last characters of its
+            standard error in the error. Defaults to None (all).
+
+    Returns:
+        bytes: Its standard output.
+
+    Raises:
+        RuntimeError: If it exits non-zero, with its standard error.
+    """
+    proc = subprocess.run(command, cwd=cwd, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          check=False)
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors='replace')
+        raise RuntimeError(
+            f'{name} (java) failed with exit status {proc.returncode}: '
+            f'{err[-keep_last:] if keep_last else err}')
+    return proc.stdout
+
+
 def run_ptb_tokenizer(java: str, sentences: Sequence[str]) -> List[str]:
     """Tokenize sentences with Stanford's PTBTokenizer, one line each.
 
@@ -65,19 +93,10 @@ def run_ptb_tokenizer(java: str, sentences: Sequence[str]) -> List[str]:
         path = os.path.join(tmp_dir, 'sentences.txt')
         with open(path, 'w', encoding='utf-8') as file:
             file.write('\n'.join(sentences))
-        proc = subprocess.run(
+        stdout = run_java(
             [java, '-cp', _PTB_JAR, _PTB_CLASS, '-preserveLines',
-             '-lowerCase', path],
-            cwd=tmp_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f'The PTB tokenizer (java) failed with exit status '
-            f'{proc.returncode}: {proc.stderr.decode(errors="replace")}')
-    lines = proc.stdout.decode('utf-8').split('\n')
+             '-lowerCase', path], tmp_dir, 'The PTB tokenizer')
+    lines = stdout.decode('utf-8').split('\n')
     if len(lines) == len(sentences) + 1 and lines[-1] == '':
         lines.pop()
     if len(lines) != len(sentences):

@@ -7,11 +7,10 @@ SPICE runs only when the CoreNLP 3.6.0 jars are already there
 import json
 import os
 import re
-import subprocess
 import tempfile
 from typing import Any, List, Optional, Sequence
 
-from .ptb_tokenizer import Captions
+from .ptb_tokenizer import Captions, run_java
 
 SPICE_MAIN_CLASS = 'edu.anu.spice.SpiceScorer'
 CORENLP_JARS = ('stanford-corenlp-3.6.0.jar',
@@ -204,16 +203,8 @@ def run_spice(java: str, gts: Captions, res: Captions,
         input_file = os.path.join(tmp_dir, 'spice_input.json')
         with open(input_file, 'w', encoding='utf-8') as file:
             json.dump(items, file)
-        proc = subprocess.run(
+        stdout = run_java(
             spice_command(java, corenlp_jars, input_file, tmp_dir,
-                          max_memory, cache_dir),
-            cwd=tmp_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f'SPICE (java) failed with exit status {proc.returncode}: '
-            f'{proc.stderr.decode(errors="replace")[-3000:]}')
-    return parse_spice_summary(proc.stdout.decode('utf-8', errors='replace'))
+                          max_memory, cache_dir), tmp_dir, 'SPICE',
+            keep_last=3000)
+    return parse_spice_summary(stdout.decode('utf-8', errors='replace'))
