@@ -126,22 +126,9 @@ class WordVocabulary:
                       captions: Iterable[str],
                       min_count: int = 5,
                       max_size: Optional[int] = None) -> 'WordVocabulary':
-        """Build a vocabulary from training captions.
-
-        Args:
-            captions (Iterable[str]): Training captions.
-            min_count (int): Keep words seen at least this many times.
-                Defaults to 5.
-            max_size (int, optional): Keep at most this many words (most
-                frequent first). Defaults to None (no limit).
-
-        Returns:
-            WordVocabulary: Words ordered by decreasing count, ties broken
-            alphabetically, after the special tokens.
-
-        Raises:
-            ValueError: If no word is kept.
-        """
+        """Build a vocabulary from training captions: the vocabulary of
+        :meth:`from_captions_with_report` (same arguments and errors),
+        without the report."""
         return cls.from_captions_with_report(captions, min_count,
                                              max_size)[0]
 
@@ -154,8 +141,7 @@ class WordVocabulary:
     ) -> Tuple['WordVocabulary', 'VocabularyReport']:
         """Build a vocabulary and report what it cannot say.
 
-        Same vocabulary as :meth:`from_captions`, from one pass over the
-        captions (tokenized by :func:`scan_caption`).
+        One pass over the captions (tokenized by :func:`scan_caption`).
 
         Args:
             captions (Iterable[str]): Training captions.
@@ -165,9 +151,10 @@ class WordVocabulary:
                 frequent first). Defaults to None (no limit).
 
         Returns:
-            tuple[WordVocabulary, VocabularyReport]: The vocabulary, and
-            the words it drops (they become ``<unk>``) and the characters
-            the tokenizer removed.
+            tuple[WordVocabulary, VocabularyReport]: The vocabulary (words
+            ordered by decreasing count, ties broken alphabetically, after
+            the special tokens), and the words it drops (they become
+            ``<unk>``) and the characters the tokenizer removed.
 
         Raises:
             ValueError: If no word is kept.
