@@ -24,8 +24,10 @@ setup(
     packages=find_packages(exclude=('tests', 'configs', 'tools')) +
     ['mmpcm_toyworld'],
     package_dir={'mmpcm_toyworld': 'projects/toyworld/mmpcm_toyworld'},
-    # the curated noun list of the concept vocabulary builder
-    package_data={'mmpcm.preprocessing': ['resources/*.txt']},
+    # the curated noun list of the concept vocabulary builder, and the
+    # CHAIR metric's COCO object synonym table
+    package_data={'mmpcm.preprocessing': ['resources/*.txt'],
+                  'mmpcm.evaluation.metrics': ['resources/*.json']},
     python_requires='>=3.10',
     # torch and torchvision are installed first, for the user's CUDA.
     install_requires=[

@@ -17,7 +17,7 @@ SMOKE = osp.join(ROOT, 'configs', 'pcm', 'pcm_smoke.py')
 # Every tool, by its path under tools/; each must take --debug (the toy
 # world's tools: projects/toyworld/tests).
 TOOLS = ('train', 'test', 'caption', 'data/build_concepts',
-         'data/extract_features', 'data/generate_images',
+         'data/coco_objects', 'data/extract_features', 'data/generate_images',
          'data/import_release_features', 'data/make_smoke_data',
          'data/prepare_corpus', 'model_converters/pcm_release_to_mmpcm',
          'model_converters/publish_model')
