@@ -205,3 +205,39 @@ def test_tool(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == (f'error: {missing}: no such file; pass a COCO '
                    'instances_<split>.json')
+
+
+def test_beside_the_caption_metrics(tmp_path):
+    """A test_evaluator list naming both: tools/test.py's checks build it,
+    both report, the paper row stays the caption metrics'."""
+    from mmengine.config import Config
+    from mmengine.evaluator import Evaluator
+
+    from mmpcm.apis import check_test_evaluator, paper_row
+    from mmpcm.setup_env import register_all_modules
+    register_all_modules()
+    refs = tmp_path / 'gt.json'
+    refs.write_text(json.dumps({
+        'images': [{'id': 1}, {'id': 2}],
+        'annotations': [{'image_id': 1, 'caption': 'a man with a dog'},
+                        {'image_id': 2, 'caption': 'a cat on a bed'}]}))
+    objects = tmp_path / 'objects.json'
+    objects.write_text(json.dumps({'objects': {'1': ['dog', 'person'],
+                                               '2': ['bed', 'cat']}}))
+    evaluator = [dict(type='PCMCaptionMetric', ann_file=str(refs),
+                      metrics=['BLEU']),
+                 dict(type='PCMCHAIRMetric', objects_file=str(objects))]
+    check_test_evaluator(Config(dict(default_scope='mmpretrain',
+                                     test_evaluator=evaluator)))
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        built = Evaluator(evaluator)
+    built.process([dict(image_id=1, pred_caption='a man with a dog'),
+                   dict(image_id=2, pred_caption='a dog on a bed')])
+    metrics = built.evaluate(2)
+    assert metrics['chair/CHAIR-s'] == 50.0
+    assert metrics['chair/CHAIR-i'] == pytest.approx(100 / 4)
+    assert 'coco-caption/Bleu_4' in metrics
+    row = paper_row(metrics)
+    assert row.startswith('B4 / M / R / C / S: ') and row.endswith(
+        ' / - / - / - / -')
