@@ -157,7 +157,8 @@ def test_built_from_a_config(tmp_path):
 def _instances(tmp_path):
     path = tmp_path / 'instances_tiny.json'
     path.write_text(json.dumps({
-        'images': [{'id': 1}, {'id': 2}, {'id': 3}],
+        'images': [{'id': i, 'file_name': f'COCO_val2014_{i:012d}.jpg'}
+                   for i in (1, 2, 3)],
         'categories': [{'id': 18, 'name': 'dog'}, {'id': 1, 'name': 'person'},
                        {'id': 58, 'name': 'hot dog'}],
         'annotations': [
@@ -171,8 +172,11 @@ def _instances(tmp_path):
 
 def test_coco_instances(tmp_path):
     out = tmp_path / 'objects.json'
+    stems = coco_objects_from_instances(str(_instances(tmp_path)))
+    assert stems['COCO_val2014_000000000001'] == ['dog', 'person']
+    assert len(stems) == 3 and not out.exists()
     objects = coco_objects_from_instances(str(_instances(tmp_path)),
-                                          str(out))
+                                          str(out), id_scheme='cocoid')
     assert objects == {'1': ['dog', 'person'], '2': ['hot dog'], '3': []}
     assert json.loads(out.read_text()) == {'objects': objects}
     metric = PCMCHAIRMetric(str(out))
@@ -199,6 +203,10 @@ def test_tool(tmp_path, capsys):
     out = tmp_path / 'out' / 'objects.json'
     assert tool.main([str(_instances(tmp_path)), str(out)]) == 0
     assert '3 images (1 without objects)' in capsys.readouterr().out
+    assert json.loads(out.read_text())['objects'][
+        'COCO_val2014_000000000002'] == ['hot dog']
+    assert tool.main([str(_instances(tmp_path)), str(out), '--id-scheme',
+                      'cocoid']) == 0
     assert json.loads(out.read_text())['objects']['2'] == ['hot dog']
     missing = tmp_path / 'nope.json'
     assert tool.main([str(missing), str(out)]) == 1

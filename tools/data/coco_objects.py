@@ -1,7 +1,9 @@
 """Write the objects of each test image, the ground truth of PCMCHAIRMetric.
 
 From a COCO instances file (instances_val2014.json, ...): the category
-names of each image's annotations. With --from-references, from the
+names of each image's annotations, under the image's file name stem (as
+prepare_corpus.py's default ids) or, with --id-scheme cocoid, COCO's id.
+With --from-references, from the
 objects that the reference captions of each image mention (for a test set
 without instance annotations, such as the toy world's test_gt.json; give
 its synonym table with --synonyms). The output is
@@ -28,6 +30,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='COCO instances_<split>.json (with --from-references: COCO '
         'caption references, e.g. karpathy_test_gt.json)')
     parser.add_argument('out_json', help='the objects file to write')
+    parser.add_argument(
+        '--id-scheme', default='stem', choices=('stem', 'cocoid'),
+        help='image ids to write, as the caption references have them: '
+        'the file name stem (default, as prepare_corpus.py writes them) or '
+        "COCO's image id")
     parser.add_argument(
         '--from-references', action='store_true',
         help='take the objects the reference captions mention instead of '
@@ -56,7 +63,7 @@ def write(args: argparse.Namespace) -> int:
             print('warning: --synonyms is used with --from-references only',
                   file=sys.stderr)
         objects = coco_objects_from_instances(args.instances_json,
-                                              args.out_json)
+                                              args.out_json, args.id_scheme)
     empty = sum(1 for names in objects.values() if not names)
     print(f'{len(objects)} images ({empty} without objects), '
           f'{sum(map(len, objects.values()))} image-object pairs -> '

@@ -23,10 +23,12 @@ from mmpcm.utils.text_io import read_json
 from .object_vocabulary import ObjectVocabulary
 from .references import load_references
 
-__all__ = ['load_objects_file', 'coco_objects_from_instances',
+__all__ = ['ID_SCHEMES', 'load_objects_file', 'coco_objects_from_instances',
            'objects_from_references', 'write_objects_file']
 
 ObjectsByImage = Dict[str, List[str]]
+#: Image ids :func:`coco_objects_from_instances` can write.
+ID_SCHEMES = ('stem', 'cocoid')
 _REMEDY = ('write it with tools/data/coco_objects.py: {"objects": '
            '{image_id: [object name, ...]}}')
 
@@ -71,7 +73,8 @@ def load_objects_file(path: str,
 
 def coco_objects_from_instances(
         instances_json: str,
-        out_json: Optional[str] = None) -> ObjectsByImage:
+        out_json: Optional[str] = None,
+        id_scheme: str = 'stem') -> ObjectsByImage:
     """The category names of each image of a COCO instances file.
 
     Read with ``pycocotools.coco.COCO`` (category id -> name, image id ->
@@ -82,15 +85,25 @@ def coco_objects_from_instances(
         instances_json (str): COCO ``instances_*.json``.
         out_json (str, optional): Where to write the objects file
             (:func:`write_objects_file`). Defaults to None (nothing written).
+        id_scheme (str): The ids to write, as the caption references'
+            (``ImageIdScheme`` of ``tools/data/prepare_corpus.py``):
+            ``'stem'`` (default), the image's ``file_name`` without its
+            extension (``'COCO_val2014_000000391895'``, what the configs'
+            test sets use), or ``'cocoid'``, COCO's image id.
 
     Returns:
         dict: ``{str(image_id): sorted unique category names}``.
 
     Raises:
         MissingInputError: If the file does not exist.
-        InputError: If it is not COCO instances JSON.
+        InputError: If it is not COCO instances JSON (or an image has no
+            ``file_name`` for ``'stem'``).
+        ValueError: For another ``id_scheme``.
     """
     from pycocotools.coco import COCO
+    if id_scheme not in ID_SCHEMES:
+        raise ValueError(f'id_scheme must be one of {ID_SCHEMES}, got '
+                         f'{id_scheme!r}.')
     if not os.path.isfile(instances_json):
         raise MissingInputError(instances_json, 'no such file',
                                 'pass a COCO instances_<split>.json')
@@ -111,7 +124,9 @@ def coco_objects_from_instances(
         objects = {}
         for image_id in coco.getImgIds():
             anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
-            objects[str(image_id)] = sorted(
+            key = (image_id if id_scheme == 'cocoid' else
+                   os.path.splitext(coco.imgs[image_id]['file_name'])[0])
+            objects[str(key)] = sorted(
                 {names[a['category_id']] for a in anns})
     except KeyError as error:
         raise InputError(instances_json, f'an entry lacks {error} or names '
