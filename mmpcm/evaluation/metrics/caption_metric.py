@@ -11,7 +11,6 @@ from typing import (Any, Dict, Hashable, List, NamedTuple, Optional,
 
 from mmengine.dist import is_main_process
 from mmengine.evaluator import BaseMetric
-from mmengine.structures import BaseDataElement
 
 from mmpcm.registry import METRICS
 from . import spice as _spice
@@ -19,6 +18,7 @@ from .coco_scorers import (SCORERS, FewImagesCIDErWarning, bleu_scores,
                            cider_score, meteor_score, rouge_score)
 from .ptb_tokenizer import (Captions, IsolatedPTBTokenizer, find_java,
                             run_ptb_tokenizer)
+from .predictions import read_prediction, unique_image_ids
 from .references import load_references, plain_image_id
 from .spice import (CORENLP_JARS, CORENLP_URL, SPICE_MAIN_CLASS,
                     SpiceUnavailableWarning, corenlp_missing_message,
@@ -198,24 +198,9 @@ class PCMCaptionMetric(BaseMetric):
                 str nor int.
         """
         for sample in data_samples:
-            if isinstance(sample, BaseDataElement):
-                sample = sample.to_dict()
-            missing = [
-                k for k in ('image_id', 'pred_caption') if k not in sample
-            ]
-            if missing:
-                raise KeyError(
-                    f'PCMCaptionMetric needs {missing} in each output data '
-                    f'sample; got keys {sorted(sample)}.')
-            if not isinstance(sample['pred_caption'], str):
-                raise TypeError(
-                    'pred_caption must be a str, got '
-                    f'{type(sample["pred_caption"]).__name__} for image id '
-                    f'{sample["image_id"]!r}.')
-            self.results.append(
-                dict(
-                    image_id=plain_image_id(sample['image_id']),
-                    caption=str(sample['pred_caption'])))
+            prediction = read_prediction(sample, 'PCMCaptionMetric')
+            self.results.append(dict(image_id=prediction['image_id'],
+                                     caption=prediction['caption']))
 
     def _predictions(self, results: List[dict]) -> Dict[Hashable, str]:
         """Map image ids to predicted captions, checking them.
@@ -230,16 +215,9 @@ class PCMCaptionMetric(BaseMetric):
             ValueError: If there are no results, an id repeats, is not in
                 ``ann_file`` or has no reference caption there.
         """
-        if not results:
-            raise ValueError('PCMCaptionMetric got no predictions.')
-        predictions: Dict[Hashable, str] = {}
-        for item in results:
-            image_id = item['image_id']
-            if image_id in predictions:
-                raise ValueError(
-                    f'Image id {image_id!r} was predicted more than once; '
-                    'the evaluated dataset must yield each image once.')
-            predictions[image_id] = item['caption']
+        unique_image_ids(results, 'PCMCaptionMetric')
+        predictions: Dict[Hashable, str] = {
+            item['image_id']: item['caption'] for item in results}
         unknown = [i for i in predictions if i not in self.references]
         if unknown:
             raise ValueError(

@@ -4,13 +4,12 @@ import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
 from mmengine.evaluator import BaseMetric
-from mmengine.structures import BaseDataElement
 
 from mmpcm.registry import METRICS
 from mmpcm.utils.cli import InputError
 from .object_truth import load_objects_file
 from .object_vocabulary import COCO_SYNONYMS_FILE, ObjectVocabulary
-from .references import plain_image_id
+from .predictions import read_prediction, unique_image_ids
 
 __all__ = ['PCMCHAIRMetric']
 
@@ -76,36 +75,13 @@ class PCMCHAIRMetric(BaseMetric):
         self.objects = load_objects_file(objects_file, self.vocabulary)
 
     def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
-        """Store ``image_id`` and ``pred_caption`` of each output sample.
-
-        Args:
-            data_batch (Any): The input batch (unused).
-            data_samples (Sequence[dict | BaseDataElement]): Model outputs
-                with ``pred_caption`` and, in their metainfo, ``image_id``.
-
-        Raises:
-            KeyError: If a sample has no ``image_id`` or ``pred_caption``.
-            TypeError: If ``pred_caption`` is not a str or the id is neither
-                str nor int.
-        """
+        """Keep each output's image id and caption
+        (:func:`~mmpcm.evaluation.metrics.predictions.read_prediction`,
+        whose errors it raises); ``data_batch`` is not read."""
         for sample in data_samples:
-            if isinstance(sample, BaseDataElement):
-                sample = sample.to_dict()
-            missing = [
-                k for k in ('image_id', 'pred_caption') if k not in sample
-            ]
-            if missing:
-                raise KeyError(
-                    f'PCMCHAIRMetric needs {missing} in each output data '
-                    f'sample; got keys {sorted(sample)}.')
-            if not isinstance(sample['pred_caption'], str):
-                raise TypeError(
-                    'pred_caption must be a str, got '
-                    f'{type(sample["pred_caption"]).__name__} for image id '
-                    f'{sample["image_id"]!r}.')
-            self.results.append(
-                dict(image_id=plain_image_id(sample['image_id']),
-                     caption=sample['pred_caption']))
+            prediction = read_prediction(sample, 'PCMCHAIRMetric')
+            self.results.append({k: prediction[k]
+                                 for k in ('image_id', 'caption')})
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
         """CHAIR-i, CHAIR-s, object recall (x100) and their counts.
@@ -122,15 +98,7 @@ class PCMCHAIRMetric(BaseMetric):
             ValueError: If there are no results or an image id repeats.
             InputError: If an image id is not in ``objects_file``.
         """
-        if not results:
-            raise ValueError('PCMCHAIRMetric got no predictions.')
-        seen = set()
-        for item in results:
-            if item['image_id'] in seen:
-                raise ValueError(
-                    f'Image id {item["image_id"]!r} was predicted more than '
-                    'once; the evaluated dataset must yield each image once.')
-            seen.add(item['image_id'])
+        seen = unique_image_ids(results, 'PCMCHAIRMetric')
         unknown = [i for i in seen if str(i) not in self.objects]
         if unknown:
             raise InputError(

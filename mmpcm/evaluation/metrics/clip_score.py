@@ -42,6 +42,7 @@ from mmpcm.models.backbones.open_clip_vit import build_open_clip
 from mmpcm.registry import METRICS
 from mmpcm.utils.cli import InputError, MissingInputError
 from .caption_metric import load_references, plain_image_id
+from .predictions import unique_image_ids
 
 Tokenizer = Callable[[List[str]], torch.Tensor]
 
@@ -358,15 +359,7 @@ class PCMCLIPScore(BaseMetric):
         Raises:
             ValueError: If there are no results or an id repeats.
         """
-        if not results:
-            raise ValueError('PCMCLIPScore got no predictions.')
-        seen = set()
-        for item in results:
-            if item['image_id'] in seen:
-                raise ValueError(
-                    f'Image id {item["image_id"]!r} was predicted more than '
-                    'once; the evaluated dataset must yield each image once.')
-            seen.add(item['image_id'])
+        unique_image_ids(results, 'PCMCLIPScore')
         n = len(results)
         mean_clip_s = sum(r['clip_s'] for r in results) / n
         metrics = {'CLIP-S': self.scale * mean_clip_s}
