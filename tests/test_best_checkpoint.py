@@ -93,8 +93,9 @@ def test_resolve_a_work_dir(tmp_path):
     assert str(err.value) == (
         f'{work}: no best-coco-caption/CIDEr checkpoint '
         '(best_coco-caption_CIDEr_*.pth) (it has '
-        'best_coco-caption_Bleu_1_epoch_12.pth); train with validation '
-        '(without --no-validate) to keep one, or pass a checkpoint file')
+        'best_coco-caption_Bleu_1_epoch_12.pth, epoch_11.pth, epoch_12.pth); '
+        f'pass a checkpoint file (e.g. {work / "epoch_12.pth"}), or train '
+        'with validation (without --no-validate) to keep a best one')
 
     best = work / 'best_coco-caption_CIDEr_epoch_7.pth'
     best.write_bytes(b'')

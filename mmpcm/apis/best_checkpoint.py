@@ -7,6 +7,7 @@ test. ``docs/method.md``, "The checkpoint a run chose".
 import glob
 import os
 import os.path as osp
+import re
 from typing import Any, NamedTuple, Optional, Union
 
 from mmpcm.utils.cli import UserError
@@ -98,13 +99,21 @@ def find_best_checkpoint(work_dir: PathLike,
         raise CheckpointNotFoundError(
             f'{work_dir}: a folder with no checkpoint (.pth) in it, not the '
             f'work dir of a training run; {remedy}')
-    others = sorted(osp.basename(p) for p in glob.glob(
-        osp.join(glob.escape(work_dir), 'best_*.pth')))
-    also = f' (it has {", ".join(others)})' if others else ''
+    others = sorted((osp.basename(p) for p in glob.glob(
+        osp.join(glob.escape(work_dir), '*.pth'))), key=_natural_key)
+    latest = osp.join(work_dir, others[-1])
+    also = (f' (it has {", ".join(others[-3:])}'
+            f'{", ..." if len(others) > 3 else ""})')
     raise CheckpointNotFoundError(
         f'{work_dir}: no best-{metric} checkpoint ({prefix}*.pth){also}; '
-        'train with validation (without --no-validate) to keep one, or pass '
-        'a checkpoint file')
+        f'pass a checkpoint file (e.g. {latest}), or train with validation '
+        '(without --no-validate) to keep a best one')
+
+
+def _natural_key(name: str) -> list:
+    """Sort key that orders ``epoch_2`` before ``epoch_10``."""
+    return [int(part) if part.isdigit() else part
+            for part in re.split(r'(\d+)', name)]
 
 
 def save_best_metric(cfg: Any) -> str:
