@@ -284,6 +284,11 @@ def test_prepare_corpus_tool(tmp_path, capsys):
     printed = capsys.readouterr()
     assert '3 training captions' in printed.out
     assert "image ids follow 'cocoid'" in printed.err
+    assert '<unk> at --min-count' not in printed.err  # min count 1: none
+    _tool('prepare_corpus').main([src, str(tmp_path / 'again'), '--id-scheme',
+                                  'cocoid', '--min-count', '2'])
+    assert ('become <unk> at --min-count 2; a small corpus may want a lower '
+            'one') in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == [
         'karpathy_test_gt.json', 'karpathy_test_images.jsonl',
         'karpathy_test_images.txt', 'train_captions.txt', 'vocab.json']

@@ -21,6 +21,9 @@ from mmpcm.preprocessing.corpus import (EVAL_SPLITS, ImageIdScheme,
 from mmpcm.utils.cli import add_debug_flag, run_tool
 
 
+# Share of word tokens becoming <unk> above which the tool says so.
+UNK_SHARE_NOTE = 0.05
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__,
@@ -56,6 +59,11 @@ def prepare(args: argparse.Namespace) -> int:
           f'(min count {args.min_count}) -> {result.vocab}')
     if result.vocab_report is not None:
         print(result.vocab_report)
+        if result.vocab_report.unk_share > UNK_SHARE_NOTE:
+            print(f'note: {100 * result.vocab_report.unk_share:.0f}% of the '
+                  f'word tokens become <unk> at --min-count '
+                  f'{args.min_count}; a small corpus may want a lower one',
+                  file=sys.stderr)
     if result.skipped:
         invalid = [s for s in result.skipped if s.reason != 'empty']
         print(f'skipped {len(result.skipped) - len(invalid)} empty and '
