@@ -43,6 +43,7 @@ setup(
         'pycocotools',
         'pycocoevalcap>=1.2',
         'numpy',
+        'packaging',
         'tqdm',
     ],
     extras_require={'tests': ['pytest>=7']},

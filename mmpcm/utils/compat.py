@@ -14,7 +14,6 @@ fix stops applying and can be deleted.
 :func:`save_safetensors` is not an import-time fix but a file-writing
 helper, called where mmpcm writes safetensors files.
 """
-import re
 import sys
 import warnings
 from typing import Callable, NamedTuple, Optional, Tuple
@@ -29,20 +28,18 @@ def installed_version(distribution: str) -> Optional[Version]:
         distribution (str): The distribution's name, e.g. ``'mmengine'``.
 
     Returns:
-        tuple[int, ...] | None: The leading numeric release, e.g.
-        ``(2, 14, 1)`` for ``'2.14.1+cu128'`` and ``(5, 0, 0)`` for
-        ``'5.0.0rc1'``; None if the distribution is not installed or its
-        version does not start with a number.
+        tuple[int, ...] | None: The release numbers (``packaging``'s
+        ``Version.release``), e.g. ``(2, 14, 1)`` for ``'2.14.1+cu128'``
+        and ``(5, 0, 0)`` for ``'5.0.0rc1'``; None if the distribution is
+        not installed or its version is not a PEP 440 version.
     """
     from importlib import metadata
+
+    from packaging.version import InvalidVersion, Version
     try:
-        text = metadata.version(distribution)
-    except metadata.PackageNotFoundError:
+        return Version(metadata.version(distribution)).release
+    except (metadata.PackageNotFoundError, InvalidVersion):
         return None
-    match = re.match(r'\d+(\.\d+)*', text)
-    if match is None:
-        return None
-    return tuple(int(part) for part in match.group().split('.'))
 
 
 def version_in(distribution: str, at_least: Optional[Version] = None,
