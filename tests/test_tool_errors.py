@@ -164,6 +164,7 @@ def test_missing_vocabulary_is_refused_before_the_runner(tmp_path, capsys,
     assert status == 1
     assert err == ('error: data/smoke/nope.json: no such vocabulary file; '
                    'write it with tools/data/prepare_corpus.py (vocab.json '
-                   'in its output folder) and name it in the config\n')
+                   'in its output folder, beside train_captions.txt) and '
+                   'name it in the config\n')
     assert 'System environment' not in out + err
     assert not work.exists()

@@ -76,33 +76,36 @@ def prepare_cfg(cfg: Config) -> Config:
 
 
 def check_training_files(cfg: Config) -> None:
-    """Refuse a training config whose vocabulary or concept file is missing.
+    """Refuse a training config whose vocabulary or concept file is missing
+    or broken.
 
     Checked before the Runner is built (which logs the environment and the
-    whole config first), so the error is the run's only output.
+    whole config first), so the error is the run's only output. Vocabulary
+    files are read as the head and the transform read them
+    (:meth:`~mmpcm.text.WordVocabulary.load`).
 
     Args:
         cfg (Config): A training config.
 
     Raises:
         MissingInputError: Naming the first missing file and what makes it.
+        InputError: For a vocabulary file that is not a word list.
     """
+    from mmpcm.text import WordVocabulary
     from mmpcm.utils.cli import MissingInputError
-    vocab_remedy = ('write it with tools/data/prepare_corpus.py (vocab.json '
-                    'in its output folder) and name it in the config')
-    files = [(cfg.model.head.get('vocab'), 'no such vocabulary file',
-              vocab_remedy),
-             (cfg.model.neck.get('concepts'), 'no such concept file',
-              'build it with tools/data/build_concepts.py and name it in '
-              'the config (model.neck.concepts)')]
+    vocabs = [cfg.model.head.get('vocab')]
     dataset = (cfg.get('train_dataloader') or {}).get('dataset') or {}
-    for step in dataset.get('pipeline') or []:
-        if isinstance(step, dict) and step.get('type') == 'PCMTokenizeCaption':
-            files.append((step.get('vocab'), 'no such vocabulary file',
-                          vocab_remedy))
-    for path, problem, remedy in files:
-        if isinstance(path, str) and not osp.isfile(path):
-            raise MissingInputError(path, problem, remedy)
+    vocabs += [step.get('vocab') for step in dataset.get('pipeline') or []
+               if isinstance(step, dict)
+               and step.get('type') == 'PCMTokenizeCaption']
+    for path in dict.fromkeys(v for v in vocabs if isinstance(v, str)):
+        WordVocabulary.load(path)
+    concepts = cfg.model.neck.get('concepts')
+    if isinstance(concepts, str) and not osp.isfile(concepts):
+        raise MissingInputError(
+            concepts, 'no such concept file', 'build it with '
+            'tools/data/build_concepts.py and name it in the config '
+            '(model.neck.concepts)')
 
 
 def apply_checkpoint_to_cfg(cfg: Config, checkpoint: str) -> Config:
