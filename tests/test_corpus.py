@@ -294,3 +294,19 @@ def test_prepare_corpus_tool(tmp_path, capsys):
         'karpathy_test_images.txt', 'train_captions.txt', 'vocab.json']
     assert WordVocabulary.load(str(out / 'vocab.json')) == (
         WordVocabulary.from_captions(TRAIN_CAPTIONS, min_count=1))
+
+
+def test_an_empty_vocabulary_is_refused_before_anything_is_written(
+        tmp_path, capsys):
+    """No word reaches --min-count: one error line naming the corpus and the
+    remedy, and no train_captions.txt left behind."""
+    src = tmp_path / 'captions.txt'
+    src.write_text('a red ball\ntwo dogs play\n', encoding='utf-8')
+    out = tmp_path / 'out'
+    status = _tool('prepare_corpus').main([str(src), str(out)])
+    assert status == 1
+    assert capsys.readouterr().err == (
+        f'error: {src}: no word occurs 5 times or more in the training '
+        'captions, so the vocabulary would be empty; lower --min-count '
+        '(e.g. --min-count 1) or give a larger corpus\n')
+    assert not (out / 'train_captions.txt').exists()

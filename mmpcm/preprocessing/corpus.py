@@ -697,11 +697,13 @@ def prepare_corpus(corpus: PathLike,
     os.makedirs(out_dir, exist_ok=True)
     if not os.fspath(corpus).lower().endswith(_JSON_SUFFIXES):
         text = read_text_corpus(corpus)
-        result = _write_train_files(out_dir, text.captions, min_count)
+        result = _write_train_files(corpus, out_dir, text.captions,
+                                    min_count)
         result.skipped = text.skipped
         return result
     dataset = read_karpathy(corpus, id_scheme)
-    result = _write_train_files(out_dir, dataset.train_captions(), min_count)
+    result = _write_train_files(corpus, out_dir, dataset.train_captions(),
+                                min_count)
     result.id_scheme = dataset.id_scheme
     result.num_empty_sentences = dataset.num_empty_sentences
     for split in eval_splits:
@@ -728,17 +730,26 @@ def _write_split_files(out_dir: str, split: str,
     return files
 
 
-def _write_train_files(out_dir: str, captions: Sequence[str],
+def _write_train_files(corpus: PathLike, out_dir: str,
+                       captions: Sequence[str],
                        min_count: int) -> PreparedCorpus:
-    """Write the training corpus and its vocabulary."""
+    """Write the training corpus and its vocabulary (nothing when the
+    vocabulary would be empty)."""
     if not captions:
-        raise ValueError('the corpus has no training caption (no train or '
-                         'restval image with a non-empty caption)')
+        raise InputError(corpus, 'no training caption (no train or restval '
+                         'image with a non-empty caption)',
+                         'pass the Karpathy JSON or a caption file')
+    try:
+        vocab, report = WordVocabulary.from_captions_with_report(
+            captions, min_count=min_count)
+    except ValueError:
+        raise InputError(corpus, f'no word occurs {min_count} times or more '
+                         'in the training captions, so the vocabulary would '
+                         'be empty', 'lower --min-count (e.g. --min-count 1) '
+                         'or give a larger corpus') from None
     corpus_path = osp.join(out_dir, TRAIN_CAPTIONS_FILE)
     vocab_path = osp.join(out_dir, VOCAB_FILE)
     n = write_text_corpus(corpus_path, captions)
-    vocab, report = WordVocabulary.from_captions_with_report(
-        captions, min_count=min_count)
     vocab.save(vocab_path)
     return PreparedCorpus(
         train_captions=corpus_path,

@@ -16,6 +16,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from mmpcm.utils.cli import InputError, MissingInputError
+from mmpcm.utils.fileio import atomic_write_text
 from mmpcm.utils.text_io import read_json
 
 from .tokenize import detokenize_caption, scan_caption, tokenize_caption
@@ -221,9 +222,8 @@ class WordVocabulary:
                              ) from None
 
     def save(self, path: str) -> None:
-        """Write the vocabulary as a JSON list of words."""
-        with open(path, 'w', encoding='utf-8') as f:
-            json.dump(self.words, f, ensure_ascii=False)
+        """Write the vocabulary as a JSON list of words (atomically)."""
+        atomic_write_text(path, json.dumps(self.words, ensure_ascii=False))
 
     # ------------------------------------------------------------ lookups
     def __len__(self) -> int:
