@@ -12,7 +12,11 @@ from mmengine.runner import Runner
 DEFAULT_WORLD_ROOT = 'data/toyworld'
 #: Paper-table columns and the metric keys they read.
 COLUMNS = (('B4', 'Bleu_4'), ('M', 'METEOR'), ('R', 'ROUGE_L'),
-           ('C', 'CIDEr'))
+           ('C', 'CIDEr'), ('CHAIR-i', 'chair/CHAIR-i'),
+           ('CHAIR-s', 'chair/CHAIR-s'), ('obj. recall', 'chair/object_recall'),
+           ('CHAIR-i colour', 'chair_colour/CHAIR-i'))
+"""Caption metrics, then object hallucination by shape (``chair/``) and by
+coloured shape (``chair_colour/``), all x100; CHAIR lower is better."""
 
 
 def set_world_root(cfg: Config, root: str) -> None:
@@ -94,15 +98,26 @@ def test_variant(config: str, world_root: str, work_dir: str,
 def most_frequent_caption_baseline(world_root: str) -> Dict[str, float]:
     """Scores of always emitting the corpus' most frequent caption."""
     from mmpcm.evaluation.metrics.caption_metric import PCMCaptionMetric
+    from mmpcm.evaluation.metrics.chair_metric import PCMCHAIRMetric
     from .world import WorldPaths
     with open(WorldPaths(world_root).corpus, encoding='utf-8') as f:
         caption = Counter(line.strip() for line in f if line.strip()).most_common(1)[0][0]
     gt_file = osp.join(world_root, 'test_gt.json')
     with open(gt_file, encoding='utf-8') as f:
         ids = [im['id'] for im in json.load(f)['images']]
+    samples = [dict(image_id=i, pred_caption=caption) for i in ids]
     metric = PCMCaptionMetric(ann_file=gt_file)
-    metric.process(None, [dict(image_id=i, pred_caption=caption) for i in ids])
+    metric.process(None, samples)
     scores = metric.compute_metrics(metric.results)
+    paths = WorldPaths(world_root)
+    for prefix, objects, synonyms in (
+            ('chair', paths.test_objects, paths.object_synonyms),
+            ('chair_colour', paths.test_coloured_objects,
+             paths.coloured_object_synonyms)):
+        chair = PCMCHAIRMetric(objects, synonyms, prefix=prefix)
+        chair.process(None, samples)
+        scores.update({f'{prefix}/{k}': v for k, v in
+                       chair.compute_metrics(chair.results).items()})
     return dict(scores, caption=caption)
 
 
@@ -149,45 +164,3 @@ def markdown_table(variants: Sequence[VariantScores]) -> str:
     rows = [f'| {v.name} | ' + ' | '.join(v.mean_std(k) for _, k in COLUMNS)
             + ' |' for v in variants]
     return '\n'.join([head, rule, *rows])
-
-
-def concept_retrieval_hits(world_root: str, top_k: int = 5,
-                           tau: float = 0.01) -> Dict[str, float]:
-    """How often PCM's salient-concept retrieval finds a scene's shapes.
-
-    For each real test render: the top-K concepts of its global CLIP
-    embedding (PCM's retrieval, METHOD.md step 3) and whether any / all of
-    the scene's shapes are among them; also the same for the shape words
-    alone at K = 1, against the chance rate. A CLIP whose word embeddings do
-    not point at the right objects gives PCM wrong textual patches.
-
-    Returns:
-        dict: ``shape_in_topk``, ``all_shapes_in_topk``,
-        ``shape_only_top1`` and ``shape_only_top1_chance``.
-    """
-    from mmpcm.datasets.feature_store import FeatureStore
-    from mmpcm.models.utils.concepts import ConceptVocabulary
-    from .scenes import SHAPES, parse_caption
-    concepts = ConceptVocabulary.load(osp.join(world_root,
-                                               'concepts.safetensors'))
-    with open(osp.join(world_root, 'test_gt.json'), encoding='utf-8') as f:
-        refs: Dict[str, str] = {}
-        for ann in json.load(f)['annotations']:
-            refs.setdefault(ann['image_id'], ann['caption'])
-    store = FeatureStore(osp.join(world_root, 'features', 'test'))
-    import torch
-    g = torch.from_numpy(store.load_array('global_embeds.npy')).float()
-    shapes = [{o.shape for o in parse_caption(refs[r['image_id']]).objects}
-              for r in store.records]
-    top = (g @ concepts.embeddings.t() / tau).topk(top_k, -1).indices
-    found = [{concepts.words[j] for j in row} for row in top.tolist()]
-    shape_ids = [concepts.words.index(s) for s in SHAPES
-                 if s in concepts.words]
-    best_shape = (g @ concepts.embeddings[shape_ids].t()).argmax(-1)
-    n = len(shapes)
-    return dict(
-        shape_in_topk=sum(bool(s & f) for s, f in zip(shapes, found)) / n,
-        all_shapes_in_topk=sum(s <= f for s, f in zip(shapes, found)) / n,
-        shape_only_top1=sum(concepts.words[shape_ids[b]] in s for b, s in
-                            zip(best_shape.tolist(), shapes)) / n,
-        shape_only_top1_chance=sum(len(s) for s in shapes) / n / len(shape_ids))

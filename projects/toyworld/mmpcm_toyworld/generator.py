@@ -106,15 +106,26 @@ class ToyDiffusionPipeline:
     def _seed(self, generator: Optional[torch.Generator], i: int) -> int:
         return int(generator.initial_seed()) if generator is not None else i
 
-    def generate_one(self, caption: str, seed: int,
-                     size: int) -> tuple:
-        """One image and the defect it got (None when faithful)."""
+    def draw_scene(self, caption: str, seed: int) -> tuple:
+        """What the pipeline draws for a caption and seed, without drawing it.
+
+        Returns:
+            tuple[Scene, str | None, np.random.Generator]: The scene as it
+            will be drawn, the defect it got (None when faithful) and the
+            random state the render continues from.
+        """
         rng = np.random.default_rng(seed)
         scene = parse_caption(caption)
         defect = None
         if rng.random() < self.scheduler.defect_rate:
             defect = str(rng.choice(self.scheduler.kinds))
             scene = apply_defect(scene, defect, rng)
+        return scene, defect, rng
+
+    def generate_one(self, caption: str, seed: int,
+                     size: int) -> tuple:
+        """One image and the defect it got (None when faithful)."""
+        scene, defect, rng = self.draw_scene(caption, seed)
         return render_scene(scene, rng, size, self.style), defect
 
     def __call__(self,

@@ -1,7 +1,7 @@
 """Renderers: faithful "real" photos of scenes, and their style settings."""
 import math
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -81,7 +81,7 @@ SHAPE_POINTS = {
 
 
 def draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float,
-               r: float, colour: RGB, angle: float) -> None:
+               r: float, colour: Union[RGB, int], angle: float) -> None:
     """Draw one shape of radius ``r`` centred at (cx, cy)."""
     box = (cx - r, cy - r, cx + r, cy + r)
     if shape == 'circle':
@@ -168,19 +168,52 @@ def render_scene(scene: Scene,
     Returns:
         PIL.Image.Image: An RGB image.
     """
+    return render_scene_with_masks(scene, rng, size, style)[0]
+
+
+def render_scene_with_masks(scene: Scene,
+                            rng: np.random.Generator,
+                            size: int = 64,
+                            style: RenderStyle = REAL_STYLE
+                            ) -> Tuple[Image.Image, np.ndarray]:
+    """Render a scene and where each of its objects is.
+
+    Draws exactly what :func:`render_scene` draws from the same ``rng``
+    (the masks take no random numbers).
+
+    Args:
+        scene (Scene): What to draw.
+        rng (np.random.Generator): Source of all variation.
+        size (int): Image side in pixels. Defaults to 64.
+        style (RenderStyle): The domain's look. Defaults to
+            :data:`REAL_STYLE`.
+
+    Returns:
+        tuple[PIL.Image.Image, np.ndarray]: The RGB image and ``(n, H, W)``
+        bool masks, one per object of ``scene.objects`` in order (a later
+        object drawn over an earlier one takes its pixels).
+    """
     img = _background(scene.background, size, style, rng)
     draw = ImageDraw.Draw(img)
-    for obj, (cx, cy) in zip(scene.objects, _positions(scene, rng, size)):
+    masks = np.zeros((len(scene.objects), size, size), dtype=bool)
+    for i, (obj, (cx, cy)) in enumerate(
+            zip(scene.objects, _positions(scene, rng, size))):
         obj_size = obj.size or rng.choice(('small', 'big'))
         r = SIZE_SCALE[obj_size] * size * rng.uniform(0.9, 1.1)
         jitter = style.position_jitter * size
-        draw_shape(draw, obj.shape, cx + rng.normal(0, jitter),
-                   cy + rng.normal(0, jitter), r,
-                   _object_colour(obj, style, rng), rng.uniform(-0.25, 0.25))
+        x, y = cx + rng.normal(0, jitter), cy + rng.normal(0, jitter)
+        colour = _object_colour(obj, style, rng)
+        angle = rng.uniform(-0.25, 0.25)
+        draw_shape(draw, obj.shape, x, y, r, colour, angle)
+        mask = Image.new('L', (size, size), 0)
+        draw_shape(ImageDraw.Draw(mask), obj.shape, x, y, r, 255, angle)
+        drawn = np.asarray(mask) > 0  # (H, W)
+        masks[:i] &= ~drawn
+        masks[i] = drawn
     if style.blur > 0:
         img = img.filter(ImageFilter.GaussianBlur(style.blur))
     arr = np.asarray(img, dtype=np.float32)  # (H, W, 3)
     arr = arr + np.array(style.colour_cast, dtype=np.float32)
     if style.noise_std > 0:
         arr = arr + rng.normal(0, style.noise_std, arr.shape)
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)), masks

@@ -17,12 +17,12 @@ import numpy as np
 import open_clip
 import torch
 
-from mmpcm.utils.fileio import atomic_write_json
+from mmpcm.utils.fileio import atomic_write, atomic_write_json
 from .clip_train import (TOY_CLIP_CFG, CLIPTrainConfig, retrieval_accuracy,
                          save_open_clip_folder, train_toy_clip)
 from .generator import ToyDiffusionPipeline
-from .render import REAL_STYLE, render_scene
-from .scenes import SHAPES, Scene, describe_many, sample_scene
+from .render import REAL_STYLE, render_scene_with_masks
+from .scenes import (COLOURS, SHAPES, Scene, describe_many, sample_scene)
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,16 @@ class WorldPaths:
         self.old_corpus = osp.join(root, 'corpus.txt')
         self.test_images = osp.join(root, 'test_images')
         self.test_gt = osp.join(root, 'test_gt.json')
+        self.test_masks = osp.join(root, 'test_object_masks.npz')
+        # CHAIR's inputs: each test image's objects and the synonym tables,
+        # by shape ("circle") and by coloured shape ("red circle")
+        self.test_objects = osp.join(root, 'test_objects.json')
+        self.object_synonyms = osp.join(root, 'object_synonyms.json')
+        self.test_coloured_objects = osp.join(root,
+                                              'test_coloured_objects.json')
+        self.coloured_object_synonyms = osp.join(
+            root, 'coloured_object_synonyms.json')
+        self.defects = osp.join(root, 'synthetic_defects.json')
         self.clip = osp.join(root, 'clip')
         self.synthetic = osp.join(root, 'synthetic')
         self.train_features = osp.join(root, 'features', 'train')
@@ -140,23 +150,47 @@ def write_corpus(paths: WorldPaths, scenes: Sequence[Scene],
 
 def write_test_set(paths: WorldPaths, scenes: Sequence[Scene],
                    cfg: WorldConfig) -> None:
-    """Real renders of the held-out scenes and their COCO-format references."""
-    if osp.isfile(paths.test_gt):
+    """Real renders of the held-out scenes, their COCO-format references,
+    their objects' masks and their objects for CHAIR (by shape and by
+    coloured shape)."""
+    outputs = (paths.test_gt, paths.test_masks, paths.test_objects,
+               paths.test_coloured_objects, paths.object_synonyms,
+               paths.coloured_object_synonyms)
+    if all(osp.isfile(p) for p in outputs):
         return
     os.makedirs(paths.test_images, exist_ok=True)
     rng = np.random.default_rng(cfg.seed + 2)
     text_rng = random.Random(cfg.seed + 3)
-    images, annotations = [], []
+    images, annotations, masks = [], [], {}
+    shapes, coloured = {}, {}
     for i, scene in enumerate(scenes):
         image_id = f'test_{i:05d}'
-        render_scene(scene, rng, cfg.image_size, REAL_STYLE).save(
-            osp.join(paths.test_images, f'{image_id}.png'))
+        image, masks[image_id] = render_scene_with_masks(
+            scene, rng, cfg.image_size, REAL_STYLE)
+        image.save(osp.join(paths.test_images, f'{image_id}.png'))
         images.append(dict(id=image_id, file_name=f'{image_id}.png'))
         for caption in describe_many(scene, text_rng, cfg.captions_per_scene):
             annotations.append(dict(id=len(annotations), image_id=image_id,
                                     caption=caption))
+        shapes[image_id] = sorted({o.shape for o in scene.objects})
+        coloured[image_id] = sorted({f'{o.colour} {o.shape}'
+                                     for o in scene.objects})
+    atomic_write(paths.test_masks,
+                 lambda f: np.savez_compressed(f, **masks))
+    atomic_write_json(paths.object_synonyms,
+                      dict(objects={s: [] for s in SHAPES}))
+    atomic_write_json(paths.coloured_object_synonyms, dict(objects={
+        f'{c} {s}': [] for c in COLOURS for s in SHAPES}))
+    atomic_write_json(paths.test_objects, dict(objects=shapes))
+    atomic_write_json(paths.test_coloured_objects, dict(objects=coloured))
     atomic_write_json(paths.test_gt,
                       dict(images=images, annotations=annotations))
+
+
+def load_test_masks(paths: WorldPaths) -> Dict[str, np.ndarray]:
+    """``{image_id: (n, H, W) bool}`` object masks of the test renders."""
+    with np.load(paths.test_masks) as data:
+        return {k: data[k] for k in data.files}
 
 
 def train_clip(paths: WorldPaths, scenes: Sequence[Scene],
@@ -173,6 +207,11 @@ def train_clip(paths: WorldPaths, scenes: Sequence[Scene],
     return retrieval_accuracy(model.eval(), list(scenes)[:200])
 
 
+def toy_pipeline(cfg: WorldConfig) -> ToyDiffusionPipeline:
+    """The world's stand-in for Stable Diffusion."""
+    return ToyDiffusionPipeline(cfg.defect_rate, image_size=cfg.image_size)
+
+
 def generate_synthetic(paths: WorldPaths, cfg: WorldConfig) -> None:
     """Caption -> defective synthetic image, through the generation tool."""
     from mmpcm.preprocessing.generation import (GenerationConfig,
@@ -186,8 +225,29 @@ def generate_synthetic(paths: WorldPaths, cfg: WorldConfig) -> None:
         device='cpu')
     generate_images(paths.corpus, paths.synthetic, gen_cfg,
                     rank_info=RankInfo(0, 1, 0), progress=False,
-                    pipeline=ToyDiffusionPipeline(cfg.defect_rate,
-                                                  image_size=size))
+                    pipeline=toy_pipeline(cfg))
+
+
+def record_defects(paths: WorldPaths, cfg: WorldConfig) -> None:
+    """Which synthetic images the generator broke, and how.
+
+    The generation records hold each image's caption and seed; the toy
+    pipeline's :meth:`~ToyDiffusionPipeline.draw_scene` says, from those
+    two, what it drew. Written as ``{"defects": {image file: kind or
+    null}}`` (files relative to the synthetic folder, as the feature
+    store's records name them).
+    """
+    from mmpcm.preprocessing.generation import load_generation_records
+    if osp.isfile(paths.defects):
+        return
+    pipe = toy_pipeline(cfg)
+    defects = {
+        r.file: pipe.draw_scene(r.caption, r.seed)[1]
+        for r in load_generation_records(paths.synthetic).values()
+        if r.status == 'ok'
+    }
+    atomic_write_json(paths.defects,
+                      dict(defect_rate=cfg.defect_rate, defects=defects))
 
 
 def extract(paths: WorldPaths) -> None:
@@ -263,11 +323,16 @@ def build_world(root: str, cfg: WorldConfig = WorldConfig()) -> Dict:
     logger.info(f'toy world: CLIP held-out retrieval accuracy {accuracy:.2f}')
     logger.info('toy world: synthetic images')
     generate_synthetic(paths, cfg)
+    record_defects(paths, cfg)
     logger.info('toy world: CLIP features and scores')
     extract(paths)
     concepts = build_concepts(paths)
+    from .grounding import measure_world
+    grounding = measure_world(root, test)
+    logger.info(f'toy world: CLIP grounding: {grounding.summary()}')
     summary = dict(settings=settings, complete=True,
                    clip_retrieval_top1=accuracy, concepts=concepts,
+                   grounding=grounding.to_dict(),
                    num_pairs=len(corpus) * cfg.captions_per_scene,
                    num_test_images=len(test))
     atomic_write_json(paths.config, summary)

@@ -88,8 +88,7 @@ def test_clip_folder_loads_like_published_weights(tmp_path):
 
 def test_shrunken_job_end_to_end(tmp_path):
     """The main job on a tiny world: real pipeline, real metric."""
-    from mmpcm_toyworld.experiment import (concept_retrieval_hits,
-                                           metric_value,
+    from mmpcm_toyworld.experiment import (metric_value,
                                            most_frequent_caption_baseline,
                                            test_variant, train_variant)
     from mmpcm_toyworld.world import WorldConfig, build_world
@@ -103,15 +102,53 @@ def test_shrunken_job_end_to_end(tmp_path):
     ckpt = train_variant(CONFIG, root, work, 0, options)
     result = test_variant(CONFIG, root, work, ckpt, options)
     assert 0 <= metric_value(result.metrics, 'CIDEr')
+    for key in ('chair/CHAIR-i', 'chair/CHAIR-s', 'chair/object_recall',
+                'chair_colour/CHAIR-i'):
+        assert 0 <= metric_value(result.metrics, key) <= 100
     with open(result.predictions_file) as f:
         assert len(json.load(f)) == 8
-    assert 'caption' in most_frequent_caption_baseline(root)
-    hits = concept_retrieval_hits(root)
-    assert all(0.0 <= v <= 1.0 for v in hits.values())
+    baseline = most_frequent_caption_baseline(root)
+    assert 0 <= metric_value(baseline, 'chair/CHAIR-i') <= 100
+    grounding = summary['grounding']
+    assert grounding['num_images'] == 8 and grounding['num_pairs'] == 200
+    assert all(0.0 <= grounding[k] <= 1.0 for k in (
+        'objects_in_top_k', 'shape_top1', 'patches_on_objects',
+        'clip_score_auc'))
+    _check_objects_and_defects(root, world)
     _check_a_world_without_vocab_gets_one(root, world)
     # A rebuilt world with other settings is refused, not mixed.
     with pytest.raises(ValueError, match='world.json'):
         build_world(root, WorldConfig(num_corpus_scenes=41))
+
+
+def _check_objects_and_defects(root, world):
+    """CHAIR's objects are the scenes' objects, and the defect record says
+    what the generator drew into each saved image."""
+    from PIL import Image
+    from mmpcm.preprocessing.generation import load_generation_records
+    from mmpcm_toyworld.scenes import parse_caption
+    from mmpcm_toyworld.world import WorldPaths, toy_pipeline
+    paths = WorldPaths(root)
+    with open(paths.test_gt) as f:
+        refs = {a['image_id']: a['caption'] for a in json.load(f)['annotations']}
+    with open(paths.test_objects) as f:
+        objects = json.load(f)['objects']
+    assert set(objects) == set(refs)
+    for image_id, caption in refs.items():
+        assert objects[image_id] == sorted(
+            {o.shape for o in parse_caption(caption).objects})
+    with open(paths.defects) as f:
+        defects = json.load(f)['defects']
+    assert len(defects) == 200
+    assert 0.15 < np.mean([d is not None for d in defects.values()]) < 0.45
+    pipe = toy_pipeline(world)
+    records = list(load_generation_records(paths.synthetic).values())
+    for record in records[:12]:
+        image, defect = pipe.generate_one(record.caption, record.seed,
+                                          world.image_size)
+        saved = Image.open(osp.join(paths.synthetic, record.file))
+        assert np.array_equal(np.asarray(saved), np.asarray(image))
+        assert defects[record.file] == defect
 
 
 def _check_a_world_without_vocab_gets_one(root, world):

@@ -20,9 +20,9 @@ from mmpcm.setup_env import register_all_modules
 from mmpcm.utils.cli import add_debug_flag, run_tool
 from mmpcm.utils.fileio import atomic_write_json
 from mmpcm_toyworld.experiment import (COLUMNS, VariantScores,
-                                       concept_retrieval_hits, markdown_table,
-                                       metric_value, test_variant,
-                                       train_variant)
+                                       markdown_table, metric_value,
+                                       test_variant, train_variant)
+from mmpcm_toyworld.grounding import GroundingReport
 from mmpcm_toyworld.world import WorldConfig, build_world
 
 PROJECT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -88,7 +88,7 @@ def run_ablation(args: argparse.Namespace) -> int:
     world = WorldConfig()
     if args.defect_rate is not None:
         world.defect_rate = args.defect_rate
-    build_world(args.world, world)
+    summary = build_world(args.world, world)
     options = dict(kv.split('=', 1) for kv in args.cfg_options)
     options = {k: json.loads(v) if v[:1] in '0123456789-[{tf' else v
                for k, v in options.items()} or None
@@ -111,12 +111,11 @@ def run_ablation(args: argparse.Namespace) -> int:
         json.dump(dict(world=vars(world), seeds=args.seeds,
                        options=options,
                        variants=[vars(v) for v in results],
-                       concept_retrieval=concept_retrieval_hits(args.world)),
+                       grounding=summary['grounding']),
                   f, indent=1)
     print('\n' + markdown_table(results))
-    hits = concept_retrieval_hits(args.world)
-    print('\nConcept retrieval on the real test renders (PCM step 3): '
-          + ', '.join(f'{k} {v:.2f}' for k, v in hits.items()))
+    print('\nThe world\'s CLIP on its real test renders: '
+          + GroundingReport(**summary['grounding']).summary())
     return 0
 
 

@@ -14,6 +14,7 @@ from mmpcm_toyworld.experiment import (COLUMNS, metric_value,
                                        most_frequent_caption_baseline,
                                        sample_predictions, test_variant,
                                        train_variant)
+from mmpcm_toyworld.grounding import GroundingReport
 from mmpcm_toyworld.world import WorldConfig, build_world
 
 PROJECT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -69,6 +70,8 @@ def run_main_job(args: argparse.Namespace) -> int:
           '{clip:.2f}\n'.format(rate=world_cfg.defect_rate,
                                 clip=summary['clip_retrieval_top1'],
                                 **summary))
+    print('The world\'s CLIP on the real test renders: ' +
+          GroundingReport(**summary['grounding']).summary() + '\n')
     print(table)
     print('\nGenerated captions and the true descriptions of their scenes:')
     for item in sample_predictions(result.predictions_file,

@@ -30,5 +30,14 @@ test_dataloader = dict(
                  with_caption=False, test_mode=True, **clip_info),
     num_workers=0, persistent_workers=False, pin_memory=False,
     collate_fn=dict(type='pcm_collate'))
-test_evaluator = dict(type='PCMCaptionMetric',
-                      ann_file=world_root + '/test_gt.json')
+# Caption metrics, and object hallucination (CHAIR, Rohrbach et al. 2018)
+# against each test scene's true objects: by shape ("a star" where there is
+# none) and by coloured shape ("a red star" where the star is blue).
+test_evaluator = [
+    dict(type='PCMCaptionMetric', ann_file=world_root + '/test_gt.json'),
+    dict(type='PCMCHAIRMetric', objects_file=world_root + '/test_objects.json',
+         synonyms=world_root + '/object_synonyms.json'),
+    dict(type='PCMCHAIRMetric', prefix='chair_colour',
+         objects_file=world_root + '/test_coloured_objects.json',
+         synonyms=world_root + '/coloured_object_synonyms.json'),
+]
