@@ -164,3 +164,32 @@ def markdown_table(variants: Sequence[VariantScores]) -> str:
     rows = [f'| {v.name} | ' + ' | '.join(v.mean_std(k) for _, k in COLUMNS)
             + ' |' for v in variants]
     return '\n'.join([head, rule, *rows])
+
+
+def paired_difference_table(variants: Sequence[VariantScores],
+                            base: VariantScores) -> str:
+    """Each variant minus ``base``, seed by seed: mean ± std per column.
+
+    The variants must have been run over the same seeds in the same order
+    (as the ablation tool runs them), so that seed k of each is paired.
+
+    Raises:
+        ValueError: If a variant has another number of runs than ``base``.
+    """
+    head = ('| variant - ' + base.name + ' | ' +
+            ' | '.join(c for c, _ in COLUMNS) + ' |')
+    rule = '|---|' + '---|' * len(COLUMNS)
+    rows = []
+    for v in variants:
+        if v is base:
+            continue
+        cells = []
+        for _, key in COLUMNS:
+            a, b = v.scores[key], base.scores[key]
+            if len(a) != len(b):
+                raise ValueError(f'{v.name} has {len(a)} runs and {base.name} '
+                                 f'{len(b)}: pair them over the same seeds.')
+            cells.append(VariantScores('', {key: [x - y for x, y in
+                                                  zip(a, b)]}).mean_std(key))
+        rows.append(f'| {v.name} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join([head, rule, *rows])

@@ -113,6 +113,9 @@ def patch_object_cover(masks: np.ndarray, grid: int,
         np.ndarray: ``(grid * grid, )`` bool, row-major like ViT tokens.
     """
     n, h, w = masks.shape
+    if h != w or h % grid:
+        raise ValueError(f'{h}x{w} masks do not split into a {grid}x{grid} '
+                         'patch grid.')
     union = masks.any(axis=0) if n else np.zeros((h, w), dtype=bool)
     p = h // grid
     cover = union[:grid * p, :grid * p].reshape(grid, p, grid, p).mean((1, 3))
@@ -209,6 +212,8 @@ def measure_grounding(global_embeds: torch.Tensor, patch_joint: torch.Tensor,
     grid = int(round(patch_joint.shape[1] ** 0.5))
     cover = np.stack([patch_object_cover(m, grid, min_cover)
                       for m in object_masks])  # (B, N)
+    if (pair_scores is None) != (pair_faithful is None):
+        raise ValueError('Give pair_scores and pair_faithful together.')
     auc = None
     if pair_scores is not None and len(set(pair_faithful)) == 2:
         auc = roc_auc(pair_scores, pair_faithful)
@@ -244,6 +249,8 @@ def measure_world(root: str, scenes: Sequence[Scene]) -> GroundingReport:
     from mmpcm.utils.text_io import read_json
     from .world import WorldPaths, load_test_masks
     paths = WorldPaths(root)
+    # PCMNeck's defaults are the configs' (K = 5, M = 5, tau = 0.01,
+    # threshold 0.0: configs/_base_/models/pcm_vit-b32.py)
     backbone = OpenCLIPVisionBackbone(
         clip=open_clip.create_model(paths.clip_model))
     concepts = ConceptVocabulary.load(paths.concepts, paths.clip_model)

@@ -156,18 +156,7 @@ def render_scene(scene: Scene,
                  rng: np.random.Generator,
                  size: int = 64,
                  style: RenderStyle = REAL_STYLE) -> Image.Image:
-    """Render a scene.
-
-    Args:
-        scene (Scene): What to draw.
-        rng (np.random.Generator): Source of all variation.
-        size (int): Image side in pixels. Defaults to 64.
-        style (RenderStyle): The domain's look. Defaults to
-            :data:`REAL_STYLE`.
-
-    Returns:
-        PIL.Image.Image: An RGB image.
-    """
+    """Render a scene: the image of :func:`render_scene_with_masks`."""
     return render_scene_with_masks(scene, rng, size, style)[0]
 
 

@@ -81,6 +81,8 @@ def test_patch_cover_marks_the_object_patches():
     cover = patch_object_cover(masks, grid=4)
     assert cover.tolist() == [True] + [False] * 15
     assert patch_object_cover(masks, grid=4, min_cover=0.02)[5]
+    with pytest.raises(ValueError, match='5x5 patch grid'):
+        patch_object_cover(masks, grid=5)
 
 
 def test_concept_retrieval_is_scored_against_the_true_shapes():
@@ -121,6 +123,9 @@ def test_patch_placement_sees_where_selection_lands():
     assert report_off.patches_on_objects == 0.0
     assert report.object_pixel_share == pytest.approx(2 / 16)
     assert report.clip_score_auc is None
+    with pytest.raises(ValueError, match='together'):
+        measure_grounding(global_embed, grounded, neck, WORDS, [scene],
+                          list(masks), pair_scores=[0.5])
 
 
 def test_draw_scene_says_what_generate_one_draws():

@@ -45,3 +45,18 @@ def test_mmpcm_never_imports_the_toy_world():
     for path in files:
         with open(path, encoding='utf-8') as f:
             assert 'mmpcm_toyworld' not in f.read(), path
+
+
+def test_paired_differences_pair_seed_by_seed():
+    from mmpcm_toyworld.experiment import (COLUMNS, VariantScores,
+                                           paired_difference_table)
+    keys = [k for _, k in COLUMNS]
+    base = VariantScores('base', {k: [100.0, 110.0, 90.0] for k in keys})
+    # +5 on every seed: std 0 paired, though each variant spreads by 10
+    full = VariantScores('full', {k: [105.0, 115.0, 95.0] for k in keys})
+    table = paired_difference_table([base, full], base)
+    assert table.splitlines()[2].startswith('| full | 5.0 ± 0.0 |')
+    assert 'base |' not in table.splitlines()[2]
+    short = VariantScores('short', {k: [1.0] for k in keys})
+    with pytest.raises(ValueError, match='same seeds'):
+        paired_difference_table([base, short], base)

@@ -21,6 +21,7 @@ from mmpcm.utils.cli import add_debug_flag, run_tool
 from mmpcm.utils.fileio import atomic_write_json
 from mmpcm_toyworld.experiment import (COLUMNS, VariantScores,
                                        markdown_table, metric_value,
+                                       paired_difference_table,
                                        test_variant, train_variant)
 from mmpcm_toyworld.grounding import GroundingReport
 from mmpcm_toyworld.world import WorldConfig, build_world
@@ -114,6 +115,9 @@ def run_ablation(args: argparse.Namespace) -> int:
                        grounding=summary['grounding']),
                   f, indent=1)
     print('\n' + markdown_table(results))
+    if len(results) > 1:
+        print('\nPaired by seed:\n' +
+              paired_difference_table(results, results[0]))
     print('\nThe world\'s CLIP on its real test renders: '
           + GroundingReport(**summary['grounding']).summary())
     return 0

@@ -73,15 +73,24 @@ def run_main_job(args: argparse.Namespace) -> int:
     print('The world\'s CLIP on the real test renders: ' +
           GroundingReport(**summary['grounding']).summary() + '\n')
     print(table)
+    print('\nAll figures x100. CHAIR-i: mentioned shapes not in the image / '
+          'mentioned shapes; CHAIR-s: captions naming such a shape / '
+          'captions (both lower is better); obj. recall: the scenes\' shapes '
+          'a caption names / all their shapes (higher is better); CHAIR-i '
+          'colour: CHAIR-i over coloured shapes ("red star").')
+    if args.small:
+        print('(A shrunken world: a smoke test; its figures say little.)')
     print('\nGenerated captions and the true descriptions of their scenes:')
     for item in sample_predictions(result.predictions_file,
                                    osp.join(args.world, 'test_gt.json')):
         print(f'- {item["image_id"]}: {item["caption"]}')
         for ref in item['references'][:3]:
             print(f'    true: {ref}')
-    with open(osp.join(args.work_dir, 'toyworld_result.json'), 'w') as f:
+    result_file = osp.join(args.work_dir, 'toyworld_result.json')
+    with open(result_file, 'w') as f:
         json.dump(dict(world=summary, metrics=result.metrics,
                        baseline=baseline), f, indent=1)
+    print(f'\nAll scores: {result_file}')
     return 0
 
 
