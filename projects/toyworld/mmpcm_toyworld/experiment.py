@@ -143,10 +143,14 @@ class VariantScores:
     scores: Dict[str, List[float]]
 
     def mean_std(self, key: str) -> str:
-        values = self.scores[key]
-        mean = statistics.mean(values)
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f'{mean:.1f} ± {std:.1f}'
+        return mean_std(self.scores[key])
+
+
+def mean_std(values: Sequence[float]) -> str:
+    """``'mean ± std'`` (sample std; 0 for one value), one decimal."""
+    mean = statistics.mean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f'{mean:.1f} ± {std:.1f}'
 
 
 def metric_value(metrics: Dict[str, float], key: str) -> float:
@@ -189,7 +193,6 @@ def paired_difference_table(variants: Sequence[VariantScores],
             if len(a) != len(b):
                 raise ValueError(f'{v.name} has {len(a)} runs and {base.name} '
                                  f'{len(b)}: pair them over the same seeds.')
-            cells.append(VariantScores('', {key: [x - y for x, y in
-                                                  zip(a, b)]}).mean_std(key))
+            cells.append(mean_std([x - y for x, y in zip(a, b)]))
         rows.append(f'| {v.name} | ' + ' | '.join(cells) + ' |')
     return '\n'.join([head, rule, *rows])

@@ -5,7 +5,6 @@ mmpcm's real pipeline.
 Every step writes its own output and is skipped when that output is
 complete, so an interrupted build resumes.
 """
-import json
 import logging
 import os
 import os.path as osp
@@ -17,7 +16,9 @@ import numpy as np
 import open_clip
 import torch
 
+from mmpcm.utils.cli import InputError
 from mmpcm.utils.fileio import atomic_write, atomic_write_json
+from mmpcm.utils.text_io import read_json
 from .clip_train import (TOY_CLIP_CFG, CLIPTrainConfig, retrieval_accuracy,
                          save_open_clip_folder, train_toy_clip)
 from .generator import ToyDiffusionPipeline
@@ -305,13 +306,20 @@ def build_world(root: str, cfg: WorldConfig = WorldConfig()) -> Dict:
     paths = WorldPaths(root)
     os.makedirs(root, exist_ok=True)
     settings = asdict(cfg)
+    remedy = 'use another folder, or delete this one to rebuild it'
     if osp.isfile(paths.config):
-        with open(paths.config, encoding='utf-8') as f:
-            recorded = json.load(f)['settings']
+        content = read_json(paths.config, remedy)
+        recorded = content.get('settings') if isinstance(content,
+                                                         dict) else None
+        if recorded is None:
+            raise InputError(paths.config, 'not a toy-world record (no '
+                             '"settings")', remedy)
         if recorded != settings:
-            raise ValueError(
-                f'{paths.config}: this world was built with {recorded}, not '
-                f'{settings}; use another folder or delete it.')
+            changed = ', '.join(f'{k} {recorded.get(k)} (not {v})'
+                                for k, v in settings.items()
+                                if recorded.get(k) != v)
+            raise InputError(paths.config, 'this world was built with other '
+                             f'settings: {changed}', remedy)
     atomic_write_json(paths.config, dict(settings=settings, complete=False))
     corpus, test, clip_scenes = split_scenes(cfg)
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

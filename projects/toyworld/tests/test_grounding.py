@@ -140,3 +140,11 @@ def test_draw_scene_says_what_generate_one_draws():
         again = render_scene(scene, rng, 48, pipe.style)
         assert np.array_equal(np.asarray(image), np.asarray(again))
     assert None in kinds and len(kinds) > 2
+
+
+def test_a_foreign_world_record_is_one_clear_error(tmp_path):
+    from mmpcm.utils.cli import InputError
+    from mmpcm_toyworld.world import build_world
+    (tmp_path / 'world.json').write_text('{}')
+    with pytest.raises(InputError, match='world.json: not a toy-world record'):
+        build_world(str(tmp_path))
