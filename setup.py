@@ -40,6 +40,11 @@ setup(
         'transformers>=4.40',
         'diffusers>=0.30',
         'safetensors>=0.4',
+        # SynC data refinement (tools/data/refine_pairs.py): exact
+        # nearest-neighbour search, and the sentence encoder of its cycle
+        # score (faiss-gpu may replace faiss-cpu)
+        'faiss-cpu>=1.8',
+        'sentence-transformers>=3',
         'pycocotools',
         'pycocoevalcap>=1.2',
         'numpy',

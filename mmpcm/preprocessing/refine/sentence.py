@@ -1,0 +1,99 @@
+"""Sentence embeddings for SynC's cycle score.
+
+SynC (Kim et al., ACM MM 2025, arXiv 2507.18616) compares a caption with
+the captions its candidate image retrieves through a sentence encoder (a
+Sentence-BERT model in the paper). Two sources:
+
+* :func:`encode_sentences` with a ``sentence_transformers.SentenceTransformer``
+  loaded by :func:`load_sentence_model` from a name or a local folder
+  (sentence-transformers is imported there, with a one-line error when it
+  is not installed);
+* :func:`clip_text_sentence_embeds`: the store's own CLIP text embeddings,
+  which need no model and no network (the offline default).
+
+Both return L2-normalised float32 ``(P, Ds)`` rows, so an inner product is
+a cosine.
+"""
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from .search import require_package
+
+__all__ = ['CLIP_TEXT_SOURCE', 'load_sentence_model', 'encode_sentences',
+           'clip_text_sentence_embeds', 'l2_normalize']
+
+CLIP_TEXT_SOURCE = 'clip_text_embeds'
+"""The name recorded when the store's CLIP text embeddings stand in for a
+sentence encoder."""
+
+
+def l2_normalize(rows: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm, as float32 (zero rows stay zero).
+
+    Args:
+        rows (np.ndarray): ``(N, D)`` any float dtype.
+
+    Returns:
+        np.ndarray: ``(N, D)`` float32, C order.
+    """
+    rows = np.asarray(rows, dtype=np.float32)
+    norms = np.linalg.norm(rows, axis=-1, keepdims=True)  # (N, 1)
+    return np.ascontiguousarray(rows / np.maximum(norms, 1e-12))
+
+
+def load_sentence_model(name_or_path: str, device: Optional[str] = None
+                        ) -> Any:
+    """A ``SentenceTransformer`` by hub name or local folder.
+
+    Args:
+        name_or_path (str): E.g. ``'sentence-transformers/all-MiniLM-L6-v2'``
+            or a folder written by ``SentenceTransformer.save``.
+        device (str, optional): ``'cuda'``, ``'cpu'``; None: the library's
+            choice.
+
+    Returns:
+        sentence_transformers.SentenceTransformer: The model.
+
+    Raises:
+        MissingPackageError: If sentence-transformers is not installed.
+    """
+    module = require_package(
+        'sentence_transformers', 'sentence-transformers',
+        '--sentence-model (leave it out to use the store\'s CLIP text '
+        'embeddings)')
+    return module.SentenceTransformer(name_or_path, device=device)
+
+
+def encode_sentences(captions: Sequence[str], model: Any,
+                     batch_size: int = 256,
+                     progress: bool = True) -> np.ndarray:
+    """Embed captions with a sentence encoder, in batches.
+
+    Args:
+        captions (Sequence[str]): P captions, as written.
+        model: A ``SentenceTransformer`` (or anything with its ``encode``).
+        batch_size (int): Captions per forward pass. Defaults to 256.
+        progress (bool): Show a progress bar. Defaults to True.
+
+    Returns:
+        np.ndarray: ``(P, Ds)`` float32, L2-normalised rows.
+    """
+    embeds = model.encode(list(captions), batch_size=batch_size,
+                          show_progress_bar=progress,
+                          convert_to_numpy=True,
+                          normalize_embeddings=True)  # (P, Ds)
+    return l2_normalize(embeds)
+
+
+def clip_text_sentence_embeds(text_embeds: np.ndarray) -> np.ndarray:
+    """The store's CLIP text embeddings as the sentence embeddings.
+
+    Args:
+        text_embeds (np.ndarray): ``(P, D)`` CLIP text embeddings (float16
+            in a store).
+
+    Returns:
+        np.ndarray: ``(P, D)`` float32, L2-normalised rows.
+    """
+    return l2_normalize(text_embeds)

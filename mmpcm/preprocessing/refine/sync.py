@@ -1,0 +1,562 @@
+"""SynC: re-pair each synthetic caption with the image that suits it best.
+
+Kim et al., "SynC: Synthetic Image Caption Dataset Refinement with
+One-to-many Mapping for Zero-shot Image Captioning", ACM MM 2025
+(arXiv 2507.18616). The captions of a synthetic corpus are fine, its
+generated images often are not, so instead of filtering pairs SynC
+re-assigns images:
+
+1. For each caption ``c``, its ``K`` nearest images by text-to-image cosine
+   (the candidates).
+2. Each candidate image ``j`` retrieves its ``i2t_k`` nearest captions over
+   the whole caption pool (image-to-text cosine); the candidate's cycle
+   score is the best sentence-embedding cosine between ``c`` and those
+   captions (``c`` itself among them scores 1).
+3. ``c`` is paired with its best-scoring candidate; that score is the pair's
+   quality.
+4. The best ``keep_fraction`` of pairs by quality are kept, and each kept
+   pair's CLIP score is recomputed from its new image.
+
+:func:`refine_pairs` runs it on arrays; :func:`refine_store` on a feature
+store, writing a :class:`~mmpcm.datasets.feature_store.Pairing`. With a
+work folder, both stages write one part file per chunk of queries
+(``<work>/parts/``), so an interrupted run resumes where it stopped and
+ends with the same bytes.
+"""
+import hashlib
+import json
+import logging
+import os
+import os.path as osp
+import time
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import numpy as np
+
+from mmpcm.datasets.feature_store import (GLOBAL_FILE, RECORDS_FILE,
+                                          TEXT_FILE, FeatureStore, Pairing,
+                                          save_pairing, store_meta_sha256)
+from mmpcm.datasets.feature_store.pairing import write_npz_deterministic
+from mmpcm.utils.cli import InputError
+from mmpcm.utils.fileio import (PathLike, atomic_write, atomic_write_json,
+                                remove_tmp_files)
+from .search import ExactSearchIndex
+from .sentence import (CLIP_TEXT_SOURCE, clip_text_sentence_embeds,
+                       encode_sentences, l2_normalize, load_sentence_model)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ['SyncConfig', 'RefineSummary', 'refine_pairs', 'refine_store',
+           'PARTS_DIR', 'METHOD', 'TIE_TOLERANCE']
+
+METHOD = 'SynC (Kim et al., ACM MM 2025, arXiv 2507.18616)'
+PARTS_DIR = 'parts'
+_PARTS_SETTINGS = 'settings.json'
+_SENTENCES = 'sentences.npz'
+TIE_TOLERANCE = 1e-6
+"""Cycle scores this close count as equal: cos(c, c) of a caption with
+itself is 1 up to float32 rounding, which must not decide between two
+candidates that both retrieve ``c``."""
+_SCORE_BLOCK = 256
+"""Captions per block of the cycle-score product (bounds its memory)."""
+
+PartHook = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    """Settings of SynC (defaults: the paper's).
+
+    Args:
+        num_candidates (int): K, candidate images per caption. Defaults to
+            15.
+        i2t_k (int): Captions each candidate image retrieves for its cycle
+            score. Defaults to 2.
+        keep_fraction (float): Share of pairs kept, in (0, 1]. Defaults to
+            0.9.
+        chunk_size (int): Queries per search call and per part file.
+            Defaults to 4096.
+
+    Raises:
+        ValueError: If a value is out of range.
+    """
+    num_candidates: int = 15
+    i2t_k: int = 2
+    keep_fraction: float = 0.9
+    chunk_size: int = 4096
+
+    def __post_init__(self) -> None:
+        for name in ('num_candidates', 'i2t_k', 'chunk_size'):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(
+                    value, (int, np.integer)) or value < 1:
+                raise ValueError(f'{name} must be a positive int, got '
+                                 f'{value!r}')
+        fraction = self.keep_fraction
+        if isinstance(fraction, bool) or not isinstance(
+                fraction, (int, float)) or not 0 < fraction <= 1:
+            raise ValueError('keep_fraction must be in (0, 1], got '
+                             f'{fraction!r}')
+
+    def num_kept(self, num_pairs: int) -> int:
+        """Pairs kept out of ``num_pairs``: ``keep_fraction * num_pairs``
+        rounded half up (0.5 -> 1), computed exactly on the decimal value of
+        ``keep_fraction`` (``Fraction(repr(keep_fraction))``), so
+        ``0.9 * 10`` keeps 9 and ``0.25 * 10`` keeps 3."""
+        exact = Fraction(repr(float(self.keep_fraction))) * num_pairs
+        return int(exact + Fraction(1, 2)) if exact else 0
+
+    def search_settings(self) -> Dict[str, int]:
+        """The settings the part files depend on (not ``keep_fraction``)."""
+        return dict(num_candidates=int(self.num_candidates),
+                    i2t_k=int(self.i2t_k), chunk_size=int(self.chunk_size))
+
+
+@dataclass
+class RefineSummary:
+    """What :func:`refine_store` did.
+
+    Attributes:
+        pairs_in (int): Pairs of the store.
+        kept (int): Pairs kept.
+        dropped (int): Pairs dropped (lowest cycle scores).
+        repaired (int): Kept pairs whose image is another store row than
+            the caption's own.
+        seconds (float): Wall-clock seconds of the run.
+        out_dir (str): Folder holding pairing.npz and pairing.json.
+        chunks_reused (int): Part files of earlier runs reused.
+    """
+    pairs_in: int
+    kept: int
+    dropped: int
+    repaired: int
+    seconds: float
+    out_dir: str
+    chunks_reused: int = 0
+
+
+# --------------------------------------------------------------------------
+# part files
+# --------------------------------------------------------------------------
+class _Parts:
+    """The part files of one run under ``<work>/parts`` (or none).
+
+    ``settings.json`` records the search settings and a sha256 of the input
+    arrays (the fingerprint); every part file holds the fingerprint too.
+    Parts of another fingerprint are deleted and computed anew, never
+    mixed with this run's.
+    """
+
+    def __init__(self, work_dir: Optional[str], fingerprint: str,
+                 settings: Dict[str, Any],
+                 on_part: Optional[PartHook]) -> None:
+        self.folder = (osp.join(work_dir, PARTS_DIR)
+                       if work_dir is not None else None)
+        self.fingerprint = fingerprint
+        self.on_part = on_part
+        self.reused = 0
+        if self.folder is None:
+            return
+        os.makedirs(self.folder, exist_ok=True)
+        remove_tmp_files(self.folder)
+        path = osp.join(self.folder, _PARTS_SETTINGS)
+        recorded = None
+        if osp.isfile(path):
+            try:
+                with open(path, encoding='utf-8') as f:
+                    recorded = json.load(f).get('fingerprint')
+            except (OSError, ValueError, AttributeError):
+                recorded = None
+        if recorded != fingerprint:
+            stale = [n for n in os.listdir(self.folder)
+                     if n.endswith('.npz') and n != _SENTENCES]
+            if stale:
+                logger.warning(
+                    '%s: %d part files were made from other settings or '
+                    'inputs; computing them anew', self.folder, len(stale))
+            for name in stale:
+                os.remove(osp.join(self.folder, name))
+            atomic_write_json(path, dict(fingerprint=fingerprint,
+                                         settings=settings, method=METHOD))
+
+    def path(self, stage: str, chunk: int) -> Optional[str]:
+        if self.folder is None:
+            return None
+        return osp.join(self.folder, f'{stage}_{chunk:06d}.npz')
+
+    def load(self, stage: str, chunk: int) -> Optional[Dict[str, np.ndarray]]:
+        """A finished part's arrays, or None (missing, damaged, or of
+        another fingerprint)."""
+        path = self.path(stage, chunk)
+        if path is None or not osp.isfile(path):
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: np.asarray(data[k]) for k in data.files}
+        except (OSError, ValueError, KeyError) as err:
+            logger.warning('%s: unreadable (%s); computing it anew', path,
+                           err)
+            return None
+        if str(arrays.pop('fingerprint', '')) != self.fingerprint:
+            return None
+        self.reused += 1
+        return arrays
+
+    def save(self, stage: str, chunk: int,
+             arrays: Dict[str, np.ndarray]) -> None:
+        path = self.path(stage, chunk)
+        if path is None:
+            return
+        data = dict(arrays, fingerprint=np.array(self.fingerprint))
+        atomic_write(path, lambda f: write_npz_deterministic(f, data))
+        if self.on_part is not None:
+            self.on_part(path)
+
+
+def _fingerprint(settings: Dict[str, Any], *arrays: np.ndarray) -> str:
+    """sha256 of the search settings and the input arrays' bytes."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for array in arrays:
+        digest.update(repr((array.shape, array.dtype.str)).encode())
+        digest.update(memoryview(np.ascontiguousarray(array)).cast('B'))
+    return digest.hexdigest()
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit='chunk', disable=not enabled,
+                dynamic_ncols=True)
+
+
+# --------------------------------------------------------------------------
+# the two stages
+# --------------------------------------------------------------------------
+def _image_to_text(images: np.ndarray, texts: np.ndarray, cfg: SyncConfig,
+                   parts: _Parts, progress: bool,
+                   use_gpu: Optional[bool]) -> np.ndarray:
+    """Stage 1: each image's ``i2t_k`` nearest captions.
+
+    Returns:
+        np.ndarray: ``(M, i2t_k)`` int64 caption rows, best first.
+    """
+    k = min(cfg.i2t_k, len(texts))
+    size = cfg.chunk_size
+    retrieved = np.empty((len(images), k), dtype=np.int64)  # (M, k)
+    index = None
+    with _progress(-(-len(images) // size), 'SynC 1/2 image->caption',
+                   progress) as bar:
+        for chunk, start in enumerate(range(0, len(images), size)):
+            stop = min(start + size, len(images))
+            done = parts.load('i2t', chunk)
+            if done is None or done['indices'].shape != (stop - start, k):
+                if index is None:
+                    index = ExactSearchIndex(texts, use_gpu=use_gpu)
+                found = index.search(images[start:stop], k)  # (n, k)
+                done = dict(indices=found.indices)
+                parts.save('i2t', chunk, done)
+            retrieved[start:stop] = done['indices']
+            bar.update()
+    return retrieved
+
+
+def _cycle_scores(queries: np.ndarray, candidates: np.ndarray,
+                  retrieved: np.ndarray, sentences: np.ndarray
+                  ) -> np.ndarray:
+    """The cycle score of every candidate of a block of captions.
+
+    Args:
+        queries (np.ndarray): ``(Q, )`` caption rows.
+        candidates (np.ndarray): ``(Q, K)`` their candidate image rows.
+        retrieved (np.ndarray): ``(M, R)`` each image's retrieved captions.
+        sentences (np.ndarray): ``(P, Ds)`` unit sentence embeddings.
+
+    Returns:
+        np.ndarray: ``(Q, K)`` float32, the best cosine between each caption
+        and its candidate's retrieved captions.
+    """
+    q, k = candidates.shape
+    back = retrieved[candidates].reshape(q, -1)  # (Q, K * R)
+    own = sentences[queries]  # (Q, Ds)
+    other = sentences[back]  # (Q, K * R, Ds)
+    cos = np.einsum('qd,qnd->qn', own, other)  # (Q, K * R)
+    return cos.reshape(q, k, -1).max(axis=-1)  # (Q, K)
+
+
+def _best_images(texts: np.ndarray, images: np.ndarray,
+                 sentences: np.ndarray, retrieved: np.ndarray,
+                 cfg: SyncConfig, parts: _Parts, progress: bool,
+                 use_gpu: Optional[bool]) -> Tuple[np.ndarray, np.ndarray]:
+    """Stage 2: each caption's candidates, their cycle scores, the best.
+
+    Returns:
+        tuple[np.ndarray, np.ndarray]: ``(P, )`` int64 best image row and
+        ``(P, )`` float32 its cycle score.
+    """
+    k = min(cfg.num_candidates, len(images))
+    size = cfg.chunk_size
+    best = np.empty(len(texts), dtype=np.int64)  # (P, )
+    score = np.empty(len(texts), dtype=np.float32)  # (P, )
+    index = None
+    with _progress(-(-len(texts) // size), 'SynC 2/2 caption->image',
+                   progress) as bar:
+        for chunk, start in enumerate(range(0, len(texts), size)):
+            stop = min(start + size, len(texts))
+            done = parts.load('t2i', chunk)
+            if done is None or done['image_idx'].shape != (stop - start, ):
+                if index is None:
+                    index = ExactSearchIndex(images, use_gpu=use_gpu)
+                found = index.search(texts[start:stop], k)  # (n, K)
+                chunk_best = np.empty(stop - start, dtype=np.int64)
+                chunk_score = np.empty(stop - start, dtype=np.float32)
+                for a in range(0, stop - start, _SCORE_BLOCK):
+                    b = min(a + _SCORE_BLOCK, stop - start)
+                    cands = found.indices[a:b]  # (n, K)
+                    scores = _cycle_scores(
+                        np.arange(start + a, start + b), cands, retrieved,
+                        sentences)  # (n, K)
+                    # among equal cycle scores (within float rounding) the
+                    # candidate nearer by text-to-image cosine wins, then
+                    # the lower image row (the search's order)
+                    top = scores.max(axis=1, keepdims=True)  # (n, 1)
+                    pick = (scores >= top - TIE_TOLERANCE).argmax(axis=1)
+                    rows = np.arange(b - a)
+                    chunk_best[a:b] = cands[rows, pick]
+                    chunk_score[a:b] = scores[rows, pick]
+                done = dict(image_idx=chunk_best, cycle_score=chunk_score)
+                parts.save('t2i', chunk, done)
+            best[start:stop] = done['image_idx']
+            score[start:stop] = done['cycle_score']
+            bar.update()
+    return best, score
+
+
+# --------------------------------------------------------------------------
+# entry points
+# --------------------------------------------------------------------------
+def refine_pairs(image_embeds: np.ndarray,
+                 text_embeds: np.ndarray,
+                 sentence_embeds: np.ndarray,
+                 cfg: SyncConfig = SyncConfig(),
+                 work_dir: Optional[PathLike] = None,
+                 progress: bool = True,
+                 use_gpu: Optional[bool] = None,
+                 on_part: Optional[PartHook] = None) -> Pairing:
+    """SynC's re-pairing and selection on embedding arrays.
+
+    Caption ``c`` (row of ``text_embeds``) gets the candidate image (row of
+    ``image_embeds``) with the best cycle score; ties (scores within
+    :data:`TIE_TOLERANCE`) go to the candidate nearer by text-to-image
+    cosine, then to the lower image row. Pairs are
+    ranked by cycle score (ties: lower caption row first) and the best
+    ``cfg.num_kept(P)`` are kept (``keep_fraction * P`` rounded half up).
+    K and ``i2t_k`` larger than the pools are cut to the pool sizes.
+
+    Every array is L2-normalised (in float32) first, so inner products are
+    cosines.
+
+    Args:
+        image_embeds (np.ndarray): ``(M, D)`` image embeddings of the
+            retrieval model (CLIP global embeddings).
+        text_embeds (np.ndarray): ``(P, D)`` caption embeddings of the same
+            model.
+        sentence_embeds (np.ndarray): ``(P, Ds)`` sentence embeddings of the
+            captions (the cycle score's space).
+        cfg (SyncConfig): Settings; defaults are the paper's.
+        work_dir (str | PathLike, optional): Where ``parts/`` goes; None:
+            nothing is written and nothing resumes.
+        progress (bool): tqdm bars on stderr. Defaults to True.
+        use_gpu (bool, optional): The faiss search's device (None: a GPU
+            when faiss has one).
+        on_part (Callable[[str], None], optional): Called with each part
+            file's path once it is written.
+
+    Returns:
+        Pairing: Kept pairs sorted by caption row; ``clip_score`` is the
+        cosine of ``image_embeds[image_idx]`` and
+        ``text_embeds[caption_idx]``; ``meta`` holds ``'settings'`` and
+        ``'method'`` (no ``'store'``: :func:`refine_store` adds it).
+
+    Raises:
+        ValueError: If the arrays' shapes disagree.
+        MissingPackageError: If faiss is not installed.
+    """
+    images = l2_normalize(_rows(image_embeds, 'image_embeds'))  # (M, D)
+    texts = l2_normalize(_rows(text_embeds, 'text_embeds'))  # (P, D)
+    sentences = l2_normalize(_rows(sentence_embeds,
+                                   'sentence_embeds'))  # (P, Ds)
+    if images.shape[1] != texts.shape[1]:
+        raise ValueError(f'image_embeds have width {images.shape[1]}, '
+                         f'text_embeds {texts.shape[1]}: both must come '
+                         'from one retrieval model')
+    if len(sentences) != len(texts):
+        raise ValueError(f'{len(sentences)} sentence embeddings for '
+                         f'{len(texts)} captions')
+    if not len(images) or not len(texts):
+        raise ValueError('refine_pairs needs at least one image and one '
+                         'caption')
+    settings = cfg.search_settings()
+    parts = _Parts(
+        os.fspath(work_dir) if work_dir is not None else None,
+        _fingerprint(settings, images, texts, sentences) if work_dir
+        is not None else '', settings, on_part)
+    retrieved = _image_to_text(images, texts, cfg, parts, progress,
+                               use_gpu)  # (M, i2t_k)
+    best, quality = _best_images(texts, images, sentences, retrieved, cfg,
+                                 parts, progress, use_gpu)  # (P, ) each
+    num_pairs = len(texts)
+    ranked = np.lexsort((np.arange(num_pairs), -quality))  # (P, ) best first
+    kept = np.sort(ranked[:cfg.num_kept(num_pairs)])  # (P', )
+    image_idx = best[kept]  # (P', )
+    clip_score = np.einsum('nd,nd->n', images[image_idx],
+                           texts[kept]).astype(np.float32)  # (P', )
+    meta = dict(method=METHOD, settings=asdict(cfg))
+    if parts.folder is not None:
+        meta['reused_parts'] = parts.reused  # not saved (see refine_store)
+    return Pairing(caption_idx=kept.astype(np.int64), image_idx=image_idx,
+                   clip_score=clip_score,
+                   cycle_score=quality[kept].astype(np.float32), meta=meta)
+
+
+def _rows(array: np.ndarray, name: str) -> np.ndarray:
+    array = np.asarray(array)
+    if array.ndim != 2:
+        raise ValueError(f'{name} must be 2-d (rows, width), got shape '
+                         f'{array.shape}')
+    return array
+
+
+def _cached_sentence_embeds(store: FeatureStore, out_dir: str,
+                            model_name: str, batch_size: int,
+                            device: Optional[str],
+                            progress: bool) -> np.ndarray:
+    """Encode the store's captions once; a rerun reads them back.
+
+    ``<out>/parts/sentences.npz`` holds them with a sha256 of the model name
+    and the captions, so a resumed run scores with the same bytes.
+    """
+    captions = store.captions()
+    missing = [i for i, c in enumerate(captions) if not isinstance(c, str)]
+    if missing:
+        shard, row = store.locate(missing[0])
+        raise InputError(
+            store.shard_path(shard, RECORDS_FILE),
+            f'line {row + 1}: no caption ({len(missing)} items of the store '
+            'have none); SynC re-pairs captions',
+            'refine a store extracted from captioned synthetic images')
+    digest = hashlib.sha256(model_name.encode())
+    for caption in captions:
+        digest.update(caption.encode('utf-8') + b'\n')
+    key = digest.hexdigest()
+    path = osp.join(out_dir, PARTS_DIR, _SENTENCES)
+    if osp.isfile(path):
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if str(data['key']) == key:
+                    return np.asarray(data['embeds'])
+        except (OSError, ValueError, KeyError):
+            pass
+    model = load_sentence_model(model_name, device=device)
+    embeds = encode_sentences(captions, model, batch_size=batch_size,
+                              progress=progress)  # (P, Ds)
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    atomic_write(path, lambda f: write_npz_deterministic(
+        f, dict(embeds=embeds, key=np.array(key))))
+    return embeds
+
+
+def refine_store(store_root: PathLike,
+                 out_dir: PathLike,
+                 cfg: SyncConfig = SyncConfig(),
+                 sentence_model: Optional[str] = None,
+                 batch_size: int = 256,
+                 device: Optional[str] = None,
+                 progress: bool = True,
+                 on_part: Optional[PartHook] = None) -> RefineSummary:
+    """Refine a feature store's pairs with SynC and save the pairing.
+
+    Retrieval uses the store's own CLIP embeddings (``global_embeds.npy``
+    and ``text_embeds.npy``); the cycle score uses ``sentence_model`` or,
+    by default, the same CLIP text embeddings (offline, no model). Parts
+    go to ``<out_dir>/parts/`` and a rerun resumes from them; the result is
+    ``<out_dir>/pairing.npz`` and ``pairing.json`` (see
+    :mod:`mmpcm.datasets.feature_store.pairing`).
+
+    Args:
+        store_root (str | PathLike): The feature store (with text
+            embeddings). Recorded in pairing.json as given.
+        out_dir (str | PathLike): The output folder (created).
+        cfg (SyncConfig): Settings; defaults are the paper's.
+        sentence_model (str, optional): A sentence-transformers model name
+            or local folder.
+        batch_size (int): Captions per sentence-encoder batch.
+        device (str, optional): The sentence encoder's device, and
+            ``'cpu'`` keeps the search on the CPU too (None: a GPU where
+            faiss and the encoder find one).
+        progress (bool): tqdm bars on stderr. Defaults to True.
+        on_part (Callable[[str], None], optional): Called with each part
+            file's path once it is written.
+
+    Returns:
+        RefineSummary: Counts, seconds and the output folder.
+
+    Raises:
+        MissingInputError: If the store or one of its files is missing.
+        InputError: If the store has no text embeddings (naming its
+            meta.json), its embedding widths differ (naming the file), it
+            is empty, a caption is missing, or ``out_dir`` is the store.
+        MissingPackageError: If faiss (or sentence-transformers, for
+            ``sentence_model``) is not installed.
+    """
+    start_time = time.perf_counter()
+    root, out = os.fspath(store_root), os.fspath(out_dir)
+    store = FeatureStore(root)
+    if osp.abspath(out) == osp.abspath(root):
+        raise InputError(out, 'is the feature store folder itself',
+                         'write the pairing to a folder of its own, e.g. '
+                         f'{root.rstrip(os.sep)}_sync')
+    if not store.has_text_embeds:
+        raise InputError(
+            store.meta_path, 'has_text_embeds is false: the store holds no '
+            'CLIP text embeddings of its captions, which SynC retrieves '
+            'captions and candidate images with',
+            're-extract the features with captions (tools/data/'
+            'extract_features.py OUT --generated GEN_DIR) into a new folder')
+    if not len(store):
+        raise InputError(store.meta_path, 'the store has no items',
+                         'refine a store with pairs in it')
+    images = store.load_array(GLOBAL_FILE)  # (M, D) float16
+    texts = store.load_array(TEXT_FILE)  # (P, D) float16
+    if texts.shape[1] != images.shape[1] or len(texts) != len(images):
+        raise InputError(
+            store.shard_path(0, TEXT_FILE), f'text embeddings are '
+            f'{texts.shape}, the image embeddings {images.shape}: '
+            'retrieval needs one width and one row per pair',
+            're-extract the features with captions into a new folder')
+    os.makedirs(out, exist_ok=True)
+    if sentence_model is None:
+        sentences = clip_text_sentence_embeds(texts)  # (P, D)
+        sentence_source = CLIP_TEXT_SOURCE
+    else:
+        sentences = _cached_sentence_embeds(store, out, sentence_model,
+                                            batch_size, device, progress)
+        sentence_source = sentence_model
+    pairing = refine_pairs(
+        images, texts, sentences, cfg, work_dir=out, progress=progress,
+        use_gpu=False if device == 'cpu' else None, on_part=on_part)
+    reused = int(pairing.meta.pop('reused_parts', 0))
+    clip = store.clip_info
+    pairing.meta['settings'].update(
+        retrieval=f'store CLIP {clip.model} ({clip.pretrained}): '
+        f'{GLOBAL_FILE} and {TEXT_FILE}',
+        sentence_model=sentence_source)
+    pairing.meta['store'] = dict(root=root, num_items=len(store),
+                                 meta_sha256=store_meta_sha256(root))
+    save_pairing(pairing, out)
+    return RefineSummary(
+        pairs_in=len(store), kept=pairing.num_pairs,
+        dropped=len(store) - pairing.num_pairs, repaired=pairing.num_repaired,
+        seconds=time.perf_counter() - start_time, out_dir=out,
+        chunks_reused=reused)
+

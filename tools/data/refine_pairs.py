@@ -1,0 +1,94 @@
+"""Refine a feature store's caption-image pairs with SynC.
+
+SynC (Kim et al., ACM MM 2025, arXiv 2507.18616) gives each caption the
+synthetic image of the store that suits it best: its --num-candidates
+nearest images by CLIP text-to-image cosine, each scored by the best
+sentence-embedding cosine between the caption and the --i2t-k captions the
+image retrieves over the whole pool; the best --keep-fraction of pairs by
+that score are kept and their CLIP scores recomputed. Needs a store with
+CLIP text embeddings (extracted with captions).
+
+Writes OUT/pairing.npz and OUT/pairing.json (the pairing; pairing.json last)
+and OUT/parts/ (one file per chunk of queries): a rerun of the same command
+after an interruption resumes from the finished chunks.
+
+Examples:
+    python tools/data/refine_pairs.py data/synthimgcap_coco_vitb32
+    python tools/data/refine_pairs.py data/synthimgcap_coco_vitb32 \\
+        --out data/coco_sync --sentence-model \\
+        sentence-transformers/all-MiniLM-L6-v2
+"""
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+from mmpcm.utils.cli import InputError, add_debug_flag, run_tool
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('store', help='feature store folder (with text '
+                        'embeddings)')
+    parser.add_argument('--out', help='output folder (default: '
+                        '<STORE>_sync)')
+    parser.add_argument('--num-candidates', type=int, default=15,
+                        help='K: candidate images per caption (default: 15)')
+    parser.add_argument('--i2t-k', type=int, default=2,
+                        help='captions each candidate image retrieves '
+                        '(default: 2)')
+    parser.add_argument('--keep-fraction', type=float, default=0.9,
+                        help='share of pairs kept, rounded half up '
+                        '(default: 0.9)')
+    parser.add_argument('--sentence-model', metavar='NAME_OR_PATH',
+                        help='sentence-transformers model for the cycle '
+                        'score (e.g. sentence-transformers/all-MiniLM-L6-v2 '
+                        'or a local folder; default: the store\'s CLIP text '
+                        'embeddings, offline)')
+    parser.add_argument('--chunk-size', type=int, default=4096,
+                        help='queries per search call and per part file '
+                        '(default: 4096); a resumed run must use the same')
+    parser.add_argument('--batch-size', type=int, default=256,
+                        help='captions per sentence-model batch '
+                        '(default: 256)')
+    parser.add_argument('--device', default=None,
+                        help='cpu keeps everything on the CPU (default: a '
+                        'GPU where faiss and the sentence model find one)')
+    parser.add_argument('--no-progress', action='store_true')
+    add_debug_flag(parser)
+    return parser.parse_args(argv)
+
+
+def refine(args: argparse.Namespace) -> int:
+    from mmpcm.preprocessing.refine import SyncConfig, refine_store
+    try:
+        cfg = SyncConfig(num_candidates=args.num_candidates,
+                         i2t_k=args.i2t_k, keep_fraction=args.keep_fraction,
+                         chunk_size=args.chunk_size)
+    except ValueError as err:
+        option = '--' + str(err).split(' ', 1)[0].replace('_', '-')
+        raise InputError(option, str(err), 'see --help') from None
+    out = args.out or args.store.rstrip('/' + os.sep) + '_sync'
+    summary = refine_store(args.store, out, cfg,
+                           sentence_model=args.sentence_model,
+                           batch_size=args.batch_size, device=args.device,
+                           progress=not args.no_progress)
+    share = summary.repaired / max(summary.kept, 1)
+    print(f'SynC: {summary.pairs_in} pairs in, {summary.kept} kept, '
+          f'{summary.dropped} dropped, {summary.repaired} re-paired '
+          f'({share:.1%} of kept), {summary.seconds:.1f} s'
+          + (f', {summary.chunks_reused} chunks resumed'
+             if summary.chunks_reused else '')
+          + f' -> {os.path.join(summary.out_dir, "pairing.json")}')
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Refine; an error is one line on stderr (traceback with --debug)."""
+    return run_tool(refine, parse_args(argv))
+
+
+if __name__ == '__main__':
+    sys.exit(main())
