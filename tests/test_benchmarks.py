@@ -322,3 +322,19 @@ def test_input_checks_speed_smoke(tmp_path, capsys):
     results = json.loads(out_json.read_text())['results']
     assert results['jpg']['check_ms'] > 0 and results['png']['load_ms'] > 0
     assert results['tokenize']['coco_seconds'] > 0
+
+
+def test_refine_speed_smoke(tmp_path, capsys):
+    bench = _load('refine_speed')
+    out_json = tmp_path / 'refine.json'
+    status = bench.main(['--num-pairs', '300', '--clip-dim', '16',
+                         '--sentence-dim', '8', '--chunk-size', '64',
+                         '--time-fraction', '0.4', '--device', 'cpu',
+                         '--json', str(out_json)])
+    assert status == 0
+    text = capsys.readouterr().out
+    assert 'LINEAR EXTRAPOLATION' in text and '| stage 2 cycle scores' in text
+    result = json.loads(out_json.read_text())
+    assert (result['chunks'], result['chunks_run']) == (5, 2)
+    assert result['queries_run'] == 128 and result['extrapolated']
+    assert result['total_extrapolated'] >= result['total_measured'] > 0

@@ -49,7 +49,7 @@ from .sentence import (CLIP_TEXT_SOURCE, clip_text_sentence_embeds,
 logger = logging.getLogger(__name__)
 
 __all__ = ['SyncConfig', 'RefineSummary', 'refine_pairs', 'refine_store',
-           'PARTS_DIR', 'METHOD', 'TIE_TOLERANCE']
+           'pick_candidates', 'PARTS_DIR', 'METHOD', 'TIE_TOLERANCE']
 
 METHOD = 'SynC (Kim et al., ACM MM 2025, arXiv 2507.18616)'
 PARTS_DIR = 'parts'
@@ -284,6 +284,43 @@ def _cycle_scores(queries: np.ndarray, candidates: np.ndarray,
     return cos.reshape(q, k, -1).max(axis=-1)  # (Q, K)
 
 
+def pick_candidates(start: int, candidates: np.ndarray,
+                    retrieved: np.ndarray, sentences: np.ndarray
+                    ) -> Tuple[np.ndarray, np.ndarray]:
+    """Each caption's best candidate by cycle score (steps 2 and 3).
+
+    Among equal cycle scores (within :data:`TIE_TOLERANCE`) the candidate
+    nearer by text-to-image cosine wins (the earlier column), then the
+    lower image row (the search's order). Works in blocks of captions, so
+    memory stays ``block x K x i2t_k x Ds``.
+
+    Args:
+        start (int): Row of the first caption of ``candidates``.
+        candidates (np.ndarray): ``(Q, K)`` candidate image rows of
+            captions ``start .. start + Q - 1``, nearest first.
+        retrieved (np.ndarray): ``(M, i2t_k)`` each image's captions.
+        sentences (np.ndarray): ``(P, Ds)`` unit sentence embeddings.
+
+    Returns:
+        tuple[np.ndarray, np.ndarray]: ``(Q, )`` int64 chosen image rows and
+        ``(Q, )`` float32 their cycle scores.
+    """
+    num = len(candidates)
+    best = np.empty(num, dtype=np.int64)  # (Q, )
+    score = np.empty(num, dtype=np.float32)  # (Q, )
+    for a in range(0, num, _SCORE_BLOCK):
+        b = min(a + _SCORE_BLOCK, num)
+        cands = candidates[a:b]  # (n, K)
+        scores = _cycle_scores(np.arange(start + a, start + b), cands,
+                               retrieved, sentences)  # (n, K)
+        top = scores.max(axis=1, keepdims=True)  # (n, 1)
+        pick = (scores >= top - TIE_TOLERANCE).argmax(axis=1)  # (n, )
+        rows = np.arange(b - a)
+        best[a:b] = cands[rows, pick]
+        score[a:b] = scores[rows, pick]
+    return best, score
+
+
 def _best_images(texts: np.ndarray, images: np.ndarray,
                  sentences: np.ndarray, retrieved: np.ndarray,
                  cfg: SyncConfig, parts: _Parts, progress: bool,
@@ -308,22 +345,8 @@ def _best_images(texts: np.ndarray, images: np.ndarray,
                 if index is None:
                     index = ExactSearchIndex(images, use_gpu=use_gpu)
                 found = index.search(texts[start:stop], k)  # (n, K)
-                chunk_best = np.empty(stop - start, dtype=np.int64)
-                chunk_score = np.empty(stop - start, dtype=np.float32)
-                for a in range(0, stop - start, _SCORE_BLOCK):
-                    b = min(a + _SCORE_BLOCK, stop - start)
-                    cands = found.indices[a:b]  # (n, K)
-                    scores = _cycle_scores(
-                        np.arange(start + a, start + b), cands, retrieved,
-                        sentences)  # (n, K)
-                    # among equal cycle scores (within float rounding) the
-                    # candidate nearer by text-to-image cosine wins, then
-                    # the lower image row (the search's order)
-                    top = scores.max(axis=1, keepdims=True)  # (n, 1)
-                    pick = (scores >= top - TIE_TOLERANCE).argmax(axis=1)
-                    rows = np.arange(b - a)
-                    chunk_best[a:b] = cands[rows, pick]
-                    chunk_score[a:b] = scores[rows, pick]
+                chunk_best, chunk_score = pick_candidates(
+                    start, found.indices, retrieved, sentences)
                 done = dict(image_idx=chunk_best, cycle_score=chunk_score)
                 parts.save('t2i', chunk, done)
             best[start:stop] = done['image_idx']
