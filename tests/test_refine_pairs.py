@@ -132,12 +132,28 @@ def test_search_topk_is_exact_in_chunks():
     assert ties.indices.tolist() == [[0, 1, 2, 3]]
 
 
-def test_missing_faiss_says_what_to_install(monkeypatch):
+def test_missing_faiss_says_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, 'faiss', None)
     with pytest.raises(MissingPackageError,
                        match='pip install faiss-cpu') as info:
         search_topk(np.ones((1, 2)), np.ones((3, 2)), k=1)
     assert isinstance(info.value, ImportError)
+    # the store-level run says so before encoding any caption
+    _store(tmp_path / 'store', n=4)
+    with pytest.raises(MissingPackageError, match='faiss'):
+        refine_store(tmp_path / 'store', tmp_path / 'out', CFG,
+                     sentence_model='not/loaded', progress=False)
+
+
+def test_missing_sentence_model_folder_is_one_line(tmp_path, capsys):
+    _store(tmp_path / 'store', n=4)
+    run = run_tool_here(capsys, TOOL, str(tmp_path / 'store'),
+                        '--sentence-model', str(tmp_path / 'no_model'),
+                        '--no-progress')
+    assert run.status != 0
+    assert _error_line(run.err).startswith(
+        f'error: {tmp_path / "no_model"}: no such sentence-transformers '
+        'model folder; ')
 
 
 @pytest.mark.parametrize('pairs,fraction,kept', [

@@ -49,7 +49,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         'embeddings, offline)')
     parser.add_argument('--chunk-size', type=int, default=4096,
                         help='queries per search call and per part file '
-                        '(default: 4096); a resumed run must use the same')
+                        '(default: 4096); a rerun with another size '
+                        'computes every chunk anew')
     parser.add_argument('--batch-size', type=int, default=256,
                         help='captions per sentence-model batch '
                         '(default: 256)')

@@ -18,8 +18,8 @@ import numpy as np
 
 from mmpcm.utils.cli import InputError
 
-__all__ = ['MissingPackageError', 'require_package', 'TopK',
-           'ExactSearchIndex', 'search_topk']
+__all__ = ['MissingPackageError', 'require_package', 'require_faiss',
+           'TopK', 'ExactSearchIndex', 'search_topk']
 
 
 class MissingPackageError(InputError, ImportError):
@@ -58,7 +58,9 @@ def require_package(module: str, pip_name: str, needed_for: str
             f'pip install {pip_name}') from error
 
 
-def _faiss() -> ModuleType:
+def require_faiss() -> ModuleType:
+    """faiss, or :class:`MissingPackageError` saying ``pip install
+    faiss-cpu`` (or faiss-gpu)."""
     return require_package(
         'faiss', 'faiss-cpu (or faiss-gpu for a GPU)',
         'the SynC nearest-neighbour search')
@@ -101,7 +103,7 @@ class ExactSearchIndex:
 
     def __init__(self, database: np.ndarray,
                  use_gpu: Optional[bool] = None) -> None:
-        faiss = _faiss()
+        faiss = require_faiss()
         database = _as_float32_rows(database, 'database')
         self.size, self.dim = database.shape
         index = faiss.IndexFlatIP(self.dim)

@@ -14,10 +14,12 @@ Sentence-BERT model in the paper). Two sources:
 Both return L2-normalised float32 ``(P, Ds)`` rows, so an inner product is
 a cosine.
 """
+import os
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from mmpcm.utils.cli import MissingInputError
 from .search import require_package
 
 __all__ = ['CLIP_TEXT_SOURCE', 'load_sentence_model', 'encode_sentences',
@@ -56,8 +58,18 @@ def load_sentence_model(name_or_path: str, device: Optional[str] = None
         sentence_transformers.SentenceTransformer: The model.
 
     Raises:
+        MissingInputError: If ``name_or_path`` is a local path (starts
+            with ``.``, ``/`` or ``~``, or exists) that is not a folder.
         MissingPackageError: If sentence-transformers is not installed.
     """
+    expanded = os.path.expanduser(name_or_path)
+    looks_local = name_or_path.startswith(('.', '/', '~', os.sep)) or (
+        os.path.exists(expanded))
+    if looks_local and not os.path.isdir(expanded):
+        raise MissingInputError(
+            name_or_path, 'no such sentence-transformers model folder',
+            'give a folder written by SentenceTransformer.save, or a hub '
+            'name such as sentence-transformers/all-MiniLM-L6-v2')
     module = require_package(
         'sentence_transformers', 'sentence-transformers',
         '--sentence-model (leave it out to use the store\'s CLIP text '

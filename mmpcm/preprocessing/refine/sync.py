@@ -42,7 +42,7 @@ from mmpcm.datasets.feature_store.pairing import write_npz_deterministic
 from mmpcm.utils.cli import InputError
 from mmpcm.utils.fileio import (PathLike, atomic_write, atomic_write_json,
                                 remove_tmp_files)
-from .search import ExactSearchIndex
+from .search import ExactSearchIndex, require_faiss
 from .sentence import (CLIP_TEXT_SOURCE, clip_text_sentence_embeds,
                        encode_sentences, l2_normalize, load_sentence_model)
 
@@ -557,6 +557,7 @@ def refine_store(store_root: PathLike,
             f'{texts.shape}, the image embeddings {images.shape}: '
             'retrieval needs one width and one row per pair',
             're-extract the features with captions into a new folder')
+    require_faiss()  # before the sentence encoder's work
     os.makedirs(out, exist_ok=True)
     if sentence_model is None:
         sentences = clip_text_sentence_embeds(texts)  # (P, D)
