@@ -176,7 +176,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     met = total_full <= TARGET_SECONDS
     print(f'target: whole refinement <= {TARGET_SECONDS:.0f} s on one GPU: '
           f'{"met" if met else "missed"} ({total_full:.1f} s'
-          f'{", extrapolated" if scale > 1 else ""}, {device})')
+          f'{", extrapolated" if scale > 1 else ""}, {device})'
+          + ('; a GPU target, only indicative on a CPU'
+             if device == 'CPU' else ''))
     common.write_json(args.json, dict(
         num_pairs=num, device=device, chunks=chunks, chunks_run=run_chunks,
         queries_run=stop, seconds=seconds, total_measured=total_measured,
