@@ -265,3 +265,28 @@ def test_cross_domain_configs_change_only_the_training_data(name):
         f'data/{test_set}/test_features_{clip}')
     assert cross.test_evaluator.ann_file == (
         f'data/{test_set}/annotations/karpathy_test_gt.json')
+
+
+# SynC config -> its twin (the same experiment on the unrefined pairs)
+SYNC_TWINS = {
+    'pcm_coco_sync.py': 'pcm_coco.py',
+    'pcm_coco_vit-l14_sync.py': 'pcm_coco_vit-l14.py',
+    'pcm_flickr30k_sync.py': 'pcm_flickr30k.py',
+    'pcm_flickr30k_vit-l14_sync.py': 'pcm_flickr30k_vit-l14.py',
+}
+
+
+@pytest.mark.parametrize('name', sorted(SYNC_TWINS))
+def test_sync_configs_differ_from_their_twin_only_in_the_pairing(name):
+    twin = _load(SYNC_TWINS[name])
+    sync = _load(name)
+    diff = _diff(sync, twin)
+    assert set(diff) == {'train_dataloader.dataset.pairing'}
+    assert diff['train_dataloader.dataset.pairing'][0] == (
+        twin.train_dataloader.dataset.data_root + '_sync')
+
+
+def test_every_sync_config_is_listed():
+    found = {osp.basename(p) for p in glob.glob(
+        osp.join(CONFIG_DIR, 'pcm', '*_sync.py'))}
+    assert found == set(SYNC_TWINS)

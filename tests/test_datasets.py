@@ -361,7 +361,8 @@ def test_dataset_items(store):
     assert len(dataset) == 10
     assert dataset.metainfo['clip'] == store.clip_info.to_dict()
     assert dataset.metainfo['feature_store'] == dict(
-        root=store.root, dtype='float16', has_text_embeds=True, num_items=10)
+        root=store.root, dtype='float16', has_text_embeds=True, num_items=10,
+        pairing=None)
     info = dataset.get_data_info(6)
     assert set(info) == {'sample_idx', 'store_idx', 'image_id', 'caption',
                          'clip_score'}
@@ -557,3 +558,67 @@ def test_read_meta_of_empty_store(tmp_path):
     assert read_meta(tmp_path).num_items == 0
     store = FeatureStore(tmp_path)
     assert len(store) == 0 and store.load_array().shape == (0, D)
+
+
+def _pairing_of(store_root, caption_idx, image_idx, scores):
+    from mmpcm.datasets.feature_store import (Pairing, save_pairing,
+                                              store_meta_sha256)
+    store = FeatureStore(store_root)
+    pairing = Pairing(
+        np.asarray(caption_idx, dtype=np.int64),
+        np.asarray(image_idx, dtype=np.int64),
+        np.asarray(scores, dtype=np.float32),
+        np.zeros(len(caption_idx), dtype=np.float32),
+        dict(settings=dict(method='hand-made'),
+             store=dict(root=str(store_root), num_items=len(store),
+                        meta_sha256=store_meta_sha256(store_root))))
+    folder = str(store_root) + '_sync'
+    save_pairing(pairing, folder)
+    return folder
+
+
+def test_pairing_trains_captions_on_their_chosen_images(tmp_path):
+    captions = [f'caption {i}' for i in range(5)]
+    root = tmp_path / 'store'
+    make_random_feature_store(root, captions, num_patches=4, patch_dim=8,
+                              embed_dim=6, image_ids=[f'im{i}' for i in
+                                                      range(5)])
+    # caption 1 dropped; captions 0 and 3 re-paired; one image serves two
+    pairing = _pairing_of(root, [0, 2, 3, 4], [2, 2, 0, 4],
+                          [0.5, 0.25, 0.125, 0.75])
+    plain = _dataset(root)
+    paired = _dataset(root, pairing=pairing)
+    assert len(paired) == 4
+    store = FeatureStore(root)
+    for p, (c, i, s) in enumerate([(0, 2, 0.5), (2, 2, 0.25), (3, 0, 0.125),
+                                   (4, 4, 0.75)]):
+        item = paired[p]
+        sample = item['data_samples']
+        assert sample.gt_caption == captions[c]
+        assert sample.clip_score == s
+        assert float(item['inputs']['clip_score']) == s
+        np.testing.assert_array_equal(item['inputs']['patch_tokens'].numpy(),
+                                      store.get(i).patch_tokens)
+        np.testing.assert_array_equal(item['inputs']['global_embed'].numpy(),
+                                      store.get(i).global_embed)
+        assert sample.image_id == f'im{i}'
+        assert paired.get_data_info(p)['caption_idx'] == c
+    # without the pairing: every row with its own caption and score
+    assert len(plain) == 5
+    assert plain[3]['data_samples'].gt_caption == captions[3]
+    assert 'Refined pairing' in repr(paired)
+
+
+def test_pairing_of_another_store_is_refused(tmp_path):
+    make_random_feature_store(tmp_path / 'a', ['x', 'y', 'z'], num_patches=4,
+                              patch_dim=8, embed_dim=6)
+    make_random_feature_store(tmp_path / 'b', ['x', 'y', 'z'], num_patches=4,
+                              patch_dim=8, embed_dim=6, seed=1,
+                              clip_model='other')
+    pairing = _pairing_of(tmp_path / 'a', [0, 1], [1, 1], [0.1, 0.2])
+    with pytest.raises(InputError) as info:
+        _dataset(tmp_path / 'b', pairing=pairing)
+    line = _one_line(info.value)
+    assert 'pairing.json' in line, line
+    with pytest.raises(MissingInputError):
+        _dataset(tmp_path / 'a', pairing=str(tmp_path / 'nowhere'))

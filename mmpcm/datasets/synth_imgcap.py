@@ -10,7 +10,7 @@ from mmpretrain.structures import DataSample
 
 from mmpcm.registry import DATASETS
 from mmpcm.utils.cli import InputError
-from .feature_store import FeatureStore
+from .feature_store import FeatureStore, load_pairing
 
 # dataset argument -> meta.json key it is checked against
 _CLIP_ARGS = {
@@ -53,6 +53,13 @@ class SynthImgCapDataset(BaseDataset):
             Defaults to None (not checked).
         with_caption (bool): Require a non-empty caption in every record,
             as training does. Defaults to True.
+        pairing (str, optional): A refined pairing of this store (the folder
+            ``tools/data/refine_pairs.py`` writes, SynC: Kim et al., ACM MM
+            2025): item ``p`` trains caption ``caption_idx[p]`` on the
+            features of store row ``image_idx[p]`` with the pair's
+            recomputed ``clip_score``; captions it dropped are not read. The
+            features are not copied. Defaults to None (every store row with
+            its own caption).
         metainfo (dict, optional): Extra meta information, added to
             ``clip`` (the store's clip info) and ``feature_store`` (``root``,
             ``dtype``, ``has_text_embeds``, ``num_items``). Defaults to None.
@@ -76,7 +83,8 @@ class SynthImgCapDataset(BaseDataset):
         MissingInputError: If the store directory, its meta.json or a shard
             file is missing (a ``FileNotFoundError``).
         InputError: If the store disagrees with the expected CLIP settings
-            (naming meta.json, the key and both values), or, with
+            (naming meta.json, the key and both values), if ``pairing`` was
+            made for another store or is incomplete (naming its file), or, with
             ``with_caption=True``, a record has no caption (naming the
             records file and line); a ``ValueError``.
 
@@ -97,6 +105,7 @@ class SynthImgCapDataset(BaseDataset):
                  patch_dim: Optional[int] = None,
                  embed_dim: Optional[int] = None,
                  with_caption: bool = True,
+                 pairing: Optional[str] = None,
                  metainfo: Optional[Mapping] = None,
                  pipeline: Sequence[Union[dict, Callable]] = (),
                  test_mode: bool = False,
@@ -105,6 +114,7 @@ class SynthImgCapDataset(BaseDataset):
                  serialize_data: bool = True,
                  max_refetch: int = 1000) -> None:
         self.with_caption = with_caption
+        self.pairing = None if pairing is None else os.fspath(pairing)
         self.store = FeatureStore(data_root)
         expected = dict(clip_model=clip_model, num_patches=num_patches,
                         patch_dim=patch_dim, embed_dim=embed_dim)
@@ -117,7 +127,8 @@ class SynthImgCapDataset(BaseDataset):
                 root=self.store.root,
                 dtype=self.store.meta.dtype,
                 has_text_embeds=self.store.has_text_embeds,
-                num_items=len(self.store)))
+                num_items=len(self.store),
+                pairing=self.pairing))
         super().__init__(
             ann_file='',
             metainfo={**store_info, **dict(metainfo or {})},
@@ -134,9 +145,13 @@ class SynthImgCapDataset(BaseDataset):
         """Read every record into a small dict (no feature arrays).
 
         Returns:
-            list[dict]: ``sample_idx``, ``store_idx`` (row in the store),
-            ``image_id``, ``caption`` and ``clip_score`` per item.
+            list[dict]: ``sample_idx``, ``store_idx`` (the store row whose
+            features the item reads), ``image_id``, ``caption`` and
+            ``clip_score`` per item; with a pairing also ``caption_idx``
+            (the store row the caption comes from).
         """
+        if self.pairing is not None:
+            return self._paired_data_list()
         data_list = []
         for store_idx, (path, lineno, record) in enumerate(
                 self.store.iter_records()):
@@ -150,6 +165,28 @@ class SynthImgCapDataset(BaseDataset):
                     image_id=record['image_id'],
                     caption=caption,
                     clip_score=record.get('clip_score')))
+        return data_list
+
+    def _paired_data_list(self) -> List[dict]:
+        """The data list of a refined pairing (see ``pairing``)."""
+        pairing = load_pairing(self.pairing, self.store)
+        rows = list(self.store.iter_records())
+        data_list = []
+        for sample_idx, (caption_idx, image_idx, score) in enumerate(
+                zip(pairing.caption_idx.tolist(), pairing.image_idx.tolist(),
+                    pairing.clip_score.tolist())):
+            path, lineno, record = rows[caption_idx]
+            caption = record.get('caption')
+            if self.with_caption:
+                self._check_caption(caption, path, lineno)
+            data_list.append(
+                dict(
+                    sample_idx=sample_idx,
+                    store_idx=image_idx,
+                    caption_idx=caption_idx,
+                    image_id=rows[image_idx][2]['image_id'],
+                    caption=caption,
+                    clip_score=float(score)))
         return data_list
 
     @staticmethod
@@ -203,7 +240,8 @@ class SynthImgCapDataset(BaseDataset):
             f'CLIP: {clip.model} ({clip.pretrained}), '
             f'{clip.num_patches}x{clip.patch_dim} patches, '
             f'{clip.embed_dim}-d global',
-        ]
+        ] + ([] if self.pairing is None else
+             [f'Refined pairing: {self.pairing}'])
 
     def __repr__(self) -> str:
         head = f'Dataset {type(self).__name__}'

@@ -292,6 +292,21 @@ def build_concepts(paths: WorldPaths) -> List[str]:
     return ConceptVocabulary.load(paths.concepts).words
 
 
+def load_world_config(paths: WorldPaths) -> WorldConfig:
+    """The settings a built world records in its world.json.
+
+    Raises:
+        InputError: If world.json is missing or holds no settings.
+    """
+    remedy = 'build the world first (projects/toyworld/tools/run.py)'
+    content = read_json(paths.config, remedy)
+    if not isinstance(content, dict) or not isinstance(
+            content.get('settings'), dict):
+        raise InputError(paths.config, 'not a toy-world record (no '
+                         '"settings")', remedy)
+    return WorldConfig(**content['settings'])
+
+
 def build_world(root: str, cfg: WorldConfig = WorldConfig()) -> Dict:
     """Build (or finish building) the toy world under ``root``.
 

@@ -24,7 +24,8 @@ from mmpcm_toyworld.experiment import (COLUMNS, VariantScores,
                                        paired_difference_table,
                                        test_variant, train_variant)
 from mmpcm_toyworld.grounding import GroundingReport
-from mmpcm_toyworld.world import WorldConfig, build_world
+from mmpcm_toyworld.refinement import RefinementReport, measure_refinement
+from mmpcm_toyworld.world import WorldConfig, WorldPaths, build_world
 
 PROJECT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 VARIANTS = (
@@ -38,7 +39,9 @@ VARIANTS = (
 # against 'pcm_toyworld.py'.
 EXTRA_VARIANTS = (
     ('full PCM-Net, fast recipe', 'pcm_toyworld_fast.py'),
+    ('full PCM-Net + SynC pairs', 'pcm_toyworld_sync.py'),
 )
+SYNC_CONFIG = 'pcm_toyworld_sync.py'
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -95,6 +98,10 @@ def run_ablation(args: argparse.Namespace) -> int:
                for k, v in options.items()} or None
     if args.threads:
         torch.set_num_threads(args.threads)
+    refinement = None
+    if args.variants and SYNC_CONFIG in args.variants:
+        refinement = refine_world_pairs(args.world)
+        print(refinement.summary(), flush=True)
     results = []
     for name, config in VARIANTS + EXTRA_VARIANTS:
         if (config not in args.variants if args.variants else
@@ -112,7 +119,9 @@ def run_ablation(args: argparse.Namespace) -> int:
         json.dump(dict(world=vars(world), seeds=args.seeds,
                        options=options,
                        variants=[vars(v) for v in results],
-                       grounding=summary['grounding']),
+                       grounding=summary['grounding'],
+                       refinement=(refinement.to_dict()
+                                   if refinement else None)),
                   f, indent=1)
     print('\n' + markdown_table(results))
     if len(results) > 1:
@@ -120,7 +129,20 @@ def run_ablation(args: argparse.Namespace) -> int:
               paired_difference_table(results, results[0]))
     print('\nThe world\'s CLIP on its real test renders: '
           + GroundingReport(**summary['grounding']).summary())
+    if refinement is not None:
+        print(refinement.summary())
     return 0
+
+
+def refine_world_pairs(world_root: str) -> RefinementReport:
+    """Make the SynC pairing of the world's training store (the settings of
+    ``tools/data/refine_pairs.py``) when missing, and judge it."""
+    from mmpcm.preprocessing.refine import refine_store
+    store = WorldPaths(world_root).train_features
+    out = store + '_sync'
+    if not osp.isfile(osp.join(out, 'pairing.json')):
+        refine_store(store, out, progress=False)
+    return measure_refinement(world_root, out)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
