@@ -13,6 +13,8 @@
 #               decoding on the device
 #     generate  SD v1.5 at 512 px: diffusers' default call vs mmpcm's
 #               settings (no compiled row: compilation takes minutes)
+#     refine    SynC refinement of 542,401 pairs, faiss on the GPU (needs
+#               faiss with GPU support; fails at once without it)
 #     compile   torch.compile rows: paper recipe's whole train step as
 #               its configs train it (CUDA graphs; with the reference),
 #               then in inductor's default mode; the fast recipe's,
@@ -25,7 +27,7 @@
 # mmpcm's dependencies need to be installed.
 set -uo pipefail
 if [ $# -lt 1 ]; then
-    sed -n '2,20p' "$0"
+    sed -n '2,22p' "$0"
     exit 2
 fi
 OUT="$1"
@@ -43,15 +45,19 @@ export PYTHONUNBUFFERED=1
 run() {  # run NAME LIMIT SCRIPT ARGS...: python -m benchmarks.SCRIPT
     local name="$1" limit="$2" module="benchmarks.$3"
     shift 3
+    local work=(--workdir "$WORK")
+    case "$module" in
+    benchmarks.refine_speed) work=() ;;  # writes no files: no --workdir
+    esac
     if [ -n "${DRY_RUN:-}" ]; then
-        (IFS=$'\t'; echo "$name"$'\t'"$module"$'\t'"--workdir"$'\t'"$WORK"$'\t'"--json"$'\t'"$OUT/$name.json"$'\t'"$*")
+        (IFS=$'\t'; echo "$name"$'\t'"$module"$'\t'"${work[*]}"$'\t'"--json"$'\t'"$OUT/$name.json"$'\t'"$*")
         return
     fi
     echo "== $name (limit ${limit}s): python -m $module $*" \
         | tee -a "$OUT/steps.log"
     local start=$SECONDS
     (cd "$ROOT" && timeout --kill-after=10 "$limit" "$PY" -m "$module" \
-        --workdir "$WORK" --json "$OUT/$name.json" "$@") \
+        "${work[@]}" --json "$OUT/$name.json" "$@") \
         >"$OUT/$name.log" 2>&1
     local rc=$?
     echo "== $name: exit $rc after $((SECONDS - start))s" \
@@ -73,6 +79,8 @@ for step in "${STEPS[@]}"; do
             --num-images 8192 --batch-size 256 --workers 8 15 --gpu-decode ;;
     generate)
         run generate "${LIMIT_GENERATE:-300}" generate_speed ;;
+    refine)
+        run refine "${LIMIT_REFINE:-600}" refine_speed --device cuda ;;
     compile)
         run compile_train_paper "${LIMIT_COMPILE:-300}" train_throughput \
             --recipe paper --compile train_step --compile-mode reduce-overhead \
@@ -89,7 +97,7 @@ for step in "${STEPS[@]}"; do
         run compile_generate "${LIMIT_COMPILE:-300}" generate_speed \
             --compile ;;
     *)
-        echo "unknown step: $step (train, decode, extract, generate, compile)" >&2
+        echo "unknown step: $step (train, decode, extract, generate, refine, compile)" >&2
         exit 2 ;;
     esac
 done

@@ -19,7 +19,8 @@ SMOKE = osp.join(ROOT, 'configs', 'pcm', 'pcm_smoke.py')
 TOOLS = ('train', 'test', 'caption', 'data/build_concepts',
          'data/coco_objects', 'data/extract_features', 'data/generate_images',
          'data/import_release_features', 'data/make_smoke_data',
-         'data/prepare_corpus', 'model_converters/pcm_release_to_mmpcm',
+         'data/prepare_corpus', 'data/refine_pairs',
+         'model_converters/pcm_release_to_mmpcm',
          'model_converters/publish_model')
 
 
