@@ -288,12 +288,12 @@ def test_run_all_passes_every_script_flags_it_accepts(tmp_path):
     import subprocess
     proc = subprocess.run(
         ['bash', osp.join(ROOT, 'benchmarks', 'run_all.sh'), str(tmp_path),
-         'train', 'decode', 'extract', 'generate', 'compile'],
+         'train', 'decode', 'extract', 'generate', 'refine', 'compile'],
         env={'DRY_RUN': '1', 'PATH': '/usr/bin:/bin'}, capture_output=True,
         text=True, check=True)
     lines = proc.stdout.splitlines()
     names = [line.split('\t')[0] for line in lines]
-    assert names == ['train', 'decode', 'extract', 'generate',
+    assert names == ['train', 'decode', 'extract', 'generate', 'refine',
                      'compile_train_paper', 'compile_train_paper_inductor',
                      'compile_train_fast', 'compile_decode',
                      'compile_generate']

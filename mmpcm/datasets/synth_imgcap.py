@@ -150,43 +150,30 @@ class SynthImgCapDataset(BaseDataset):
             ``clip_score`` per item; with a pairing also ``caption_idx``
             (the store row the caption comes from).
         """
-        if self.pairing is not None:
-            return self._paired_data_list()
+        rows = list(self.store.iter_records())  # (path, line, record)
+        if self.pairing is None:
+            pairs = ((i, i, record.get('clip_score'))
+                     for i, (_, _, record) in enumerate(rows))
+        else:
+            pairing = load_pairing(self.pairing, self.store)
+            pairs = zip(pairing.caption_idx.tolist(),
+                        pairing.image_idx.tolist(),
+                        pairing.clip_score.tolist())
         data_list = []
-        for store_idx, (path, lineno, record) in enumerate(
-                self.store.iter_records()):
-            caption = record.get('caption')
-            if self.with_caption:
-                self._check_caption(caption, path, lineno)
-            data_list.append(
-                dict(
-                    sample_idx=store_idx,
-                    store_idx=store_idx,
-                    image_id=record['image_id'],
-                    caption=caption,
-                    clip_score=record.get('clip_score')))
-        return data_list
-
-    def _paired_data_list(self) -> List[dict]:
-        """The data list of a refined pairing (see ``pairing``)."""
-        pairing = load_pairing(self.pairing, self.store)
-        rows = list(self.store.iter_records())
-        data_list = []
-        for sample_idx, (caption_idx, image_idx, score) in enumerate(
-                zip(pairing.caption_idx.tolist(), pairing.image_idx.tolist(),
-                    pairing.clip_score.tolist())):
+        for sample_idx, (caption_idx, image_idx, score) in enumerate(pairs):
             path, lineno, record = rows[caption_idx]
             caption = record.get('caption')
             if self.with_caption:
                 self._check_caption(caption, path, lineno)
-            data_list.append(
-                dict(
-                    sample_idx=sample_idx,
-                    store_idx=image_idx,
-                    caption_idx=caption_idx,
-                    image_id=rows[image_idx][2]['image_id'],
-                    caption=caption,
-                    clip_score=float(score)))
+            info = dict(
+                sample_idx=sample_idx,
+                store_idx=image_idx,
+                image_id=rows[image_idx][2]['image_id'],
+                caption=caption,
+                clip_score=score)
+            if self.pairing is not None:
+                info['caption_idx'] = caption_idx
+            data_list.append(info)
         return data_list
 
     @staticmethod
