@@ -10,8 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from mmpcm.datasets.feature_store import (Pairing, load_pairing,
-                                          save_pairing, store_meta_sha256)
+from mmpcm.datasets.feature_store import (FeatureStore, Pairing,
+                                          load_pairing, save_pairing,
+                                          store_meta_sha256)
 from mmpcm.preprocessing.refine import (MissingPackageError, SyncConfig,
                                         refine_pairs, refine_store,
                                         search_topk)
@@ -338,6 +339,196 @@ def test_out_dir_must_not_be_the_store(tmp_path):
 
 
 # ---------------------------------------------------------------------------
+# retrieval with another model's embeddings (--retrieval-store)
+# ---------------------------------------------------------------------------
+def _set_embeds(root, images, texts):
+    """Replace a one-shard store's global and text embeddings."""
+    for name, array in (('global_embeds.npy', images),
+                        ('text_embeds.npy', texts)):
+        np.save(osp.join(root, 'shard_00000', name),
+                np.asarray(array, np.float16))
+
+
+def _own_pairs_pool():
+    """Six pairs in D = 16 on which every caption keeps its own image:
+    caption i and image i share axis i, all rows share axis 12 (cross
+    cosines 0.19, own 0.97)."""
+    images = _unit(*[_e(i, D) + 0.5 * _e(12, D) for i in range(6)])
+    texts = _unit(*[_e(i, D) + 0.5 * _e(12, D) + 0.3 * _e(13, D)
+                    for i in range(6)])
+    return images, texts
+
+
+def _hand_made_stores(tmp_path):
+    """A training store (D = 16) whose own embeddings keep every pair, and
+    a retrieval store of the same pairs (width 8, the hand-made pool) that
+    re-pairs captions 0 and 1 to images 2 and 3."""
+    captions = [f'caption {i}' for i in range(6)]
+    train = make_random_feature_store(
+        tmp_path / 'train', captions, num_patches=2, patch_dim=4,
+        embed_dim=D, clip_model='train-clip', with_text_embeds=True)
+    _set_embeds(train.root, *_own_pairs_pool())
+    make_random_feature_store(
+        tmp_path / 'retr', captions, num_patches=3, patch_dim=5,
+        embed_dim=8, clip_model='retrieval-clip', seed=1,
+        with_text_embeds=True)
+    _set_embeds(tmp_path / 'retr', *_hand_made_pool())
+    return tmp_path / 'train', tmp_path / 'retr'
+
+
+HAND_CFG = SyncConfig(num_candidates=3, i2t_k=2, keep_fraction=1.0,
+                      chunk_size=4)
+
+
+def _store_cosines(pairing):
+    g, t = _own_pairs_pool()
+    g, t = g.astype(np.float16).astype(np.float32), t.astype(
+        np.float16).astype(np.float32)
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    t /= np.linalg.norm(t, axis=1, keepdims=True)
+    return (g[pairing.image_idx] * t[pairing.caption_idx]).sum(1)
+
+
+def test_refine_pairs_clip_embeds_score_the_kept_pairs():
+    images, texts = _hand_made_pool()
+    own_images, own_texts = _own_pairs_pool()
+    pairing = refine_pairs(images, texts, texts, HAND_CFG, progress=False,
+                           clip_embeds=(own_images, own_texts),
+                           retrieval=dict(source='test'))
+    assert pairing.image_idx.tolist() == [2, 3, 2, 3, 4, 5]
+    np.testing.assert_allclose(
+        pairing.clip_score, (own_images[pairing.image_idx]
+                             * own_texts).sum(1), atol=1e-6)
+    assert pairing.meta['settings']['retrieval'] == dict(source='test')
+    with pytest.raises(ValueError, match='clip_embeds'):
+        refine_pairs(images, texts, texts, HAND_CFG, progress=False,
+                     clip_embeds=(own_images[:5], own_texts))
+
+
+def test_retrieval_store_drives_the_search_not_the_clip_score(tmp_path):
+    train, retr = _hand_made_stores(tmp_path)
+    # the training store's own embeddings keep every caption's image
+    own = refine_store(train, tmp_path / 'own', HAND_CFG, progress=False)
+    assert own.repaired == 0
+    assert load_pairing(tmp_path / 'own').image_idx.tolist() == list(
+        range(6))
+    # the retrieval store's embeddings re-pair captions 0 and 1
+    summary = refine_store(train, tmp_path / 'out', HAND_CFG,
+                           progress=False, retrieval_store=retr)
+    pairing = load_pairing(tmp_path / 'out', FeatureStore(train))
+    assert pairing.image_idx.tolist() == [2, 3, 2, 3, 4, 5]
+    assert summary.repaired == 2
+    # CLIP scores: the training store's cosines of the new pairs (caption 0
+    # on image 2: 0.19), not the retrieval store's (0.89)
+    want = _store_cosines(pairing)
+    np.testing.assert_allclose(pairing.clip_score, want, atol=1e-3)
+    assert pairing.clip_score[0] < 0.3
+    settings = pairing.meta['settings']
+    assert settings['retrieval'] == dict(
+        source='retrieval_store', root=str(retr), model='retrieval-clip',
+        pretrained=None, embed_dim=8,
+        meta_sha256=store_meta_sha256(str(retr)))
+    assert settings['sentence_model'] == 'clip_text_embeds'
+    own_settings = load_pairing(tmp_path / 'own').meta['settings']
+    assert own_settings['retrieval'] == dict(
+        source='store', model='train-clip', pretrained=None)
+
+
+def test_retrieval_source_is_in_the_parts_fingerprint(tmp_path):
+    import shutil
+    _store(tmp_path / 'store')
+    shutil.copytree(tmp_path / 'store', tmp_path / 'copy')
+    out = tmp_path / 'out'
+    refine_store(tmp_path / 'store', out, CFG, progress=False)
+    want = _bytes(out)['pairing.npz']
+    # the same embeddings as a retrieval store: the same pairs, but the
+    # parts of the store's own retrieval are not reused
+    summary = refine_store(tmp_path / 'store', out, CFG, progress=False,
+                           retrieval_store=tmp_path / 'copy')
+    assert summary.chunks_reused == 0
+    assert _bytes(out)['pairing.npz'] == want
+    settings = json.loads((out / 'parts' / 'settings.json').read_text())
+    assert settings['settings']['retrieval']['source'] == 'retrieval_store'
+    # another retrieval store of the same pairs: computed anew, different
+    _store(tmp_path / 'other', seed=5, model='other')
+    summary = refine_store(tmp_path / 'store', out, CFG, progress=False,
+                           retrieval_store=tmp_path / 'other')
+    assert summary.chunks_reused == 0
+    assert _bytes(out)['pairing.npz'] != want
+    # a rerun resumes every part; back to the store's own: all anew
+    summary = refine_store(tmp_path / 'store', out, CFG, progress=False,
+                           retrieval_store=tmp_path / 'other')
+    assert summary.chunks_reused == 10
+    summary = refine_store(tmp_path / 'store', out, CFG, progress=False)
+    assert summary.chunks_reused == 0
+    assert _bytes(out)['pairing.npz'] == want
+
+
+def _refused(tmp_path, retrieval_root, out='out'):
+    with pytest.raises(InputError) as info:
+        refine_store(tmp_path / 'store', tmp_path / out, CFG,
+                     progress=False, retrieval_store=retrieval_root)
+    assert not (tmp_path / out / 'pairing.json').exists()
+    return info.value
+
+
+def test_retrieval_store_of_other_pairs_is_refused(tmp_path):
+    _store(tmp_path / 'store')
+    # another size
+    _store(tmp_path / 'bigger', n=41, model='other')
+    err = _refused(tmp_path, tmp_path / 'bigger')
+    assert err.path == str(tmp_path / 'bigger' / 'meta.json')
+    assert '41 items' in err.problem and '40' in err.problem
+    # the same size, another caption at item 19 (shard 1, line 4)
+    captions = [f'caption {i}' for i in range(40)]
+    captions[19] = 'a caption of another corpus'
+    make_random_feature_store(
+        tmp_path / 'captions', captions, num_patches=2, patch_dim=4,
+        embed_dim=8, clip_model='other', shard_size=16,
+        with_text_embeds=True)
+    err = _refused(tmp_path, tmp_path / 'captions')
+    assert err.path == str(tmp_path / 'captions' / 'shard_00001' /
+                           'records.jsonl')
+    assert err.problem.startswith('line 4 (item 19): caption ')
+    assert 'another corpus' in err.problem and 'caption 19' in err.problem
+    # the same captions, other image ids
+    make_random_feature_store(
+        tmp_path / 'ids', [f'caption {i}' for i in range(40)],
+        num_patches=2, patch_dim=4, embed_dim=8, clip_model='other',
+        image_ids=[f'img{i}' for i in range(40)], with_text_embeds=True)
+    err = _refused(tmp_path, tmp_path / 'ids')
+    assert err.path == str(tmp_path / 'ids' / 'shard_00000' /
+                           'records.jsonl')
+    assert err.problem.startswith("line 1 (item 0): image_id 'img0'")
+
+
+def test_retrieval_store_embeddings_are_checked(tmp_path):
+    _store(tmp_path / 'store')
+    _store(tmp_path / 'notext', text=False, model='other')
+    err = _refused(tmp_path, tmp_path / 'notext')
+    assert err.path == str(tmp_path / 'notext' / 'meta.json')
+    assert 'retrieval store' in err.problem
+    assert 'text embeddings' in err.problem
+    # its own widths may differ from the store's but must agree
+    make_random_feature_store(
+        tmp_path / 'wide', [f'caption {i}' for i in range(40)],
+        num_patches=2, patch_dim=4, embed_dim=24, clip_model='other',
+        shard_size=16, with_text_embeds=True)
+    bad = tmp_path / 'wide' / 'shard_00001' / 'text_embeds.npy'
+    np.save(bad, np.zeros((16, 20), np.float16))
+    err = _refused(tmp_path, tmp_path / 'wide')
+    assert err.path == str(bad) and '20' in str(err)
+    # a missing retrieval store names its folder; it is not the output
+    with pytest.raises(MissingInputError) as info:
+        refine_store(tmp_path / 'store', tmp_path / 'out', CFG,
+                     progress=False, retrieval_store=tmp_path / 'nope')
+    assert str(tmp_path / 'nope') in str(info.value)
+    _store(tmp_path / 'same', model='other')
+    err = _refused(tmp_path, tmp_path / 'same', out='same')
+    assert 'retrieval store folder itself' in err.problem
+
+
+# ---------------------------------------------------------------------------
 # the pairing file
 # ---------------------------------------------------------------------------
 def _pairing(store_root, n=6):
@@ -505,6 +696,27 @@ def test_cli_good_run_and_resume(tmp_path, capsys):
     assert str(out / 'pairing.json') in run.out
     run = run_tool_here(capsys, TOOL, *args)
     assert run.status == 0 and '10 chunks resumed' in run.out
+
+
+def test_cli_retrieval_store(tmp_path, capsys):
+    train, retr = _hand_made_stores(tmp_path)
+    run = run_tool_here(capsys, TOOL, str(train), '--retrieval-store',
+                        str(retr), '--num-candidates', '3',
+                        '--keep-fraction', '1', '--chunk-size', '4',
+                        '--out', str(tmp_path / 'out'), '--no-progress')
+    assert run.status == 0, run.err
+    assert '6 pairs in, 6 kept, 0 dropped, 2 re-paired' in run.out
+    pairing = load_pairing(tmp_path / 'out', FeatureStore(train))
+    assert pairing.image_idx.tolist() == [2, 3, 2, 3, 4, 5]
+    assert pairing.meta['settings']['retrieval']['root'] == str(retr)
+    # a retrieval store of other pairs: one line naming its file
+    _store(tmp_path / 'other', n=7, model='other')
+    run = run_tool_here(capsys, TOOL, str(train), '--retrieval-store',
+                        str(tmp_path / 'other'), '--no-progress')
+    assert run.status != 0
+    assert _error_line(run.err).startswith(
+        f'error: {tmp_path / "other" / "meta.json"}: the retrieval store '
+        'has 7 items')
 
 
 def test_cli_bad_inputs_are_one_line(tmp_path, capsys):

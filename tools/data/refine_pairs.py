@@ -8,6 +8,13 @@ image retrieves over the whole pool; the best --keep-fraction of pairs by
 that score are kept and their CLIP scores recomputed. Needs a store with
 CLIP text embeddings (extracted with captions).
 
+Both searches use the store's own CLIP embeddings, or, with
+--retrieval-store STORE2, those of a second store of the same images and
+captions (same image_id and caption row by row; checked) extracted with
+another open_clip model (SynC itself retrieves with another model than the
+captioner's CLIP); the recomputed CLIP scores (the CXE weights) stay the
+store's own. pairing.json's settings.retrieval records which was used.
+
 Writes OUT/pairing.npz and OUT/pairing.json (the pairing; pairing.json last)
 and OUT/parts/ (one file per chunk of queries): a rerun of the same command
 after an interruption resumes from the finished chunks.
@@ -17,6 +24,8 @@ Examples:
     python tools/data/refine_pairs.py data/synthimgcap_coco_vitb32 \\
         --out data/coco_sync --sentence-model \\
         sentence-transformers/all-MiniLM-L6-v2
+    python tools/data/refine_pairs.py data/synthimgcap_coco_vitb32 \\
+        --retrieval-store data/synthimgcap_coco_vitl14  # same pairs, L/14
 """
 import argparse
 import os
@@ -42,6 +51,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--keep-fraction', type=float, default=0.9,
                         help='share of pairs kept, rounded half up '
                         '(default: 0.9)')
+    parser.add_argument('--retrieval-store', metavar='STORE2',
+                        help='feature store of the same images and captions '
+                        '(same image_id and caption, row by row) extracted '
+                        'with another open_clip model: both searches use its '
+                        'global and text embeddings; the CLIP scores stay '
+                        'STORE\'s own (default: STORE\'s embeddings)')
     parser.add_argument('--sentence-model', metavar='NAME_OR_PATH',
                         help='sentence-transformers model for the cycle '
                         'score (e.g. sentence-transformers/all-MiniLM-L6-v2 '
@@ -75,7 +90,8 @@ def refine(args: argparse.Namespace) -> int:
     summary = refine_store(args.store, out, cfg,
                            sentence_model=args.sentence_model,
                            batch_size=args.batch_size, device=args.device,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress,
+                           retrieval_store=args.retrieval_store)
     share = summary.repaired / max(summary.kept, 1)
     print(f'SynC: {summary.pairs_in} pairs in, {summary.kept} kept, '
           f'{summary.dropped} dropped, {summary.repaired} re-paired '

@@ -17,6 +17,12 @@ re-assigns images:
 4. The best ``keep_fraction`` of pairs by quality are kept, and each kept
    pair's CLIP score is recomputed from its new image.
 
+The two searches may use another model's embeddings of the same pairs than
+the CLIP score (SynC's own default retrieval model is SigLIP2): in
+:func:`refine_pairs` the ``clip_embeds`` argument, in :func:`refine_store`
+a second feature store of the same images and captions
+(``retrieval_store``).
+
 :func:`refine_pairs` runs it on arrays; :func:`refine_store` on a feature
 store, writing a :class:`~mmpcm.datasets.feature_store.Pairing`. With a
 work folder, both stages write one part file per chunk of queries
@@ -365,7 +371,9 @@ def refine_pairs(image_embeds: np.ndarray,
                  work_dir: Optional[PathLike] = None,
                  progress: bool = True,
                  use_gpu: Optional[bool] = None,
-                 on_part: Optional[PartHook] = None) -> Pairing:
+                 on_part: Optional[PartHook] = None,
+                 clip_embeds: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+                 retrieval: Optional[Dict[str, Any]] = None) -> Pairing:
     """SynC's re-pairing and selection on embedding arrays.
 
     Caption ``c`` (row of ``text_embeds``) gets the candidate image (row of
@@ -381,7 +389,7 @@ def refine_pairs(image_embeds: np.ndarray,
 
     Args:
         image_embeds (np.ndarray): ``(M, D)`` image embeddings of the
-            retrieval model (CLIP global embeddings).
+            retrieval model (both searches use them).
         text_embeds (np.ndarray): ``(P, D)`` caption embeddings of the same
             model.
         sentence_embeds (np.ndarray): ``(P, Ds)`` sentence embeddings of the
@@ -394,12 +402,21 @@ def refine_pairs(image_embeds: np.ndarray,
             when faiss has one).
         on_part (Callable[[str], None], optional): Called with each part
             file's path once it is written.
+        clip_embeds (tuple[np.ndarray, np.ndarray], optional): ``(M, Dc)``
+            image and ``(P, Dc)`` caption embeddings (same rows as the
+            retrieval arrays, any width ``Dc``) the kept pairs'
+            ``clip_score`` is computed from. None: the retrieval arrays.
+        retrieval (dict, optional): A JSON-able description of where the
+            retrieval embeddings come from; part of the parts' fingerprint
+            (parts of another source are computed anew, never mixed) and
+            recorded as ``meta['settings']['retrieval']``.
 
     Returns:
         Pairing: Kept pairs sorted by caption row; ``clip_score`` is the
         cosine of ``image_embeds[image_idx]`` and
-        ``text_embeds[caption_idx]``; ``meta`` holds ``'settings'`` and
-        ``'method'`` (no ``'store'``: :func:`refine_store` adds it).
+        ``text_embeds[caption_idx]`` (of ``clip_embeds`` when given);
+        ``meta`` holds ``'settings'`` and ``'method'`` (no ``'store'``:
+        :func:`refine_store` adds it).
 
     Raises:
         ValueError: If the arrays' shapes disagree.
@@ -419,7 +436,23 @@ def refine_pairs(image_embeds: np.ndarray,
     if not len(images) or not len(texts):
         raise ValueError('refine_pairs needs at least one image and one '
                          'caption')
-    settings = cfg.search_settings()
+    if clip_embeds is None:
+        clip_images, clip_texts = images, texts
+    else:
+        clip_images = l2_normalize(_rows(clip_embeds[0],
+                                         'clip_embeds[0]'))  # (M, Dc)
+        clip_texts = l2_normalize(_rows(clip_embeds[1],
+                                        'clip_embeds[1]'))  # (P, Dc)
+        if (clip_images.shape[1] != clip_texts.shape[1]
+                or len(clip_images) != len(images)
+                or len(clip_texts) != len(texts)):
+            raise ValueError(
+                f'clip_embeds are {clip_images.shape} and '
+                f'{clip_texts.shape}: they need one width and the rows of '
+                f'image_embeds {images.shape} and text_embeds {texts.shape}')
+    settings: Dict[str, Any] = dict(cfg.search_settings())
+    if retrieval is not None:
+        settings['retrieval'] = retrieval
     parts = _Parts(
         os.fspath(work_dir) if work_dir is not None else None,
         _fingerprint(settings, images, texts, sentences) if work_dir
@@ -432,9 +465,11 @@ def refine_pairs(image_embeds: np.ndarray,
     ranked = np.lexsort((np.arange(num_pairs), -quality))  # (P, ) best first
     kept = np.sort(ranked[:cfg.num_kept(num_pairs)])  # (P', )
     image_idx = best[kept]  # (P', )
-    clip_score = np.einsum('nd,nd->n', images[image_idx],
-                           texts[kept]).astype(np.float32)  # (P', )
+    clip_score = np.einsum('nd,nd->n', clip_images[image_idx],
+                           clip_texts[kept]).astype(np.float32)  # (P', )
     meta = dict(method=METHOD, settings=asdict(cfg))
+    if retrieval is not None:
+        meta['settings']['retrieval'] = retrieval
     if parts.folder is not None:
         meta['reused_parts'] = parts.reused  # not saved (see refine_store)
     return Pairing(caption_idx=kept.astype(np.int64), image_idx=image_idx,
@@ -489,6 +524,81 @@ def _cached_sentence_embeds(store: FeatureStore, out_dir: str,
     return embeds
 
 
+def _text_embeds_required(store: FeatureStore, role: str,
+                          remedy: str) -> None:
+    if not store.has_text_embeds:
+        raise InputError(
+            store.meta_path, f'has_text_embeds is false: the {role} holds '
+            'no CLIP text embeddings of its captions, which SynC retrieves '
+            'captions and candidate images with', remedy)
+
+
+def _embed_arrays(store: FeatureStore) -> Tuple[np.ndarray, np.ndarray]:
+    """The store's ``(M, D)`` global and ``(M, D)`` text embeddings
+    (float16), checked to have one width and one row per pair."""
+    images = store.load_array(GLOBAL_FILE)  # (M, D) float16
+    texts = store.load_array(TEXT_FILE)  # (P, D) float16
+    if texts.shape[1] != images.shape[1] or len(texts) != len(images):
+        raise InputError(
+            store.shard_path(0, TEXT_FILE), f'text embeddings are '
+            f'{texts.shape}, the image embeddings {images.shape}: '
+            'retrieval needs one width and one row per pair',
+            're-extract the features with captions into a new folder')
+    return images, texts
+
+
+def _open_retrieval_store(root: str, store: FeatureStore,
+                          out: str) -> FeatureStore:
+    """The retrieval store, checked to hold the training store's pairs.
+
+    Raises:
+        MissingInputError: If it or one of its files is missing.
+        InputError: If it is the output folder, has no text embeddings, or
+            differs from ``store`` in size, or in ``image_id`` or caption
+            at some row (the first such row is named).
+    """
+    if osp.abspath(out) == osp.abspath(root):
+        raise InputError(out, 'is the retrieval store folder itself',
+                         'write the pairing to a folder of its own')
+    other = FeatureStore(root)
+    redo = ('extract it from the same images and captions as '
+            f'{store.root} (tools/data/extract_features.py OUT --generated '
+            'GEN_DIR --model MODEL --pretrained TAG)')
+    _text_embeds_required(other, 'retrieval store', redo)
+    if len(other) != len(store):
+        raise InputError(
+            other.meta_path, f'the retrieval store has {len(other)} items, '
+            f'the store it retrieves for ({store.root}) {len(store)}: it '
+            'must hold the same pairs, row by row', redo)
+    mine = store.records
+    for item, (path, line, record) in enumerate(other.iter_records()):
+        want = mine[item]
+        for key in ('image_id', 'caption'):
+            if record.get(key) != want.get(key):
+                raise InputError(
+                    path, f'line {line} (item {item}): {key} '
+                    f'{record.get(key)!r}, the store it retrieves for '
+                    f'({store.root}) has {want.get(key)!r} there: a '
+                    'retrieval store must hold the same pairs, row by row',
+                    redo)
+    return other
+
+
+def _retrieval_source(store: FeatureStore,
+                      retrieval: Optional[FeatureStore]) -> Dict[str, Any]:
+    """The identity of the retrieval embeddings (in the parts'
+    fingerprint; pairing.json's ``settings.retrieval`` adds the retrieval
+    store's ``root``, which a path spelled otherwise may change)."""
+    if retrieval is None:
+        clip = store.clip_info
+        return dict(source='store', model=clip.model,
+                    pretrained=clip.pretrained)
+    clip = retrieval.clip_info
+    return dict(source='retrieval_store', model=clip.model,
+                pretrained=clip.pretrained, embed_dim=clip.embed_dim,
+                meta_sha256=store_meta_sha256(retrieval.root))
+
+
 def refine_store(store_root: PathLike,
                  out_dir: PathLike,
                  cfg: SyncConfig = SyncConfig(),
@@ -496,15 +606,23 @@ def refine_store(store_root: PathLike,
                  batch_size: int = 256,
                  device: Optional[str] = None,
                  progress: bool = True,
-                 on_part: Optional[PartHook] = None) -> RefineSummary:
+                 on_part: Optional[PartHook] = None,
+                 retrieval_store: Optional[PathLike] = None
+                 ) -> RefineSummary:
     """Refine a feature store's pairs with SynC and save the pairing.
 
-    Retrieval uses the store's own CLIP embeddings (``global_embeds.npy``
-    and ``text_embeds.npy``); the cycle score uses ``sentence_model`` or,
-    by default, the same CLIP text embeddings (offline, no model). Parts
-    go to ``<out_dir>/parts/`` and a rerun resumes from them; the result is
-    ``<out_dir>/pairing.npz`` and ``pairing.json`` (see
-    :mod:`mmpcm.datasets.feature_store.pairing`).
+    Retrieval (both searches) uses the store's own CLIP embeddings
+    (``global_embeds.npy`` and ``text_embeds.npy``) or, with
+    ``retrieval_store``, those of a second store of the same pairs
+    extracted with another model; each kept pair's CLIP score is always
+    the store's own CLIP cosine. The cycle score uses ``sentence_model``
+    or, by default, the store's own CLIP text embeddings (offline, no
+    model). Parts go to ``<out_dir>/parts/`` and a rerun resumes from
+    them; the result is ``<out_dir>/pairing.npz`` and ``pairing.json``
+    (see :mod:`mmpcm.datasets.feature_store.pairing`); its
+    ``settings.retrieval`` records the retrieval source (``source``:
+    ``'store'`` or ``'retrieval_store'`` with that store's ``root``,
+    CLIP ``model``, ``pretrained``, ``embed_dim`` and ``meta_sha256``).
 
     Args:
         store_root (str | PathLike): The feature store (with text
@@ -520,15 +638,23 @@ def refine_store(store_root: PathLike,
         progress (bool): tqdm bars on stderr. Defaults to True.
         on_part (Callable[[str], None], optional): Called with each part
             file's path once it is written.
+        retrieval_store (str | PathLike, optional): A feature store of the
+            same images and captions, row by row (same ``image_id`` and
+            caption), extracted with another open_clip model; its
+            ``global_embeds`` and ``text_embeds`` (of any one width) drive
+            both searches. Recorded in pairing.json as given.
 
     Returns:
         RefineSummary: Counts, seconds and the output folder.
 
     Raises:
-        MissingInputError: If the store or one of its files is missing.
-        InputError: If the store has no text embeddings (naming its
-            meta.json), its embedding widths differ (naming the file), it
-            is empty, a caption is missing, or ``out_dir`` is the store.
+        MissingInputError: If a store or one of its files is missing.
+        InputError: If a store has no text embeddings (naming its
+            meta.json), its embedding widths differ (naming the file), the
+            store is empty, a caption is missing, ``out_dir`` is a store,
+            or the retrieval store holds other pairs (another size, naming
+            its meta.json; another ``image_id`` or caption, naming the
+            records file and the first such line).
         MissingPackageError: If faiss (or sentence-transformers, for
             ``sentence_model``) is not installed.
     """
@@ -539,24 +665,22 @@ def refine_store(store_root: PathLike,
         raise InputError(out, 'is the feature store folder itself',
                          'write the pairing to a folder of its own, e.g. '
                          f'{root.rstrip(os.sep)}_sync')
-    if not store.has_text_embeds:
-        raise InputError(
-            store.meta_path, 'has_text_embeds is false: the store holds no '
-            'CLIP text embeddings of its captions, which SynC retrieves '
-            'captions and candidate images with',
-            're-extract the features with captions (tools/data/'
-            'extract_features.py OUT --generated GEN_DIR) into a new folder')
+    _text_embeds_required(
+        store, 'store', 're-extract the features with captions (tools/data/'
+        'extract_features.py OUT --generated GEN_DIR) into a new folder')
     if not len(store):
         raise InputError(store.meta_path, 'the store has no items',
                          'refine a store with pairs in it')
-    images = store.load_array(GLOBAL_FILE)  # (M, D) float16
-    texts = store.load_array(TEXT_FILE)  # (P, D) float16
-    if texts.shape[1] != images.shape[1] or len(texts) != len(images):
-        raise InputError(
-            store.shard_path(0, TEXT_FILE), f'text embeddings are '
-            f'{texts.shape}, the image embeddings {images.shape}: '
-            'retrieval needs one width and one row per pair',
-            're-extract the features with captions into a new folder')
+    images, texts = _embed_arrays(store)  # (M, D), (P, D) float16
+    other = (None if retrieval_store is None else _open_retrieval_store(
+        os.fspath(retrieval_store), store, out))
+    if other is None:
+        search_images, search_texts = images, texts
+        clip_embeds = None
+    else:
+        search_images, search_texts = _embed_arrays(other)  # (M, D2) each
+        clip_embeds = (images, texts)
+    retrieval = _retrieval_source(store, other)
     require_faiss()  # before the sentence encoder's work
     os.makedirs(out, exist_ok=True)
     if sentence_model is None:
@@ -567,14 +691,15 @@ def refine_store(store_root: PathLike,
                                             batch_size, device, progress)
         sentence_source = sentence_model
     pairing = refine_pairs(
-        images, texts, sentences, cfg, work_dir=out, progress=progress,
-        use_gpu=False if device == 'cpu' else None, on_part=on_part)
+        search_images, search_texts, sentences, cfg, work_dir=out,
+        progress=progress, use_gpu=False if device == 'cpu' else None,
+        on_part=on_part, clip_embeds=clip_embeds, retrieval=retrieval)
     reused = int(pairing.meta.pop('reused_parts', 0))
-    clip = store.clip_info
-    pairing.meta['settings'].update(
-        retrieval=f'store CLIP {clip.model} ({clip.pretrained}): '
-        f'{GLOBAL_FILE} and {TEXT_FILE}',
-        sentence_model=sentence_source)
+    if retrieval_store is not None:
+        pairing.meta['settings']['retrieval'] = dict(
+            source='retrieval_store', root=os.fspath(retrieval_store),
+            **{k: v for k, v in retrieval.items() if k != 'source'})
+    pairing.meta['settings'].update(sentence_model=sentence_source)
     pairing.meta['store'] = dict(root=root, num_items=len(store),
                                  meta_sha256=store_meta_sha256(root))
     save_pairing(pairing, out)
