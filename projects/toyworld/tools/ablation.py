@@ -4,7 +4,8 @@ over several seeds, as a mean ± std table (markdown and JSON).
 Each (variant, seed) run keeps its scores in ``<work-dir>/<variant>/seed<k>/
 result.json`` and is skipped when that exists, so a rerun resumes, and
 several processes can share the work (``--variants``) before a last call
-prints the whole table."""
+prints the whole table. A kept result is reused whatever code made it: use
+a fresh ``--work-dir`` after changing mmpcm or the world."""
 import argparse
 import json
 import logging
