@@ -754,3 +754,278 @@ def test_cli_debug_and_a_light_help():
     done = subprocess.run([sys.executable, '-c', code], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert 'HEAVY []' in done.stdout, done.stdout + done.stderr
+
+
+# ---------------------------------------------------------------------------
+# retrieval with an open_clip model (--retrieval-model, e.g. SigLIP2)
+# ---------------------------------------------------------------------------
+MODEL_CAPTIONS = ['A red square.', 'a green circle.', 'A Blue triangle',
+                  'two yellow dots.', 'A black line.', 'a white field.']
+MODEL_COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200),
+                 (220, 220, 40), (10, 10, 10), (245, 245, 245)]
+
+
+def _tiny_clip_folder(folder):
+    """A tiny random open_clip model saved as a local-dir: folder (as the
+    toy world saves its CLIP); returns its model name."""
+    import torch
+    from safetensors.torch import save_file
+
+    from mmpcm.testing import TINY_CLIP_CFG
+    from mmpcm.testing.pipelines import build_tiny_open_clip
+    os.makedirs(folder, exist_ok=True)
+    model = build_tiny_open_clip(seed=3)
+    with torch.no_grad():  # not a flat image tower: images must differ
+        model.visual.proj.mul_(4)
+    config = dict(model_cfg=TINY_CLIP_CFG,
+                  preprocess_cfg=dict(size=32, mean=[0.5, 0.4, 0.3],
+                                      std=[0.2, 0.25, 0.3]))
+    with open(osp.join(folder, 'open_clip_config.json'), 'w') as f:
+        json.dump(config, f)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              osp.join(folder, 'open_clip_model.safetensors'))
+    return f'local-dir:{folder}'
+
+
+def _model_world(tmp_path, normalised=True):
+    """A generation folder of 6 PNGs (various sizes), a store of their
+    captions (records with "image"; clip_score_text as the extraction
+    writes it) and the tiny model."""
+    from PIL import Image
+    gen = tmp_path / 'gen'
+    os.makedirs(gen / 'images')
+    rels = []
+    for i, colour in enumerate(MODEL_COLOURS):
+        rel = f'images/{i:03d}.png'
+        pixels = np.zeros((20 + 3 * i, 40 - 2 * i, 3), np.uint8)
+        pixels[...] = colour
+        pixels[::3, ::2] = 255 - np.asarray(colour)  # some texture
+        Image.fromarray(pixels).save(gen / rel)
+        rels.append(rel)
+    store = make_random_feature_store(
+        tmp_path / 'store', MODEL_CAPTIONS, num_patches=2, patch_dim=4,
+        embed_dim=D, clip_model='train-clip', with_text_embeds=True,
+        shard_size=4)
+    item = 0
+    for shard in sorted(n for n in os.listdir(store.root)
+                        if n.startswith('shard_')):
+        path = osp.join(store.root, shard, 'records.jsonl')
+        lines = []
+        for line in open(path).read().splitlines():
+            record = json.loads(line)
+            record['image'] = rels[item]
+            item += 1
+            lines.append(json.dumps(record))
+        open(path, 'w').write('\n'.join(lines) + '\n')
+    if normalised:
+        meta_path = osp.join(store.root, 'meta.json')
+        meta = json.load(open(meta_path))
+        meta['clip_score_text'] = 'lowercase_strip_final_period'
+        json.dump(meta, open(meta_path, 'w'))
+    name = _tiny_clip_folder(str(tmp_path / 'tiny_clip'))
+    return tmp_path / 'store', gen, rels, name
+
+
+def _reference_embeds(name, gen, rels, captions):
+    """What the retrieval must use: the model's own normalised
+    encode_image / encode_text of the images and the CLIP-normalised
+    captions, computed here independently."""
+    import open_clip
+    import torch
+    from PIL import Image
+    model, _, preprocess = open_clip.create_model_and_transforms(name)
+    tokenizer = open_clip.get_tokenizer(name)
+    model.eval()
+    with torch.no_grad():
+        pixels = torch.stack([preprocess(Image.open(gen / r).convert('RGB'))
+                              for r in rels])
+        images = torch.nn.functional.normalize(model.encode_image(pixels),
+                                               dim=-1).numpy()
+        texts = torch.nn.functional.normalize(
+            model.encode_text(tokenizer(captions)), dim=-1).numpy()
+    return images, texts
+
+
+MODEL_CFG = SyncConfig(num_candidates=3, i2t_k=2, keep_fraction=1.0,
+                       chunk_size=4)
+
+
+def _spy_refine_pairs(monkeypatch):
+    from mmpcm.preprocessing.refine import sync
+    seen = {}
+    real = sync.refine_pairs
+
+    def spy(images, texts, *args, **kwargs):
+        seen.update(images=np.asarray(images), texts=np.asarray(texts),
+                    clip_embeds=kwargs.get('clip_embeds'))
+        return real(images, texts, *args, **kwargs)
+
+    monkeypatch.setattr(sync, 'refine_pairs', spy)
+    return seen
+
+
+def test_retrieval_model_embeds_the_store_images_and_captions(
+        tmp_path, monkeypatch):
+    store, gen, rels, name = _model_world(tmp_path)
+    seen = _spy_refine_pairs(monkeypatch)
+    written = []
+    summary = refine_store(store, tmp_path / 'out', MODEL_CFG,
+                           progress=False, device='cpu',
+                           retrieval_model=name, image_root=gen,
+                           on_part=written.append, batch_size=4)
+    want_images, want_texts = _reference_embeds(
+        name, gen, rels, ['a red square', 'a green circle',
+                          'a blue triangle', 'two yellow dots',
+                          'a black line', 'a white field'])
+    np.testing.assert_allclose(seen['images'], want_images, atol=1e-5)
+    np.testing.assert_allclose(seen['texts'], want_texts, atol=1e-5)
+    # the images differ (a flat tower would pass any loader)
+    assert (want_images @ want_images.T)[~np.eye(6, dtype=bool)].max() < 0.99
+    # the captions really were normalised: the raw ones embed otherwise
+    _, raw = _reference_embeds(name, gen, rels, MODEL_CAPTIONS)
+    assert np.abs(raw - want_texts).max() > 1e-3
+    # the CLIP scores stay the store's own
+    own = FeatureStore(store)
+    assert seen['clip_embeds'][0].shape == (6, D)
+    pairing = load_pairing(tmp_path / 'out', own)
+    g = own.load_array('global_embeds.npy').astype(np.float32)
+    t = own.load_array('text_embeds.npy').astype(np.float32)
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    t /= np.linalg.norm(t, axis=1, keepdims=True)
+    np.testing.assert_allclose(
+        pairing.clip_score,
+        (g[pairing.image_idx] * t[pairing.caption_idx]).sum(1), atol=1e-3)
+    assert summary.pairs_in == 6
+    # the caches: written once each, holding the same embeddings
+    parts = tmp_path / 'out' / 'parts'
+    assert {osp.basename(p) for p in written} >= {'retrieval_images.npz',
+                                                   'retrieval_texts.npz'}
+    with np.load(parts / 'retrieval_images.npz') as data:
+        np.testing.assert_allclose(data['embeds'], want_images, atol=1e-5)
+    retrieval = pairing.meta['settings']['retrieval']
+    folder = name[len('local-dir:'):]
+    assert retrieval['source'] == 'retrieval_model'
+    assert retrieval['model'] == name and retrieval['pretrained'] is None
+    assert retrieval['embed_dim'] == 16
+    assert retrieval['image_root'] == str(gen)
+    assert len(retrieval['weights_sha256']) == 64
+    settings = json.loads((parts / 'settings.json').read_text())
+    assert settings['settings']['retrieval']['model'] == name
+    assert osp.isdir(folder)
+
+
+def test_retrieval_model_rerun_reuses_the_cached_embeddings(
+        tmp_path, monkeypatch):
+    store, gen, _, name = _model_world(tmp_path)
+    out = tmp_path / 'out'
+    kwargs = dict(progress=False, device='cpu', retrieval_model=name,
+                  image_root=gen)
+    refine_store(store, out, MODEL_CFG, **kwargs)
+    want = _bytes(out)['pairing.npz']
+    caches = [out / 'parts' / n for n in ('retrieval_images.npz',
+                                          'retrieval_texts.npz')]
+    stamps = [p.stat().st_mtime_ns for p in caches]
+    # a rerun neither loads the model nor rewrites the caches
+    import open_clip
+
+    def no_model(*args, **kwargs):
+        raise AssertionError('the model was loaded again')
+
+    monkeypatch.setattr(open_clip, 'create_model_and_transforms', no_model)
+    written = []
+    summary = refine_store(store, out, MODEL_CFG, on_part=written.append,
+                           **kwargs)
+    assert written == [] and summary.chunks_reused == 4
+    assert [p.stat().st_mtime_ns for p in caches] == stamps
+    assert _bytes(out)['pairing.npz'] == want
+    # the store's own retrieval in the same folder: its parts are redone,
+    # the caches stay for the next model run
+    refine_store(store, out, MODEL_CFG, progress=False)
+    assert all(p.is_file() for p in caches)
+    assert refine_store(store, out, MODEL_CFG, **kwargs).chunks_reused == 0
+    assert _bytes(out)['pairing.npz'] == want
+    # other weights in the folder: another model, the caches are redone
+    monkeypatch.undo()
+    folder = name[len('local-dir:'):]
+    from safetensors.torch import load_file, save_file
+    weights = osp.join(folder, 'open_clip_model.safetensors')
+    state = load_file(weights)
+    state['visual.proj'] = state['visual.proj'].flip(0).contiguous()
+    save_file(state, weights)
+    written.clear()
+    refine_store(store, out, MODEL_CFG, on_part=written.append, **kwargs)
+    assert {osp.basename(p) for p in written} >= {'retrieval_images.npz'}
+
+
+def test_retrieval_model_missing_image_is_one_error(tmp_path, capsys):
+    store, gen, rels, name = _model_world(tmp_path)
+    os.remove(gen / rels[4])
+    with pytest.raises(InputError) as info:
+        refine_store(store, tmp_path / 'out', MODEL_CFG, progress=False,
+                     device='cpu', retrieval_model=name, image_root=gen)
+    err = info.value
+    assert err.path == str(gen / rels[4])
+    assert 'no such file' in err.problem and 'image_id 4' in err.problem
+    assert 'shard_00001' in err.problem and 'line 1' in err.problem
+    assert not (tmp_path / 'out' / 'pairing.json').exists()
+    run = run_tool_here(capsys, TOOL, str(store), '--retrieval-model', name,
+                        '--image-root', str(gen), '--device', 'cpu',
+                        '--out', str(tmp_path / 'out'), '--no-progress')
+    assert run.status != 0
+    assert _error_line(run.err).startswith(f'error: {gen / rels[4]}: ')
+
+
+def test_retrieval_model_refusals(tmp_path, capsys):
+    store, gen, _, name = _model_world(tmp_path)
+    with pytest.raises(InputError, match='--retrieval-store'):
+        refine_store(store, tmp_path / 'out', MODEL_CFG, progress=False,
+                     retrieval_store=store, retrieval_model=name,
+                     image_root=gen)
+    with pytest.raises(InputError) as info:
+        refine_store(store, tmp_path / 'out', MODEL_CFG, progress=False,
+                     retrieval_model=name)
+    assert info.value.path == '--image-root'
+    with pytest.raises(InputError) as info:
+        refine_store(store, tmp_path / 'out', MODEL_CFG, progress=False,
+                     retrieval_model=name, retrieval_pretrained='x.pt',
+                     image_root=gen)
+    assert info.value.path == '--retrieval-pretrained'
+    with pytest.raises(MissingInputError):
+        refine_store(store, tmp_path / 'out', MODEL_CFG, progress=False,
+                     retrieval_model=name, image_root=tmp_path / 'nope')
+    # a store whose records lack the image path: its records file named
+    _store(tmp_path / 'noimage', n=6)
+    with pytest.raises(InputError) as info:
+        refine_store(tmp_path / 'noimage', tmp_path / 'out2', MODEL_CFG,
+                     progress=False, retrieval_model=name, image_root=gen)
+    assert info.value.path.endswith('records.jsonl')
+    assert 'line 1' in info.value.problem
+    # the command line: the two sources exclude each other
+    with pytest.raises(SystemExit) as info:
+        run_tool_here(capsys, TOOL, str(store), '--retrieval-model', name,
+                      '--image-root', str(gen), '--retrieval-store',
+                      str(store))
+    assert info.value.code == 2
+    assert 'exclude each other' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run_tool_here(capsys, TOOL, str(store), '--retrieval-model', name)
+    assert '--image-root' in capsys.readouterr().err
+
+
+def test_cli_retrieval_model(tmp_path, capsys, monkeypatch):
+    store, gen, rels, name = _model_world(tmp_path)
+    seen = _spy_refine_pairs(monkeypatch)
+    run = run_tool_here(capsys, TOOL, str(store), '--retrieval-model', name,
+                        '--image-root', str(gen), '--device', 'cpu',
+                        '--num-candidates', '3', '--keep-fraction', '1',
+                        '--chunk-size', '4', '--batch-size', '2',
+                        '--out', str(tmp_path / 'out'), '--no-progress')
+    assert run.status == 0, run.err
+    assert '6 pairs in, 6 kept, 0 dropped' in run.out
+    pairing = load_pairing(tmp_path / 'out', FeatureStore(store))
+    retrieval = pairing.meta['settings']['retrieval']
+    assert retrieval['source'] == 'retrieval_model'
+    assert retrieval['model'] == name
+    assert retrieval['image_root'] == str(gen)
+    want_images, _ = _reference_embeds(name, gen, rels, ['x'])
+    np.testing.assert_allclose(seen['images'], want_images, atol=1e-5)

@@ -12,8 +12,12 @@ Both searches use the store's own CLIP embeddings, or, with
 --retrieval-store STORE2, those of a second store of the same images and
 captions (same image_id and caption row by row; checked) extracted with
 another open_clip model (SynC itself retrieves with another model than the
-captioner's CLIP); the recomputed CLIP scores (the CXE weights) stay the
-store's own. pairing.json's settings.retrieval records which was used.
+captioner's CLIP), or, with --retrieval-model NAME [--retrieval-pretrained
+FILE_OR_TAG] --image-root GEN_DIR, an open_clip model's embeddings of the
+store's images (record "image", relative to GEN_DIR) and captions, computed
+once and cached in OUT/parts/ (SynC's default: ViT-B-16-SigLIP2-256); the
+recomputed CLIP scores (the CXE weights) stay the store's own.
+pairing.json's settings.retrieval records which was used.
 
 Writes OUT/pairing.npz and OUT/pairing.json (the pairing; pairing.json last)
 and OUT/parts/ (one file per chunk of queries): a rerun of the same command
@@ -26,6 +30,10 @@ Examples:
         sentence-transformers/all-MiniLM-L6-v2
     python tools/data/refine_pairs.py data/synthimgcap_coco_vitb32 \\
         --retrieval-store data/synthimgcap_coco_vitl14  # same pairs, L/14
+    python tools/data/refine_pairs.py data/synthimgcap_coco_vitb32 \
+        --retrieval-model ViT-B-16-SigLIP2-256 \
+        --retrieval-pretrained checkpoints/siglip2_b16_256.bin \
+        --image-root data/coco/synthetic  # SynC's SigLIP2
 """
 import argparse
 import os
@@ -57,6 +65,19 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         'with another open_clip model: both searches use its '
                         'global and text embeddings; the CLIP scores stay '
                         'STORE\'s own (default: STORE\'s embeddings)')
+    parser.add_argument('--retrieval-model', metavar='NAME',
+                        help='open_clip model (e.g. ViT-B-16-SigLIP2-256, or '
+                        'local-dir:FOLDER) whose image and caption '
+                        'embeddings of STORE\'s pairs drive both searches; '
+                        'needs --image-root; not with --retrieval-store')
+    parser.add_argument('--retrieval-pretrained', metavar='FILE_OR_TAG',
+                        help='--retrieval-model\'s open_clip pretrained tag '
+                        'or weight file (default: random weights, or the '
+                        'local-dir folder\'s)')
+    parser.add_argument('--image-root', metavar='GEN_DIR',
+                        help='the generation folder the store\'s image '
+                        'paths (record "image") are relative to, for '
+                        '--retrieval-model')
     parser.add_argument('--sentence-model', metavar='NAME_OR_PATH',
                         help='sentence-transformers model for the cycle '
                         'score (e.g. sentence-transformers/all-MiniLM-L6-v2 '
@@ -67,14 +88,27 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         '(default: 4096); a rerun with another size '
                         'computes every chunk anew')
     parser.add_argument('--batch-size', type=int, default=256,
-                        help='captions per sentence-model batch '
+                        help='captions per sentence-model batch, and '
+                        'images or captions per retrieval-model batch '
                         '(default: 256)')
     parser.add_argument('--device', default=None,
                         help='cpu keeps everything on the CPU (default: a '
-                        'GPU where faiss and the sentence model find one)')
+                        'GPU where faiss and the sentence and retrieval '
+                        'models find one)')
     parser.add_argument('--no-progress', action='store_true')
     add_debug_flag(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.retrieval_model and args.retrieval_store:
+        parser.error('--retrieval-model and --retrieval-store exclude each '
+                     'other: give one retrieval source')
+    for option in ('retrieval_pretrained', 'image_root'):
+        if getattr(args, option) and not args.retrieval_model:
+            parser.error(f'--{option.replace("_", "-")} goes with '
+                         '--retrieval-model')
+    if args.retrieval_model and not args.image_root:
+        parser.error('--retrieval-model needs --image-root (the generation '
+                     'folder of the store\'s images)')
+    return args
 
 
 def refine(args: argparse.Namespace) -> int:
@@ -91,7 +125,10 @@ def refine(args: argparse.Namespace) -> int:
                            sentence_model=args.sentence_model,
                            batch_size=args.batch_size, device=args.device,
                            progress=not args.no_progress,
-                           retrieval_store=args.retrieval_store)
+                           retrieval_store=args.retrieval_store,
+                           retrieval_model=args.retrieval_model,
+                           retrieval_pretrained=args.retrieval_pretrained,
+                           image_root=args.image_root)
     share = summary.repaired / max(summary.kept, 1)
     print(f'SynC: {summary.pairs_in} pairs in, {summary.kept} kept, '
           f'{summary.dropped} dropped, {summary.repaired} re-paired '

@@ -21,7 +21,8 @@ The two searches may use another model's embeddings of the same pairs than
 the CLIP score (SynC's own default retrieval model is SigLIP2): in
 :func:`refine_pairs` the ``clip_embeds`` argument, in :func:`refine_store`
 a second feature store of the same images and captions
-(``retrieval_store``).
+(``retrieval_store``) or an open_clip model that embeds the store's images
+and captions (``retrieval_model``, :mod:`.retrieval_model`).
 
 :func:`refine_pairs` runs it on arrays; :func:`refine_store` on a feature
 store, writing a :class:`~mmpcm.datasets.feature_store.Pairing`. With a
@@ -41,13 +42,15 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from mmpcm.datasets.feature_store import (GLOBAL_FILE, RECORDS_FILE,
-                                          TEXT_FILE, FeatureStore, Pairing,
+from mmpcm.datasets.feature_store import (GLOBAL_FILE, TEXT_FILE, FeatureStore, Pairing,
                                           save_pairing, store_meta_sha256)
 from mmpcm.datasets.feature_store.pairing import write_npz_deterministic
 from mmpcm.utils.cli import InputError
 from mmpcm.utils.fileio import (PathLike, atomic_write, atomic_write_json,
                                 remove_tmp_files)
+from .retrieval_model import (IMAGES_CACHE, RETRIEVAL_MODEL_SOURCE,
+                              TEXTS_CACHE, require_captions,
+                              retrieval_model_embeds)
 from .search import ExactSearchIndex, require_faiss
 from .sentence import (CLIP_TEXT_SOURCE, clip_text_sentence_embeds,
                        encode_sentences, l2_normalize, load_sentence_model)
@@ -61,6 +64,8 @@ METHOD = 'SynC (Kim et al., ACM MM 2025, arXiv 2507.18616)'
 PARTS_DIR = 'parts'
 _PARTS_SETTINGS = 'settings.json'
 _SENTENCES = 'sentences.npz'
+_CACHES = (_SENTENCES, IMAGES_CACHE, TEXTS_CACHE)
+"""Embedding caches of ``parts/``, keyed on their own, not chunk parts."""
 TIE_TOLERANCE = 1e-6
 """Cycle scores this close count as equal: cos(c, c) of a caption with
 itself is 1 up to float32 rounding, which must not decide between two
@@ -177,7 +182,7 @@ class _Parts:
                 recorded = None
         if recorded != fingerprint:
             stale = [n for n in os.listdir(self.folder)
-                     if n.endswith('.npz') and n != _SENTENCES]
+                     if n.endswith('.npz') and n not in _CACHES]
             if stale:
                 logger.warning(
                     '%s: %d part files were made from other settings or '
@@ -494,15 +499,7 @@ def _cached_sentence_embeds(store: FeatureStore, out_dir: str,
     ``<out>/parts/sentences.npz`` holds them with a sha256 of the model name
     and the captions, so a resumed run scores with the same bytes.
     """
-    captions = store.captions()
-    missing = [i for i, c in enumerate(captions) if not isinstance(c, str)]
-    if missing:
-        shard, row = store.locate(missing[0])
-        raise InputError(
-            store.shard_path(shard, RECORDS_FILE),
-            f'line {row + 1}: no caption ({len(missing)} items of the store '
-            'have none); SynC re-pairs captions',
-            'refine a store extracted from captioned synthetic images')
+    captions = require_captions(store)
     digest = hashlib.sha256(model_name.encode())
     for caption in captions:
         digest.update(caption.encode('utf-8') + b'\n')
@@ -538,13 +535,20 @@ def _embed_arrays(store: FeatureStore) -> Tuple[np.ndarray, np.ndarray]:
     (float16), checked to have one width and one row per pair."""
     images = store.load_array(GLOBAL_FILE)  # (M, D) float16
     texts = store.load_array(TEXT_FILE)  # (P, D) float16
+    _check_pair_widths(images, texts, store.shard_path(0, TEXT_FILE),
+                       're-extract the features with captions into a new '
+                       'folder')
+    return images, texts
+
+
+def _check_pair_widths(images: np.ndarray, texts: np.ndarray, where: str,
+                       remedy: str) -> None:
+    """Retrieval arrays need one width and one row per pair."""
     if texts.shape[1] != images.shape[1] or len(texts) != len(images):
         raise InputError(
-            store.shard_path(0, TEXT_FILE), f'text embeddings are '
-            f'{texts.shape}, the image embeddings {images.shape}: '
-            'retrieval needs one width and one row per pair',
-            're-extract the features with captions into a new folder')
-    return images, texts
+            where, f'text embeddings are {texts.shape}, the image '
+            f'embeddings {images.shape}: retrieval needs one width and one '
+            'row per pair', remedy)
 
 
 def _open_retrieval_store(root: str, store: FeatureStore,
@@ -607,22 +611,31 @@ def refine_store(store_root: PathLike,
                  device: Optional[str] = None,
                  progress: bool = True,
                  on_part: Optional[PartHook] = None,
-                 retrieval_store: Optional[PathLike] = None
+                 retrieval_store: Optional[PathLike] = None,
+                 retrieval_model: Optional[str] = None,
+                 retrieval_pretrained: Optional[str] = None,
+                 image_root: Optional[PathLike] = None
                  ) -> RefineSummary:
     """Refine a feature store's pairs with SynC and save the pairing.
 
     Retrieval (both searches) uses the store's own CLIP embeddings
     (``global_embeds.npy`` and ``text_embeds.npy``) or, with
     ``retrieval_store``, those of a second store of the same pairs
-    extracted with another model; each kept pair's CLIP score is always
+    extracted with another model, or, with ``retrieval_model``, an
+    open_clip model's ``encode_image`` / ``encode_text`` of the store's
+    images (under ``image_root``) and captions (normalised as the store's
+    ``clip_score_text`` says), cached in ``<out_dir>/parts/``
+    (:func:`~.retrieval_model.retrieval_model_embeds`); each kept pair's CLIP score is always
     the store's own CLIP cosine. The cycle score uses ``sentence_model``
     or, by default, the store's own CLIP text embeddings (offline, no
     model). Parts go to ``<out_dir>/parts/`` and a rerun resumes from
     them; the result is ``<out_dir>/pairing.npz`` and ``pairing.json``
     (see :mod:`mmpcm.datasets.feature_store.pairing`); its
     ``settings.retrieval`` records the retrieval source (``source``:
-    ``'store'`` or ``'retrieval_store'`` with that store's ``root``,
-    CLIP ``model``, ``pretrained``, ``embed_dim`` and ``meta_sha256``).
+    ``'store'``; ``'retrieval_store'`` with that store's ``root``,
+    CLIP ``model``, ``pretrained``, ``embed_dim`` and ``meta_sha256``; or
+    ``'retrieval_model'`` with ``model``, ``pretrained``, ``embed_dim``,
+    ``image_root`` and, for local weights, ``weights_sha256``).
 
     Args:
         store_root (str | PathLike): The feature store (with text
@@ -631,8 +644,10 @@ def refine_store(store_root: PathLike,
         cfg (SyncConfig): Settings; defaults are the paper's.
         sentence_model (str, optional): A sentence-transformers model name
             or local folder.
-        batch_size (int): Captions per sentence-encoder batch.
-        device (str, optional): The sentence encoder's device, and
+        batch_size (int): Captions per sentence-encoder batch (and images
+            or captions per retrieval-model batch).
+        device (str, optional): The sentence encoder's and retrieval
+            model's device, and
             ``'cpu'`` keeps the search on the CPU too (None: a GPU where
             faiss and the encoder find one).
         progress (bool): tqdm bars on stderr. Defaults to True.
@@ -643,6 +658,16 @@ def refine_store(store_root: PathLike,
             caption), extracted with another open_clip model; its
             ``global_embeds`` and ``text_embeds`` (of any one width) drive
             both searches. Recorded in pairing.json as given.
+        retrieval_model (str, optional): An open_clip model name (e.g.
+            ``'ViT-B-16-SigLIP2-256'``) or ``'local-dir:<folder>'`` whose
+            image and text embeddings of the store's pairs drive both
+            searches. Not with ``retrieval_store``.
+        retrieval_pretrained (str, optional): Its open_clip pretrained tag
+            or weight file (None: the local-dir folder's weights, or
+            random ones).
+        image_root (str | PathLike, optional): The generation folder the
+            records' ``image`` paths are relative to (needed with
+            ``retrieval_model``).
 
     Returns:
         RefineSummary: Counts, seconds and the output folder.
@@ -654,7 +679,9 @@ def refine_store(store_root: PathLike,
             store is empty, a caption is missing, ``out_dir`` is a store,
             or the retrieval store holds other pairs (another size, naming
             its meta.json; another ``image_id`` or caption, naming the
-            records file and the first such line).
+            records file and the first such line), both retrieval sources
+            are given, ``retrieval_model`` lacks ``image_root``, or an
+            image cannot be read (naming the file and its record).
         MissingPackageError: If faiss (or sentence-transformers, for
             ``sentence_model``) is not installed.
     """
@@ -671,17 +698,42 @@ def refine_store(store_root: PathLike,
     if not len(store):
         raise InputError(store.meta_path, 'the store has no items',
                          'refine a store with pairs in it')
+    if retrieval_store is not None and retrieval_model is not None:
+        raise InputError(
+            '--retrieval-model', 'given with --retrieval-store: the '
+            'searches use one retrieval source', 'give one of the two')
+    if retrieval_model is not None and image_root is None:
+        raise InputError(
+            '--image-root', f'missing: --retrieval-model {retrieval_model} '
+            'embeds the store\'s images, found under the generation folder',
+            'give --image-root GEN_DIR (the folder the store was extracted '
+            'from)')
     images, texts = _embed_arrays(store)  # (M, D), (P, D) float16
     other = (None if retrieval_store is None else _open_retrieval_store(
         os.fspath(retrieval_store), store, out))
-    if other is None:
+    require_faiss()  # before the embedding models' work
+    if retrieval_model is not None:
+        os.makedirs(out, exist_ok=True)
+        search_images, search_texts, identity = retrieval_model_embeds(
+            store, out, retrieval_model, retrieval_pretrained,
+            os.fspath(image_root), batch_size=batch_size, device=device,
+            progress=progress, on_part=on_part,
+            parts_dir=PARTS_DIR)  # (M, D2), (P, D2) float32
+        _check_pair_widths(
+            search_images, search_texts, retrieval_model,
+            'give an open_clip model whose image and text towers share one '
+            'space')
+        clip_embeds = (images, texts)
+        retrieval = dict(source=RETRIEVAL_MODEL_SOURCE,
+                         embed_dim=int(search_images.shape[1]), **identity)
+    elif other is None:
         search_images, search_texts = images, texts
         clip_embeds = None
+        retrieval = _retrieval_source(store, other)
     else:
         search_images, search_texts = _embed_arrays(other)  # (M, D2) each
         clip_embeds = (images, texts)
-    retrieval = _retrieval_source(store, other)
-    require_faiss()  # before the sentence encoder's work
+        retrieval = _retrieval_source(store, other)
     os.makedirs(out, exist_ok=True)
     if sentence_model is None:
         sentences = clip_text_sentence_embeds(texts)  # (P, D)
@@ -699,6 +751,9 @@ def refine_store(store_root: PathLike,
         pairing.meta['settings']['retrieval'] = dict(
             source='retrieval_store', root=os.fspath(retrieval_store),
             **{k: v for k, v in retrieval.items() if k != 'source'})
+    elif retrieval_model is not None:
+        pairing.meta['settings']['retrieval'] = dict(
+            retrieval, image_root=os.fspath(image_root))
     pairing.meta['settings'].update(sentence_model=sentence_source)
     pairing.meta['store'] = dict(root=root, num_items=len(store),
                                  meta_sha256=store_meta_sha256(root))
