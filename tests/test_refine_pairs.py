@@ -1029,3 +1029,38 @@ def test_cli_retrieval_model(tmp_path, capsys, monkeypatch):
     assert retrieval['image_root'] == str(gen)
     want_images, _ = _reference_embeds(name, gen, rels, ['x'])
     np.testing.assert_allclose(seen['images'], want_images, atol=1e-5)
+
+
+def test_a_failed_run_leaves_no_empty_output_folder(tmp_path):
+    root = tmp_path / 'store'
+    _store(root, n=12)
+    out = tmp_path / 'out'
+    with pytest.raises(MissingInputError):
+        refine_store(root, out, SyncConfig(chunk_size=4),
+                     sentence_model=str(tmp_path / 'no_model'),
+                     progress=False)
+    assert not out.exists()
+    # a folder the user made beforehand stays
+    out.mkdir()
+    with pytest.raises(MissingInputError):
+        refine_store(root, out, SyncConfig(chunk_size=4),
+                     sentence_model=str(tmp_path / 'no_model'),
+                     progress=False)
+    assert out.is_dir()
+
+
+def test_an_unloadable_hub_model_is_one_input_error(monkeypatch):
+    st = pytest.importorskip('sentence_transformers')
+    calls = []
+
+    def unreachable(name, device=None, local_files_only=False):
+        calls.append(local_files_only)
+        raise OSError("We couldn't connect to 'https://huggingface.co'")
+
+    monkeypatch.setattr(st, 'SentenceTransformer', unreachable)
+    from mmpcm.preprocessing.refine import load_sentence_model
+    with pytest.raises(InputError) as info:
+        load_sentence_model('someone/no-such-model')
+    assert calls == [True, False]  # the cache first, then the hub
+    assert 'someone/no-such-model' in str(info.value)
+    assert 'Hugging Face cache' in str(info.value)

@@ -231,9 +231,12 @@ def load_pairing(folder: PathLike, store: Optional[Any] = None) -> Pairing:
     json_path = osp.join(folder, PAIRING_JSON)
     npz = osp.join(folder, PAIRING_NPZ)
     if not osp.isfile(json_path):
+        remedy = _REMAKE if store is None else (
+            f'make it with tools/data/refine_pairs.py {store.root} --out '
+            f'{folder} (a rerun resumes from the finished parts)')
         raise MissingInputError(
             json_path, 'missing: no finished pairing in this folder (a run '
-            'that did not finish leaves no pairing.json)', _REMAKE)
+            'that did not finish leaves no pairing.json)', remedy)
     try:
         with open(json_path, encoding='utf-8') as f:
             meta = json.load(f)

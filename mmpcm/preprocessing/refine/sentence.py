@@ -19,7 +19,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from mmpcm.utils.cli import MissingInputError
+from mmpcm.utils.cli import InputError, MissingInputError
 from .search import require_package
 
 __all__ = ['CLIP_TEXT_SOURCE', 'load_sentence_model', 'encode_sentences',
@@ -60,6 +60,8 @@ def load_sentence_model(name_or_path: str, device: Optional[str] = None
     Raises:
         MissingInputError: If ``name_or_path`` is a local path (starts
             with ``.``, ``/`` or ``~``, or exists) that is not a folder.
+        InputError: If a hub name is neither in the Hugging Face cache nor
+            downloadable (the cache is tried first, offline).
         MissingPackageError: If sentence-transformers is not installed.
     """
     expanded = os.path.expanduser(name_or_path)
@@ -74,7 +76,24 @@ def load_sentence_model(name_or_path: str, device: Optional[str] = None
         'sentence_transformers', 'sentence-transformers',
         '--sentence-model (leave it out to use the store\'s CLIP text '
         'embeddings)')
-    return module.SentenceTransformer(name_or_path, device=device)
+    if looks_local:
+        return module.SentenceTransformer(expanded, device=device)
+    try:  # the Hugging Face cache first: offline, no download retries
+        return module.SentenceTransformer(name_or_path, device=device,
+                                          local_files_only=True)
+    except (OSError, ValueError):
+        pass
+    try:
+        return module.SentenceTransformer(name_or_path, device=device)
+    except (OSError, ValueError) as error:
+        reason = str(error).splitlines()[0][:160] if str(error) else type(
+            error).__name__
+        raise InputError(
+            name_or_path, 'cannot be loaded: not in the Hugging Face cache '
+            f'and not downloadable here ({reason})',
+            'give a local folder written by SentenceTransformer.save, or '
+            'leave out --sentence-model to use the store\'s CLIP text '
+            'embeddings') from None
 
 
 def encode_sentences(captions: Sequence[str], model: Any,

@@ -30,6 +30,7 @@ work folder, both stages write one part file per chunk of queries
 (``<work>/parts/``), so an interrupted run resumes where it stopped and
 ends with the same bytes.
 """
+import contextlib
 import hashlib
 import json
 import logging
@@ -603,6 +604,27 @@ def _retrieval_source(store: FeatureStore,
                 meta_sha256=store_meta_sha256(retrieval.root))
 
 
+def _no_empty_folder_left(folder: str):
+    """Remove ``folder`` on an error when this run created it and wrote
+    nothing into it (empty sub-folders aside); parts written are kept."""
+
+    @contextlib.contextmanager
+    def guard():
+        existed = osp.isdir(folder)
+        try:
+            yield
+        except BaseException:
+            if not existed and osp.isdir(folder):
+                for sub, _, _ in sorted(os.walk(folder), reverse=True):
+                    try:
+                        os.rmdir(sub)  # only empty folders go
+                    except OSError:
+                        pass
+            raise
+
+    return guard()
+
+
 def refine_store(store_root: PathLike,
                  out_dir: PathLike,
                  cfg: SyncConfig = SyncConfig(),
@@ -693,8 +715,10 @@ def refine_store(store_root: PathLike,
                          'write the pairing to a folder of its own, e.g. '
                          f'{root.rstrip(os.sep)}_sync')
     _text_embeds_required(
-        store, 'store', 're-extract the features with captions (tools/data/'
-        'extract_features.py OUT --generated GEN_DIR) into a new folder')
+        store, 'store', 'SynC refines a training store of synthetic images '
+        'with their captions: give that store, or re-extract one with '
+        'captions (tools/data/extract_features.py OUT --generated GEN_DIR) '
+        'into a new folder')
     if not len(store):
         raise InputError(store.meta_path, 'the store has no items',
                          'refine a store with pairs in it')
@@ -708,56 +732,57 @@ def refine_store(store_root: PathLike,
             'embeds the store\'s images, found under the generation folder',
             'give --image-root GEN_DIR (the folder the store was extracted '
             'from)')
-    images, texts = _embed_arrays(store)  # (M, D), (P, D) float16
-    other = (None if retrieval_store is None else _open_retrieval_store(
-        os.fspath(retrieval_store), store, out))
-    require_faiss()  # before the embedding models' work
-    if retrieval_model is not None:
+    with _no_empty_folder_left(out):
+        images, texts = _embed_arrays(store)  # (M, D), (P, D) float16
+        other = (None if retrieval_store is None else _open_retrieval_store(
+            os.fspath(retrieval_store), store, out))
+        require_faiss()  # before the embedding models' work
+        if retrieval_model is not None:
+            os.makedirs(out, exist_ok=True)
+            search_images, search_texts, identity = retrieval_model_embeds(
+                store, out, retrieval_model, retrieval_pretrained,
+                os.fspath(image_root), batch_size=batch_size, device=device,
+                progress=progress, on_part=on_part,
+                parts_dir=PARTS_DIR)  # (M, D2), (P, D2) float32
+            _check_pair_widths(
+                search_images, search_texts, retrieval_model,
+                'give an open_clip model whose image and text towers share one '
+                'space')
+            clip_embeds = (images, texts)
+            retrieval = dict(source=RETRIEVAL_MODEL_SOURCE,
+                             embed_dim=int(search_images.shape[1]), **identity)
+        elif other is None:
+            search_images, search_texts = images, texts
+            clip_embeds = None
+            retrieval = _retrieval_source(store, other)
+        else:
+            search_images, search_texts = _embed_arrays(other)  # (M, D2) each
+            clip_embeds = (images, texts)
+            retrieval = _retrieval_source(store, other)
         os.makedirs(out, exist_ok=True)
-        search_images, search_texts, identity = retrieval_model_embeds(
-            store, out, retrieval_model, retrieval_pretrained,
-            os.fspath(image_root), batch_size=batch_size, device=device,
-            progress=progress, on_part=on_part,
-            parts_dir=PARTS_DIR)  # (M, D2), (P, D2) float32
-        _check_pair_widths(
-            search_images, search_texts, retrieval_model,
-            'give an open_clip model whose image and text towers share one '
-            'space')
-        clip_embeds = (images, texts)
-        retrieval = dict(source=RETRIEVAL_MODEL_SOURCE,
-                         embed_dim=int(search_images.shape[1]), **identity)
-    elif other is None:
-        search_images, search_texts = images, texts
-        clip_embeds = None
-        retrieval = _retrieval_source(store, other)
-    else:
-        search_images, search_texts = _embed_arrays(other)  # (M, D2) each
-        clip_embeds = (images, texts)
-        retrieval = _retrieval_source(store, other)
-    os.makedirs(out, exist_ok=True)
-    if sentence_model is None:
-        sentences = clip_text_sentence_embeds(texts)  # (P, D)
-        sentence_source = CLIP_TEXT_SOURCE
-    else:
-        sentences = _cached_sentence_embeds(store, out, sentence_model,
-                                            batch_size, device, progress)
-        sentence_source = sentence_model
-    pairing = refine_pairs(
-        search_images, search_texts, sentences, cfg, work_dir=out,
-        progress=progress, use_gpu=False if device == 'cpu' else None,
-        on_part=on_part, clip_embeds=clip_embeds, retrieval=retrieval)
-    reused = int(pairing.meta.pop('reused_parts', 0))
-    if retrieval_store is not None:
-        pairing.meta['settings']['retrieval'] = dict(
-            source='retrieval_store', root=os.fspath(retrieval_store),
-            **{k: v for k, v in retrieval.items() if k != 'source'})
-    elif retrieval_model is not None:
-        pairing.meta['settings']['retrieval'] = dict(
-            retrieval, image_root=os.fspath(image_root))
-    pairing.meta['settings'].update(sentence_model=sentence_source)
-    pairing.meta['store'] = dict(root=root, num_items=len(store),
-                                 meta_sha256=store_meta_sha256(root))
-    save_pairing(pairing, out)
+        if sentence_model is None:
+            sentences = clip_text_sentence_embeds(texts)  # (P, D)
+            sentence_source = CLIP_TEXT_SOURCE
+        else:
+            sentences = _cached_sentence_embeds(store, out, sentence_model,
+                                                batch_size, device, progress)
+            sentence_source = sentence_model
+        pairing = refine_pairs(
+            search_images, search_texts, sentences, cfg, work_dir=out,
+            progress=progress, use_gpu=False if device == 'cpu' else None,
+            on_part=on_part, clip_embeds=clip_embeds, retrieval=retrieval)
+        reused = int(pairing.meta.pop('reused_parts', 0))
+        if retrieval_store is not None:
+            pairing.meta['settings']['retrieval'] = dict(
+                source='retrieval_store', root=os.fspath(retrieval_store),
+                **{k: v for k, v in retrieval.items() if k != 'source'})
+        elif retrieval_model is not None:
+            pairing.meta['settings']['retrieval'] = dict(
+                retrieval, image_root=os.fspath(image_root))
+        pairing.meta['settings'].update(sentence_model=sentence_source)
+        pairing.meta['store'] = dict(root=root, num_items=len(store),
+                                     meta_sha256=store_meta_sha256(root))
+        save_pairing(pairing, out)
     return RefineSummary(
         pairs_in=len(store), kept=pairing.num_pairs,
         dropped=len(store) - pairing.num_pairs, repaired=pairing.num_repaired,

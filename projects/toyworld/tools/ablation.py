@@ -1,5 +1,9 @@
 """The paper's ablation on the toy world: base / +mixup / +CXE / full, each
-over several seeds, as a mean ± std table (markdown and JSON).
+over several seeds, as a mean ± std table (markdown and JSON). Named with
+``--variants``: the large-batch recipe (``pcm_toyworld_fast.py``) and full
+PCM-Net on the SynC pairing (``pcm_toyworld_sync.py``; the pairing is made
+with ``tools/data/refine_pairs.py``'s defaults when missing, and judged
+against what the generator drew).
 
 Each (variant, seed) run keeps its scores in ``<work-dir>/<variant>/seed<k>/
 result.json`` and is skipped when that exists, so a rerun resumes, and
