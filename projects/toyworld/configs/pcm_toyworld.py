@@ -31,4 +31,5 @@ val_dataloader = None
 val_evaluator = None
 val_cfg = None
 default_hooks = dict(logger=dict(interval=50),
-                     checkpoint=dict(interval=10, save_best=None))
+                     checkpoint=dict(interval=1, max_keep_ckpts=1,
+                                     save_best=None))

@@ -1,5 +1,6 @@
 """Train and test PCM-Net variants on the toy world, and report them."""
 import json
+import logging
 import os.path as osp
 import statistics
 from collections import Counter, defaultdict
@@ -9,6 +10,7 @@ from typing import Dict, List, Optional, Sequence
 from mmengine.config import Config
 from mmengine.runner import Runner
 
+logger = logging.getLogger(__name__)
 DEFAULT_WORLD_ROOT = 'data/toyworld'
 #: Paper-table columns and the metric keys they read.
 COLUMNS = (('B4', 'Bleu_4'), ('M', 'METEOR'), ('R', 'ROUGE_L'),
@@ -58,16 +60,25 @@ def train_variant(config: str, world_root: str, work_dir: str, seed: int,
                   options: Optional[dict] = None) -> str:
     """Train one variant; returns its final checkpoint.
 
-    A run whose final checkpoint is already complete is not trained again:
-    mmengine names a checkpoint in ``last_checkpoint`` only after writing
-    it, so a checkpoint cut off mid-write is never taken as done.
+    A run whose final checkpoint is already complete is not trained again,
+    and an interrupted one resumes from its last epoch checkpoint (the
+    configs save one every epoch): mmengine names a checkpoint in
+    ``last_checkpoint`` only after writing it, so a checkpoint cut off
+    mid-write is never taken as done. A resumed run replays the same data
+    order (the sampler seeds each epoch) but not the same dropout draws, so
+    its scores can differ slightly from an uninterrupted run's.
     """
     from mmpcm.apis import naming_checkpoint, prepare_cfg
     cfg = prepare_cfg(load_variant_cfg(config, world_root, work_dir, seed,
                                        options))
     final = osp.join(work_dir, f'epoch_{cfg.train_cfg.max_epochs}.pth')
-    if _last_checkpoint(work_dir) == osp.abspath(final):
+    last = _last_checkpoint(work_dir)
+    if last == osp.abspath(final):
         return final
+    if last is not None and osp.isfile(last):
+        logger.info(f'resuming {osp.basename(config)} from {last}')
+        cfg.resume = True
+        cfg.load_from = last
     runner = Runner.from_cfg(cfg)
     with naming_checkpoint(runner):
         runner.train()

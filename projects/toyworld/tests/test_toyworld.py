@@ -100,6 +100,18 @@ def test_shrunken_job_end_to_end(tmp_path):
     options = {'train_cfg.max_epochs': 1, 'param_scheduler.warmup': 5}
     work = str(tmp_path / 'work')
     ckpt = train_variant(CONFIG, root, work, 0, options)
+    # One epoch more resumes from epoch 1 (mmengine's real resume path).
+    more = dict(options, **{'train_cfg.max_epochs': 2})
+    assert train_variant(CONFIG, root, work, 0, more) == osp.join(
+        work, 'epoch_2.pth')
+    with open(osp.join(work, 'last_checkpoint')) as f:
+        assert f.read().strip().endswith('epoch_2.pth')
+    assert not osp.exists(ckpt)  # max_keep_ckpts=1
+    import torch
+    state = torch.load(osp.join(work, 'epoch_2.pth'), weights_only=False)
+    assert state['meta']['epoch'] == 2
+    assert state['meta']['iter'] == 2 * 4  # 200 pairs / batch 64 -> 4 a epoch
+    ckpt = osp.join(work, 'epoch_2.pth')
     result = test_variant(CONFIG, root, work, ckpt, options)
     assert 0 <= metric_value(result.metrics, 'CIDEr')
     for key in ('chair/CHAIR-i', 'chair/CHAIR-s', 'chair/object_recall',
@@ -197,7 +209,24 @@ def test_a_finished_variant_is_not_trained_again(tmp_path, monkeypatch):
     got = experiment.train_variant(CONFIG, str(tmp_path / 'world'),
                                    str(work), seed=0)
     assert got == str(final)
-    (work / 'last_checkpoint').write_text(str(work / 'epoch_9.pth'))
+    # An interrupted run resumes from the epoch mmengine last finished.
+    seen = []
+
+    def record(cfg):
+        seen.append((cfg.get('resume'), cfg.get('load_from')))
+        raise AssertionError('trained again')
+
+    monkeypatch.setattr(Runner, 'from_cfg', staticmethod(record))
+    earlier = work / 'epoch_9.pth'
+    earlier.write_bytes(b'epoch 9')
+    (work / 'last_checkpoint').write_text(str(earlier))
     with pytest.raises(AssertionError, match='trained again'):
         experiment.train_variant(CONFIG, str(tmp_path / 'world'), str(work),
                                  seed=0)
+    assert seen == [(True, str(earlier))]
+    # A named checkpoint that is gone: train from the start.
+    earlier.unlink()
+    with pytest.raises(AssertionError, match='trained again'):
+        experiment.train_variant(CONFIG, str(tmp_path / 'world'), str(work),
+                                 seed=0)
+    assert seen[-1] == (False, None)
