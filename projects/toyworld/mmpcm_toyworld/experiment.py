@@ -9,6 +9,7 @@ from typing import Dict, List, Optional, Sequence
 
 from mmengine.config import Config
 from mmengine.runner import Runner
+from .paths import WorldPaths
 
 logger = logging.getLogger(__name__)
 DEFAULT_WORLD_ROOT = 'data/toyworld'
@@ -110,7 +111,6 @@ def most_frequent_caption_baseline(world_root: str) -> Dict[str, float]:
     """Scores of always emitting the corpus' most frequent caption."""
     from mmpcm.evaluation.metrics.caption_metric import PCMCaptionMetric
     from mmpcm.evaluation.metrics.chair_metric import PCMCHAIRMetric
-    from .world import WorldPaths
     with open(WorldPaths(world_root).corpus, encoding='utf-8') as f:
         caption = Counter(line.strip() for line in f if line.strip()).most_common(1)[0][0]
     gt_file = osp.join(world_root, 'test_gt.json')

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from mmpcm.models.necks.pcm_neck import PCMNeck
+from .paths import WorldPaths, load_test_masks
 from .scenes import SHAPES, Scene
 
 
@@ -247,7 +248,6 @@ def measure_world(root: str, scenes: Sequence[Scene]) -> GroundingReport:
     from mmpcm.models.backbones.open_clip_vit import OpenCLIPVisionBackbone
     from mmpcm.models.utils.concepts import ConceptVocabulary
     from mmpcm.utils.text_io import read_json
-    from .world import WorldPaths, load_test_masks
     paths = WorldPaths(root)
     # PCMNeck's defaults are the configs' (K = 5, M = 5, tau = 0.01,
     # threshold 0.0: configs/_base_/models/pcm_vit-b32.py)

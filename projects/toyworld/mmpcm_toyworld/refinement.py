@@ -13,7 +13,9 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from .paths import WorldPaths
 from .scenes import Scene, parse_caption
+from .world import load_world_config, toy_pipeline
 
 #: A scene's content: its background and its sorted (colour, shape) pairs.
 Content = Tuple[str, Tuple[Tuple[str, str], ...]]
@@ -125,7 +127,6 @@ def drawn_contents(world_root: str) -> Dict[str, Content]:
     records name them (``record['image']``).
     """
     from mmpcm.preprocessing.generation import load_generation_records
-    from .world import WorldPaths, load_world_config, toy_pipeline
     paths = WorldPaths(world_root)
     pipe = toy_pipeline(load_world_config(paths))
     return {
@@ -143,7 +144,6 @@ def measure_refinement(world_root: str, pairing_dir: str) -> RefinementReport:
             file).
     """
     from mmpcm.datasets.feature_store import FeatureStore, load_pairing
-    from .world import WorldPaths
     store = FeatureStore(WorldPaths(world_root).train_features)
     pairing = load_pairing(pairing_dir, store)
     records: List[dict] = store.records

@@ -22,6 +22,8 @@ from mmpcm.utils.text_io import read_json
 from .clip_train import (TOY_CLIP_CFG, CLIPTrainConfig, retrieval_accuracy,
                          save_open_clip_folder, train_toy_clip)
 from .generator import ToyDiffusionPipeline
+from .grounding import measure_world
+from .paths import WorldPaths
 from .render import REAL_STYLE, render_scene_with_masks
 from .scenes import (COLOURS, SHAPES, Scene, describe_many, sample_scene)
 
@@ -63,40 +65,6 @@ class WorldConfig:
     @property
     def image_size(self) -> int:
         return TOY_CLIP_CFG['vision_cfg']['image_size']
-
-
-class WorldPaths:
-    """Where each part of the world lives under ``root``."""
-
-    def __init__(self, root: str) -> None:
-        self.root = root
-        self.config = osp.join(root, 'world.json')
-        self.corpus = osp.join(root, 'train_captions.txt')
-        self.vocab = osp.join(root, 'vocab.json')
-        # the corpus of a world built before it had a vocabulary file
-        self.old_corpus = osp.join(root, 'corpus.txt')
-        self.test_images = osp.join(root, 'test_images')
-        self.test_gt = osp.join(root, 'test_gt.json')
-        self.test_masks = osp.join(root, 'test_object_masks.npz')
-        # CHAIR's inputs: each test image's objects and the synonym tables,
-        # by shape ("circle") and by coloured shape ("red circle")
-        self.test_objects = osp.join(root, 'test_objects.json')
-        self.object_synonyms = osp.join(root, 'object_synonyms.json')
-        self.test_coloured_objects = osp.join(root,
-                                              'test_coloured_objects.json')
-        self.coloured_object_synonyms = osp.join(
-            root, 'coloured_object_synonyms.json')
-        self.defects = osp.join(root, 'synthetic_defects.json')
-        self.clip = osp.join(root, 'clip')
-        self.synthetic = osp.join(root, 'synthetic')
-        self.train_features = osp.join(root, 'features', 'train')
-        self.test_features = osp.join(root, 'features', 'test')
-        self.concepts = osp.join(root, 'concepts.safetensors')
-
-    @property
-    def clip_model(self) -> str:
-        """The open_clip name of the world's CLIP."""
-        return f'local-dir:{self.clip}'
 
 
 def split_scenes(cfg: WorldConfig) -> Tuple[List[Scene], List[Scene],
@@ -186,12 +154,6 @@ def write_test_set(paths: WorldPaths, scenes: Sequence[Scene],
     atomic_write_json(paths.test_coloured_objects, dict(objects=coloured))
     atomic_write_json(paths.test_gt,
                       dict(images=images, annotations=annotations))
-
-
-def load_test_masks(paths: WorldPaths) -> Dict[str, np.ndarray]:
-    """``{image_id: (n, H, W) bool}`` object masks of the test renders."""
-    with np.load(paths.test_masks) as data:
-        return {k: data[k] for k in data.files}
 
 
 def train_clip(paths: WorldPaths, scenes: Sequence[Scene],
@@ -350,7 +312,6 @@ def build_world(root: str, cfg: WorldConfig = WorldConfig()) -> Dict:
     logger.info('toy world: CLIP features and scores')
     extract(paths)
     concepts = build_concepts(paths)
-    from .grounding import measure_world
     grounding = measure_world(root, test)
     logger.info(f'toy world: CLIP grounding: {grounding.summary()}')
     summary = dict(settings=settings, complete=True,

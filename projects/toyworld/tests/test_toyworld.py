@@ -139,7 +139,8 @@ def _check_objects_and_defects(root, world):
     from PIL import Image
     from mmpcm.preprocessing.generation import load_generation_records
     from mmpcm_toyworld.scenes import parse_caption
-    from mmpcm_toyworld.world import WorldPaths, toy_pipeline
+    from mmpcm_toyworld.paths import WorldPaths
+    from mmpcm_toyworld.world import toy_pipeline
     paths = WorldPaths(root)
     with open(paths.test_gt) as f:
         refs = {a['image_id']: a['caption'] for a in json.load(f)['annotations']}
@@ -168,7 +169,8 @@ def _check_a_world_without_vocab_gets_one(root, world):
     corpus.txt) gets the vocabulary of its own corpus; nothing else of it
     is rebuilt."""
     from mmpcm.text.vocab import WordVocabulary
-    from mmpcm_toyworld.world import WorldPaths, build_world
+    from mmpcm_toyworld.paths import WorldPaths
+    from mmpcm_toyworld.world import build_world
     paths = WorldPaths(root)
     words = WordVocabulary.load(paths.vocab).words
     assert 'circle' in words

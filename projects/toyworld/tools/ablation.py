@@ -30,7 +30,8 @@ from mmpcm_toyworld.experiment import (COLUMNS, VariantScores,
                                        test_variant, train_variant)
 from mmpcm_toyworld.grounding import GroundingReport
 from mmpcm_toyworld.refinement import RefinementReport, measure_refinement
-from mmpcm_toyworld.world import WorldConfig, WorldPaths, build_world
+from mmpcm_toyworld.paths import WorldPaths
+from mmpcm_toyworld.world import WorldConfig, build_world
 
 PROJECT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 VARIANTS = (
