@@ -60,3 +60,44 @@ def test_paired_differences_pair_seed_by_seed():
     short = VariantScores('short', {k: [1.0] for k in keys})
     with pytest.raises(ValueError, match='same seeds'):
         paired_difference_table([base, short], base)
+
+
+def test_a_kept_result_of_other_settings_is_refused(tmp_path):
+    """The ablation reuses a kept result only when it was made with the same
+    resolved config and world settings."""
+    import argparse
+    import dataclasses
+    import json
+
+    from mmpcm.utils.cli import InputError
+    from mmpcm_toyworld.world import WorldConfig
+    ablation, _ = _load_tool('ablation')
+    world = tmp_path / 'world'
+    world.mkdir()
+    (world / 'world.json').write_text(json.dumps(
+        dict(settings=dataclasses.asdict(WorldConfig()), complete=True)))
+    args = argparse.Namespace(world=str(world), work_dir=str(tmp_path / 'w'))
+    work = tmp_path / 'w' / 'pcm_toyworld' / 'seed0'
+    work.mkdir(parents=True)
+    path = osp.join(ablation.PROJECT, 'configs', 'pcm_toyworld.py')
+    right = ablation.run_fingerprint(path, str(world), str(work), 0, None)
+    result = work / 'result.json'
+    result.write_text(json.dumps(dict(fingerprint=right,
+                                      metrics={'CIDEr': 1.0})))
+    assert ablation.run_once('pcm_toyworld.py', 0, args, None) == {
+        'CIDEr': 1.0}
+    # another seed's options, another world, or no fingerprint: refused
+    other = {'train_cfg.max_epochs': 3}
+    assert ablation.run_fingerprint(path, str(world), str(work), 0,
+                                    other) != right
+    for kept in (dict(metrics={'CIDEr': 1.0}),
+                 dict(fingerprint='0' * 64, metrics={'CIDEr': 1.0})):
+        result.write_text(json.dumps(kept))
+        with pytest.raises(InputError, match='another config'):
+            ablation.run_once('pcm_toyworld.py', 0, args, None)
+    (world / 'world.json').write_text(json.dumps(dict(
+        settings=dataclasses.asdict(WorldConfig(defect_rate=0.6)))))
+    result.write_text(json.dumps(dict(fingerprint=right, metrics={})))
+    with pytest.raises(InputError) as info:
+        ablation.run_once('pcm_toyworld.py', 0, args, None)
+    assert 'result.json' in str(info.value)

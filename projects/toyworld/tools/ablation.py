@@ -8,30 +8,35 @@ against what the generator drew).
 Each (variant, seed) run keeps its scores in ``<work-dir>/<variant>/seed<k>/
 result.json`` and is skipped when that exists, so a rerun resumes, and
 several processes can share the work (``--variants``) before a last call
-prints the whole table. A kept result is reused whatever code made it: use
-a fresh ``--work-dir`` after changing mmpcm or the world."""
+prints the whole table. A kept result of another config, options or world
+is refused; one made by other code is not detected: use a fresh
+``--work-dir`` after changing mmpcm or the project's code."""
 import argparse
+import hashlib
 import json
 import logging
 import os
 import os.path as osp
 import sys
 import time
+from dataclasses import asdict
 from typing import List, Optional
 
 import torch
 
 from mmpcm.setup_env import register_all_modules
-from mmpcm.utils.cli import add_debug_flag, run_tool
+from mmpcm.utils.cli import InputError, add_debug_flag, run_tool
 from mmpcm.utils.fileio import atomic_write_json
+from mmpcm.utils.text_io import read_json
 from mmpcm_toyworld.experiment import (COLUMNS, VariantScores,
-                                       markdown_table, metric_value,
+                                       load_variant_cfg, markdown_table,
+                                       metric_value,
                                        paired_difference_table,
                                        test_variant, train_variant)
 from mmpcm_toyworld.grounding import GroundingReport
-from mmpcm_toyworld.refinement import RefinementReport, measure_refinement
 from mmpcm_toyworld.paths import WorldPaths
-from mmpcm_toyworld.world import WorldConfig, build_world
+from mmpcm_toyworld.refinement import RefinementReport, measure_refinement
+from mmpcm_toyworld.world import WorldConfig, build_world, load_world_config
 
 PROJECT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 VARIANTS = (
@@ -70,19 +75,43 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def run_fingerprint(path: str, world: str, work: str, seed: int,
+                    options) -> str:
+    """sha256 of what a kept result was made with, as far as files say: the
+    resolved config (options, seed and world paths included) and the
+    world's settings. The code that ran is not part of it."""
+    cfg = load_variant_cfg(path, world, work, seed, options)
+    settings = asdict(load_world_config(WorldPaths(world)))
+    text = cfg.pretty_text + '\n' + json.dumps(settings, sort_keys=True)
+    return hashlib.sha256(text.encode('utf-8')).hexdigest()
+
+
 def run_once(config: str, seed: int, args: argparse.Namespace,
              options) -> dict:
-    """Train and test one variant with one seed, or read its kept result."""
+    """Train and test one variant with one seed, or read its kept result.
+
+    Raises:
+        InputError: If the kept result was made with another config or
+            world (naming its result.json).
+    """
     work = osp.join(args.work_dir, osp.splitext(config)[0], f'seed{seed}')
     result_file = osp.join(work, 'result.json')
-    if osp.isfile(result_file):
-        with open(result_file) as f:
-            return json.load(f)['metrics']
     path = osp.join(PROJECT, 'configs', config)
+    fingerprint = run_fingerprint(path, args.world, work, seed, options)
+    if osp.isfile(result_file):
+        remedy = ('use a fresh --work-dir, or delete this run\'s folder to '
+                  'train it again')
+        kept = read_json(result_file, remedy)
+        if not isinstance(kept, dict) or kept.get(
+                'fingerprint') != fingerprint:
+            raise InputError(result_file, 'was made with another config, '
+                             'options or world than this run\'s', remedy)
+        return kept['metrics']
     start = time.time()
     ckpt = train_variant(path, args.world, work, seed, options)
     metrics = test_variant(path, args.world, work, ckpt, options).metrics
     atomic_write_json(result_file, dict(config=config, seed=seed,
+                                        fingerprint=fingerprint,
                                         metrics=metrics,
                                         seconds=time.time() - start))
     return metrics
