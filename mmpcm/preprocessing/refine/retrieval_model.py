@@ -199,33 +199,58 @@ class _Model:
         self.tokenizer = open_clip.get_tokenizer(name)
 
     def images(self, paths: Sequence[str], where: Sequence[Tuple],
-               batch_size: int, progress: bool) -> np.ndarray:
+               batch_size: int, progress: bool,
+               num_threads: Optional[int] = None) -> np.ndarray:
+        """``(M, D)`` L2-normalised image embeddings, in ``paths`` order.
+
+        Images are read and preprocessed by a thread pool one batch ahead
+        of the model (decoding overlaps the forward pass); on CUDA the
+        forward pass runs under float16 autocast.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
         from tqdm import tqdm
 
         from mmpcm.datasets.transforms import ImageLoadError, load_image
         torch = self.torch
+
+        def load(i: int):
+            try:
+                image = load_image(paths[i])
+            except ImageLoadError as err:
+                records, line, image_id = where[i]
+                raise InputError(
+                    paths[i], f'{err.reason} (item {i}, image_id '
+                    f'{image_id!r}, {records} line {line})',
+                    'check --image-root (the generation folder the '
+                    'store\'s "image" paths are relative to)') from None
+            return self.preprocess(image)  # (3, S, S)
+
+        threads = num_threads or min(8, os.cpu_count() or 1)
+        cuda = self.device.type == 'cuda'
         out = []
-        with tqdm(total=len(paths), desc='SynC retrieval images',
-                  unit='img', disable=not progress,
-                  dynamic_ncols=True) as bar, torch.no_grad():
-            for start in range(0, len(paths), batch_size):
-                batch = []
-                for i in range(start, min(start + batch_size, len(paths))):
-                    try:
-                        image = load_image(paths[i])
-                    except ImageLoadError as err:
-                        records, line, image_id = where[i]
-                        raise InputError(
-                            paths[i], f'{err.reason} (item {i}, image_id '
-                            f'{image_id!r}, {records} line {line})',
-                            'check --image-root (the generation folder the '
-                            'store\'s "image" paths are relative to)'
-                        ) from None
-                    batch.append(self.preprocess(image))
-                pixels = torch.stack(batch).to(self.device)  # (B, 3, S, S)
-                embeds = self.model.encode_image(pixels)  # (B, D)
-                out.append(embeds.float().cpu().numpy())
-                bar.update(len(batch))
+        pool = ThreadPoolExecutor(max_workers=threads)
+        try:
+            def submit(start: int) -> list:
+                stop = min(start + batch_size, len(paths))
+                return [pool.submit(load, i) for i in range(start, stop)]
+
+            pending = submit(0)
+            with tqdm(total=len(paths), desc='SynC retrieval images',
+                      unit='img', disable=not progress,
+                      dynamic_ncols=True) as bar, torch.no_grad(), \
+                    torch.autocast('cuda', dtype=torch.float16,
+                                   enabled=cuda):
+                for start in range(0, len(paths), batch_size):
+                    batch = [f.result() for f in pending]
+                    pending = submit(start + batch_size)
+                    pixels = torch.stack(batch).to(
+                        self.device, non_blocking=True)  # (B, 3, S, S)
+                    embeds = self.model.encode_image(pixels)  # (B, D)
+                    out.append(embeds.float().cpu().numpy())
+                    bar.update(len(batch))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         return l2_normalize(np.concatenate(out))
 
     def texts(self, captions: Sequence[str], batch_size: int,
@@ -235,7 +260,9 @@ class _Model:
         out = []
         with tqdm(total=len(captions), desc='SynC retrieval captions',
                   unit='caption', disable=not progress,
-                  dynamic_ncols=True) as bar, torch.no_grad():
+                  dynamic_ncols=True) as bar, torch.no_grad(), \
+                torch.autocast('cuda', dtype=torch.float16,
+                               enabled=self.device.type == 'cuda'):
             for start in range(0, len(captions), batch_size):
                 batch = list(captions[start:start + batch_size])
                 tokens = self.tokenizer(batch).to(self.device)  # (B, ctx)
