@@ -27,19 +27,18 @@ and captions (``retrieval_model``, :mod:`.retrieval_model`).
 :func:`refine_pairs` runs it on arrays; :func:`refine_store` on a feature
 store, writing a :class:`~mmpcm.datasets.feature_store.Pairing`. With a
 work folder, both stages write one part file per chunk of queries
-(``<work>/parts/``), so an interrupted run resumes where it stopped and
-ends with the same bytes.
+(``<work>/parts/``, :mod:`.parts`), so an interrupted run resumes where it
+stopped and ends with the same bytes.
 """
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import os.path as osp
 import time
 from dataclasses import asdict, dataclass
 from fractions import Fraction
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -47,10 +46,9 @@ from mmpcm.datasets.feature_store import (GLOBAL_FILE, TEXT_FILE, FeatureStore, 
                                           save_pairing, store_meta_sha256)
 from mmpcm.datasets.feature_store.pairing import write_npz_deterministic
 from mmpcm.utils.cli import InputError
-from mmpcm.utils.fileio import (PathLike, atomic_write, atomic_write_json,
-                                remove_tmp_files)
-from .retrieval_model import (IMAGES_CACHE, RETRIEVAL_MODEL_SOURCE,
-                              TEXTS_CACHE, require_captions,
+from mmpcm.utils.fileio import PathLike, atomic_write
+from .parts import PARTS_DIR, SENTENCES, PartHook, Parts, fingerprint
+from .retrieval_model import (RETRIEVAL_MODEL_SOURCE, require_captions,
                               retrieval_model_embeds)
 from .search import ExactSearchIndex, require_faiss
 from .sentence import (CLIP_TEXT_SOURCE, clip_text_sentence_embeds,
@@ -59,22 +57,15 @@ from .sentence import (CLIP_TEXT_SOURCE, clip_text_sentence_embeds,
 logger = logging.getLogger(__name__)
 
 __all__ = ['SyncConfig', 'RefineSummary', 'refine_pairs', 'refine_store',
-           'pick_candidates', 'PARTS_DIR', 'METHOD', 'TIE_TOLERANCE']
+           'pick_candidates', 'METHOD', 'TIE_TOLERANCE']
 
 METHOD = 'SynC (Kim et al., ACM MM 2025, arXiv 2507.18616)'
-PARTS_DIR = 'parts'
-_PARTS_SETTINGS = 'settings.json'
-_SENTENCES = 'sentences.npz'
-_CACHES = (_SENTENCES, IMAGES_CACHE, TEXTS_CACHE)
-"""Embedding caches of ``parts/``, keyed on their own, not chunk parts."""
 TIE_TOLERANCE = 1e-6
 """Cycle scores this close count as equal: cos(c, c) of a caption with
 itself is 1 up to float32 rounding, which must not decide between two
 candidates that both retrieve ``c``."""
 _SCORE_BLOCK = 256
 """Captions per block of the cycle-score product (bounds its memory)."""
-
-PartHook = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -149,93 +140,6 @@ class RefineSummary:
     chunks_reused: int = 0
 
 
-# --------------------------------------------------------------------------
-# part files
-# --------------------------------------------------------------------------
-class _Parts:
-    """The part files of one run under ``<work>/parts`` (or none).
-
-    ``settings.json`` records the search settings and a sha256 of the input
-    arrays (the fingerprint); every part file holds the fingerprint too.
-    Parts of another fingerprint are deleted and computed anew, never
-    mixed with this run's.
-    """
-
-    def __init__(self, work_dir: Optional[str], fingerprint: str,
-                 settings: Dict[str, Any],
-                 on_part: Optional[PartHook]) -> None:
-        self.folder = (osp.join(work_dir, PARTS_DIR)
-                       if work_dir is not None else None)
-        self.fingerprint = fingerprint
-        self.on_part = on_part
-        self.reused = 0
-        if self.folder is None:
-            return
-        os.makedirs(self.folder, exist_ok=True)
-        remove_tmp_files(self.folder)
-        path = osp.join(self.folder, _PARTS_SETTINGS)
-        recorded = None
-        if osp.isfile(path):
-            try:
-                with open(path, encoding='utf-8') as f:
-                    recorded = json.load(f).get('fingerprint')
-            except (OSError, ValueError, AttributeError):
-                recorded = None
-        if recorded != fingerprint:
-            stale = [n for n in os.listdir(self.folder)
-                     if n.endswith('.npz') and n not in _CACHES]
-            if stale:
-                logger.warning(
-                    '%s: %d part files were made from other settings or '
-                    'inputs; computing them anew', self.folder, len(stale))
-            for name in stale:
-                os.remove(osp.join(self.folder, name))
-            atomic_write_json(path, dict(fingerprint=fingerprint,
-                                         settings=settings, method=METHOD))
-
-    def path(self, stage: str, chunk: int) -> Optional[str]:
-        if self.folder is None:
-            return None
-        return osp.join(self.folder, f'{stage}_{chunk:06d}.npz')
-
-    def load(self, stage: str, chunk: int) -> Optional[Dict[str, np.ndarray]]:
-        """A finished part's arrays, or None (missing, damaged, or of
-        another fingerprint)."""
-        path = self.path(stage, chunk)
-        if path is None or not osp.isfile(path):
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: np.asarray(data[k]) for k in data.files}
-        except (OSError, ValueError, KeyError) as err:
-            logger.warning('%s: unreadable (%s); computing it anew', path,
-                           err)
-            return None
-        if str(arrays.pop('fingerprint', '')) != self.fingerprint:
-            return None
-        self.reused += 1
-        return arrays
-
-    def save(self, stage: str, chunk: int,
-             arrays: Dict[str, np.ndarray]) -> None:
-        path = self.path(stage, chunk)
-        if path is None:
-            return
-        data = dict(arrays, fingerprint=np.array(self.fingerprint))
-        atomic_write(path, lambda f: write_npz_deterministic(f, data))
-        if self.on_part is not None:
-            self.on_part(path)
-
-
-def _fingerprint(settings: Dict[str, Any], *arrays: np.ndarray) -> str:
-    """sha256 of the search settings and the input arrays' bytes."""
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for array in arrays:
-        digest.update(repr((array.shape, array.dtype.str)).encode())
-        digest.update(memoryview(np.ascontiguousarray(array)).cast('B'))
-    return digest.hexdigest()
-
-
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
     return tqdm(total=total, desc=desc, unit='chunk', disable=not enabled,
@@ -246,7 +150,7 @@ def _progress(total: int, desc: str, enabled: bool):
 # the two stages
 # --------------------------------------------------------------------------
 def _image_to_text(images: np.ndarray, texts: np.ndarray, cfg: SyncConfig,
-                   parts: _Parts, progress: bool,
+                   parts: Parts, progress: bool,
                    use_gpu: Optional[bool]) -> np.ndarray:
     """Stage 1: each image's ``i2t_k`` nearest captions.
 
@@ -335,7 +239,7 @@ def pick_candidates(start: int, candidates: np.ndarray,
 
 def _best_images(texts: np.ndarray, images: np.ndarray,
                  sentences: np.ndarray, retrieved: np.ndarray,
-                 cfg: SyncConfig, parts: _Parts, progress: bool,
+                 cfg: SyncConfig, parts: Parts, progress: bool,
                  use_gpu: Optional[bool]) -> Tuple[np.ndarray, np.ndarray]:
     """Stage 2: each caption's candidates, their cycle scores, the best.
 
@@ -459,10 +363,10 @@ def refine_pairs(image_embeds: np.ndarray,
     settings: Dict[str, Any] = dict(cfg.search_settings())
     if retrieval is not None:
         settings['retrieval'] = retrieval
-    parts = _Parts(
+    parts = Parts(
         os.fspath(work_dir) if work_dir is not None else None,
-        _fingerprint(settings, images, texts, sentences) if work_dir
-        is not None else '', settings, on_part)
+        fingerprint(settings, images, texts, sentences) if work_dir
+        is not None else '', settings, on_part, METHOD)
     retrieved = _image_to_text(images, texts, cfg, parts, progress,
                                use_gpu)  # (M, i2t_k)
     best, quality = _best_images(texts, images, sentences, retrieved, cfg,
@@ -505,7 +409,7 @@ def _cached_sentence_embeds(store: FeatureStore, out_dir: str,
     for caption in captions:
         digest.update(caption.encode('utf-8') + b'\n')
     key = digest.hexdigest()
-    path = osp.join(out_dir, PARTS_DIR, _SENTENCES)
+    path = osp.join(out_dir, PARTS_DIR, SENTENCES)
     if osp.isfile(path):
         try:
             with np.load(path, allow_pickle=False) as data:
