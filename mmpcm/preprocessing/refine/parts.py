@@ -24,15 +24,17 @@ import numpy as np
 from mmpcm.datasets.feature_store.pairing import write_npz_deterministic
 from mmpcm.utils.fileio import (atomic_write, atomic_write_json,
                                 remove_tmp_files)
-from .retrieval_model import IMAGES_CACHE, TEXTS_CACHE
 
 logger = logging.getLogger(__name__)
 
-__all__ = ['PARTS_DIR', 'SENTENCES', 'PartHook', 'Parts', 'fingerprint']
+__all__ = ['PARTS_DIR', 'SENTENCES', 'IMAGES_CACHE', 'TEXTS_CACHE',
+           'PartHook', 'Parts', 'fingerprint']
 
 PARTS_DIR = 'parts'
 _PARTS_SETTINGS = 'settings.json'
 SENTENCES = 'sentences.npz'
+IMAGES_CACHE = 'retrieval_images.npz'
+TEXTS_CACHE = 'retrieval_texts.npz'
 _CACHES = (SENTENCES, IMAGES_CACHE, TEXTS_CACHE)
 """Embedding caches of ``parts/``, keyed on their own, not chunk parts."""
 

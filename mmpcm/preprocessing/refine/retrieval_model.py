@@ -25,16 +25,14 @@ from mmpcm.datasets.feature_store import RECORDS_FILE, FeatureStore
 from mmpcm.datasets.feature_store.pairing import write_npz_deterministic
 from mmpcm.utils.cli import InputError, MissingInputError
 from mmpcm.utils.fileio import atomic_write, sha256_file
+from .parts import IMAGES_CACHE, TEXTS_CACHE
 from .sentence import l2_normalize
 
-__all__ = ['RETRIEVAL_MODEL_SOURCE', 'IMAGES_CACHE', 'TEXTS_CACHE',
-           'require_captions', 'clip_captions', 'model_identity',
-           'retrieval_model_embeds']
+__all__ = ['RETRIEVAL_MODEL_SOURCE', 'require_captions', 'clip_captions',
+           'model_identity', 'retrieval_model_embeds']
 
 RETRIEVAL_MODEL_SOURCE = 'retrieval_model'
 """``settings.retrieval.source`` of a pairing retrieved with a model."""
-IMAGES_CACHE = 'retrieval_images.npz'
-TEXTS_CACHE = 'retrieval_texts.npz'
 _LOCAL_DIR = 'local-dir:'
 _WEIGHT_SUFFIXES = ('.pt', '.pth', '.bin', '.safetensors', '.npz')
 
