@@ -42,8 +42,9 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from mmpcm.datasets.feature_store import (GLOBAL_FILE, TEXT_FILE, FeatureStore, Pairing,
-                                          save_pairing, store_meta_sha256)
+from mmpcm.datasets.feature_store import (GLOBAL_FILE, TEXT_FILE,
+                                          FeatureStore, Pairing, save_pairing,
+                                          store_meta_sha256)
 from mmpcm.datasets.feature_store.pairing import write_npz_deterministic
 from mmpcm.utils.cli import InputError
 from mmpcm.utils.fileio import PathLike, atomic_write
@@ -551,8 +552,8 @@ def refine_store(store_root: PathLike,
     open_clip model's ``encode_image`` / ``encode_text`` of the store's
     images (under ``image_root``) and captions (normalised as the store's
     ``clip_score_text`` says), cached in ``<out_dir>/parts/``
-    (:func:`~.retrieval_model.retrieval_model_embeds`); each kept pair's CLIP score is always
-    the store's own CLIP cosine. The cycle score uses ``sentence_model``
+    (:func:`~.retrieval_model.retrieval_model_embeds`); each kept pair's
+    CLIP score is always the store's own CLIP cosine. The cycle score uses ``sentence_model``
     or, by default, the store's own CLIP text embeddings (offline, no
     model). Parts go to ``<out_dir>/parts/`` and a rerun resumes from
     them; the result is ``<out_dir>/pairing.npz`` and ``pairing.json``
@@ -650,8 +651,8 @@ def refine_store(store_root: PathLike,
                 parts_dir=PARTS_DIR)  # (M, D2), (P, D2) float32
             _check_pair_widths(
                 search_images, search_texts, retrieval_model,
-                'give an open_clip model whose image and text towers share one '
-                'space')
+                'give an open_clip model whose image and text towers share '
+                'one space')
             clip_embeds = (images, texts)
             retrieval = dict(source=RETRIEVAL_MODEL_SOURCE,
                              embed_dim=int(search_images.shape[1]), **identity)
