@@ -38,7 +38,7 @@ import os.path as osp
 import time
 from dataclasses import asdict, dataclass
 from fractions import Fraction
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -51,7 +51,7 @@ from mmpcm.utils.fileio import PathLike, atomic_write
 from .parts import PARTS_DIR, SENTENCES, PartHook, Parts, fingerprint
 from .retrieval_model import (RETRIEVAL_MODEL_SOURCE, require_captions,
                               retrieval_model_embeds)
-from .search import ExactSearchIndex, require_faiss
+from .search import ExactSearchIndex, TopK, require_faiss
 from .sentence import (CLIP_TEXT_SOURCE, clip_text_sentence_embeds,
                        encode_sentences, l2_normalize, load_sentence_model)
 
@@ -150,6 +150,38 @@ def _progress(total: int, desc: str, enabled: bool):
 # --------------------------------------------------------------------------
 # the two stages
 # --------------------------------------------------------------------------
+def _searched_chunks(parts: Parts, stage: str, queries: np.ndarray,
+                     database: np.ndarray, k: int, size: int, desc: str,
+                     progress: bool, use_gpu: Optional[bool],
+                     row_shapes: Dict[str, Tuple[int, ...]],
+                     finish: Callable[[int, TopK], Dict[str, np.ndarray]],
+                     ) -> Iterator[Tuple[int, int, Dict[str, np.ndarray]]]:
+    """Yield ``(start, stop, part)`` for each chunk of ``queries``.
+
+    A chunk's part is read back when an earlier run saved it with the
+    arrays ``row_shapes`` names, one row per query of the chunk, each row
+    of the given shape; otherwise the chunk is searched (top ``k`` of
+    ``database``; the index is built on first need), turned into arrays by
+    ``finish(start, found)`` and saved before it is yielded.
+    """
+    index = None
+    with _progress(-(-len(queries) // size), desc, progress) as bar:
+        for chunk, start in enumerate(range(0, len(queries), size)):
+            stop = min(start + size, len(queries))
+            done = parts.load(stage, chunk)
+            if done is None or any(
+                    name not in done or done[name].shape != (stop - start,
+                                                             *shape)
+                    for name, shape in row_shapes.items()):
+                if index is None:
+                    index = ExactSearchIndex(database, use_gpu=use_gpu)
+                found = index.search(queries[start:stop], k)  # (n, k)
+                done = finish(start, found)
+                parts.save(stage, chunk, done)
+            yield start, stop, done
+            bar.update()
+
+
 def _image_to_text(images: np.ndarray, texts: np.ndarray, cfg: SyncConfig,
                    parts: Parts, progress: bool,
                    use_gpu: Optional[bool]) -> np.ndarray:
@@ -159,22 +191,13 @@ def _image_to_text(images: np.ndarray, texts: np.ndarray, cfg: SyncConfig,
         np.ndarray: ``(M, i2t_k)`` int64 caption rows, best first.
     """
     k = min(cfg.i2t_k, len(texts))
-    size = cfg.chunk_size
     retrieved = np.empty((len(images), k), dtype=np.int64)  # (M, k)
-    index = None
-    with _progress(-(-len(images) // size), 'SynC 1/2 image->caption',
-                   progress) as bar:
-        for chunk, start in enumerate(range(0, len(images), size)):
-            stop = min(start + size, len(images))
-            done = parts.load('i2t', chunk)
-            if done is None or done['indices'].shape != (stop - start, k):
-                if index is None:
-                    index = ExactSearchIndex(texts, use_gpu=use_gpu)
-                found = index.search(images[start:stop], k)  # (n, k)
-                done = dict(indices=found.indices)
-                parts.save('i2t', chunk, done)
-            retrieved[start:stop] = done['indices']
-            bar.update()
+    chunks = _searched_chunks(
+        parts, 'i2t', images, texts, k, cfg.chunk_size,
+        'SynC 1/2 image->caption', progress, use_gpu, dict(indices=(k, )),
+        lambda start, found: dict(indices=found.indices))
+    for start, stop, done in chunks:
+        retrieved[start:stop] = done['indices']
     return retrieved
 
 
@@ -249,26 +272,20 @@ def _best_images(texts: np.ndarray, images: np.ndarray,
         ``(P, )`` float32 its cycle score.
     """
     k = min(cfg.num_candidates, len(images))
-    size = cfg.chunk_size
     best = np.empty(len(texts), dtype=np.int64)  # (P, )
     score = np.empty(len(texts), dtype=np.float32)  # (P, )
-    index = None
-    with _progress(-(-len(texts) // size), 'SynC 2/2 caption->image',
-                   progress) as bar:
-        for chunk, start in enumerate(range(0, len(texts), size)):
-            stop = min(start + size, len(texts))
-            done = parts.load('t2i', chunk)
-            if done is None or done['image_idx'].shape != (stop - start, ):
-                if index is None:
-                    index = ExactSearchIndex(images, use_gpu=use_gpu)
-                found = index.search(texts[start:stop], k)  # (n, K)
-                chunk_best, chunk_score = pick_candidates(
-                    start, found.indices, retrieved, sentences)
-                done = dict(image_idx=chunk_best, cycle_score=chunk_score)
-                parts.save('t2i', chunk, done)
-            best[start:stop] = done['image_idx']
-            score[start:stop] = done['cycle_score']
-            bar.update()
+
+    def finish(start: int, found: TopK) -> Dict[str, np.ndarray]:
+        chunk_best, chunk_score = pick_candidates(start, found.indices,
+                                                  retrieved, sentences)
+        return dict(image_idx=chunk_best, cycle_score=chunk_score)
+
+    for start, stop, done in _searched_chunks(
+            parts, 't2i', texts, images, k, cfg.chunk_size,
+            'SynC 2/2 caption->image', progress, use_gpu,
+            dict(image_idx=(), cycle_score=()), finish):
+        best[start:stop] = done['image_idx']
+        score[start:stop] = done['cycle_score']
     return best, score
 
 
