@@ -150,28 +150,32 @@ class SynthImgCapDataset(BaseDataset):
             ``clip_score`` per item; with a pairing also ``caption_idx``
             (the store row the caption comes from).
         """
-        rows = list(self.store.iter_records())  # (path, line, record)
-        if self.pairing is None:
-            pairs = ((i, i, record.get('clip_score'))
-                     for i, (_, _, record) in enumerate(rows))
+        # (caption's (path, line, record), image row, image_id, score,
+        # caption row or None)
+        if self.pairing is None:  # streamed: each row with its own caption
+            pairs = ((row, i, row[2]['image_id'], row[2].get('clip_score'),
+                      None)
+                     for i, row in enumerate(self.store.iter_records()))
         else:
+            rows = list(self.store.iter_records())  # (path, line, record)
             pairing = load_pairing(self.pairing, self.store)
-            pairs = zip(pairing.caption_idx.tolist(),
-                        pairing.image_idx.tolist(),
-                        pairing.clip_score.tolist())
+            pairs = ((rows[c], i, rows[i][2]['image_id'], score, c)
+                     for c, i, score in zip(pairing.caption_idx.tolist(),
+                                            pairing.image_idx.tolist(),
+                                            pairing.clip_score.tolist()))
         data_list = []
-        for sample_idx, (caption_idx, image_idx, score) in enumerate(pairs):
-            path, lineno, record = rows[caption_idx]
+        for sample_idx, ((path, lineno, record), image_idx, image_id, score,
+                         caption_idx) in enumerate(pairs):
             caption = record.get('caption')
             if self.with_caption:
                 self._check_caption(caption, path, lineno)
             info = dict(
                 sample_idx=sample_idx,
                 store_idx=image_idx,
-                image_id=rows[image_idx][2]['image_id'],
+                image_id=image_id,
                 caption=caption,
                 clip_score=score)
-            if self.pairing is not None:
+            if caption_idx is not None:
                 info['caption_idx'] = caption_idx
             data_list.append(info)
         return data_list
