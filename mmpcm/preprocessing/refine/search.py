@@ -10,60 +10,22 @@ at a time.
 faiss is imported when a search index is built, never when this module is
 imported; a missing faiss is one error line saying what to install.
 """
-import importlib
 from types import ModuleType
 from typing import Iterator, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from mmpcm.utils.cli import InputError
+from mmpcm.utils.deps import MissingPackageError, require_package
 
-__all__ = ['MissingPackageError', 'require_package', 'require_faiss',
-           'TopK', 'ExactSearchIndex', 'search_topk']
-
-
-class MissingPackageError(InputError, ImportError):
-    """A package the data refinement needs is not installed.
-
-    ``str(error)`` is ``'<package>: not installed (<who> needs it); pip
-    install <pip name>'``; tools print it as one ``error:`` line.
-    """
-
-
-def require_package(module: str, pip_name: str, needed_for: str
-                    ) -> ModuleType:
-    """Import an optional package, or say how to install it.
-
-    Args:
-        module (str): The module to import (``'faiss'``).
-        pip_name (str): What ``pip install`` takes (``'faiss-cpu'``).
-        needed_for (str): What needs it (``'the SynC nearest-neighbour
-            search'``).
-
-    Returns:
-        ModuleType: The module.
-
-    Raises:
-        MissingPackageError: If the package is not installed. A module
-            missing inside an installed package raises the original
-            ImportError.
-    """
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as error:
-        if error.name != module.split('.')[0]:
-            raise
-        raise MissingPackageError(
-            module, f'not installed ({needed_for} needs it)',
-            f'pip install {pip_name}') from error
+__all__ = ['MissingPackageError', 'require_faiss', 'TopK', 'ExactSearchIndex',
+           'search_topk']
 
 
 def require_faiss() -> ModuleType:
     """faiss, or :class:`MissingPackageError` saying ``pip install
     faiss-cpu`` (or faiss-gpu)."""
-    return require_package(
-        'faiss', 'faiss-cpu (or faiss-gpu for a GPU)',
-        'the SynC nearest-neighbour search')
+    return require_package('faiss', 'the SynC nearest-neighbour search',
+                           'faiss-cpu (or faiss-gpu for a GPU)')
 
 
 class TopK(NamedTuple):

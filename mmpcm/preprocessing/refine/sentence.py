@@ -20,7 +20,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from mmpcm.utils.cli import InputError, MissingInputError
-from .search import require_package
+from mmpcm.utils.deps import require_package
 
 __all__ = ['CLIP_TEXT_SOURCE', 'load_sentence_model', 'encode_sentences',
            'clip_text_sentence_embeds', 'l2_normalize']
@@ -73,9 +73,9 @@ def load_sentence_model(name_or_path: str, device: Optional[str] = None
             'give a folder written by SentenceTransformer.save, or a hub '
             'name such as sentence-transformers/all-MiniLM-L6-v2')
     module = require_package(
-        'sentence_transformers', 'sentence-transformers',
+        'sentence_transformers',
         '--sentence-model (leave it out to use the store\'s CLIP text '
-        'embeddings)')
+        'embeddings)', 'sentence-transformers')
     if looks_local:
         return module.SentenceTransformer(expanded, device=device)
     try:  # the Hugging Face cache first: offline, no download retries
