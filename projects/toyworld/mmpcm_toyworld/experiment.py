@@ -75,6 +75,8 @@ def train_variant(config: str, world_root: str, work_dir: str, seed: int,
     final = osp.join(work_dir, f'epoch_{cfg.train_cfg.max_epochs}.pth')
     last = _last_checkpoint(work_dir)
     if last == osp.abspath(final):
+        logger.info(f'{osp.basename(config)}: trained earlier ({final}); '
+                    'not training again')
         return final
     if last is not None and osp.isfile(last):
         logger.info(f'resuming {osp.basename(config)} from {last}')
