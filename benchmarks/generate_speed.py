@@ -17,8 +17,12 @@ generation is timed two ways:
   JPEGs and records) with the pipeline's scheduler replaced by
   ``--scheduler`` (DPM-Solver++, ``DPMSolverMultistepScheduler``) at
   ``--steps`` 25, adding one setting per row: batch 1, ``--batch-size`` 16,
-  channels_last UNet and VAE, and with ``--compile`` a compiled UNet
-  (``torch.compile``, mode ``--compile-mode``). The last two are applied by
+  channels_last UNet and VAE, with ``--compile`` a compiled UNet
+  (``torch.compile``, mode ``--compile-mode``), and last the images saved
+  on ``--write-workers`` threads while the next batch is generated (the
+  rows before it write each batch before generating the next, as mmpcm
+  did before it wrote in the background). channels_last and the compiled
+  UNet are applied by
   :func:`~mmpcm.preprocessing.generation.apply_speed_settings`, the code
   behind the tool's ``--channels-last`` and ``--compile-unet``. The fastest
   row is mmpcm's setting; every row prints its speed-up over the reference.
@@ -199,6 +203,9 @@ class GenSettings:
         dtype (str): ``float16``, ``bfloat16`` or ``float32``.
         channels_last (bool): UNet and VAE in channels_last memory format.
         compile (bool): The UNet compiled (``torch.compile``).
+        write_workers (int): Threads saving images while the next batch is
+            generated (``GenerationConfig.write_workers``); 0 writes each
+            batch before the next.
         reference (bool): diffusers' default call instead of
             ``generate_images``.
     """
@@ -208,6 +215,7 @@ class GenSettings:
     dtype: str
     channels_last: bool = False
     compile: bool = False
+    write_workers: int = 0
     reference: bool = False
 
     @property
@@ -220,6 +228,9 @@ class GenSettings:
             parts.append('channels_last')
         if self.compile:
             parts.append('compiled UNet')
+        if self.write_workers:
+            parts.append(f'background writing ({self.write_workers} '
+                         'threads)')
         return ' + '.join(parts)
 
 
@@ -247,6 +258,8 @@ def row_settings(args: argparse.Namespace,
         rows.append(replace(rows[-1], channels_last=True))
     if args.compile:
         rows.append(replace(rows[-1], compile=True))
+    if args.write_workers:
+        rows.append(replace(rows[-1], write_workers=args.write_workers))
     return rows
 
 
@@ -308,7 +321,8 @@ def time_generate(pipe: Any, settings: GenSettings, captions_file: str,
         scheduler=settings.scheduler, num_inference_steps=settings.steps,
         height=size, width=size, dtype=settings.dtype, max_attempts=1,
         min_pixel_std=0.0, batch_size=settings.batch_size,
-        chunk_size=100_000, device=str(device))
+        chunk_size=100_000, device=str(device),
+        write_workers=settings.write_workers)
     common.synchronize(device)
     start = time.perf_counter()
     summary = generate_images(captions_file, out_dir, config,
@@ -417,6 +431,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help='torch.compile mode (default: the generation '
                    f'tool\'s, {DEFAULT_COMPILE_MODE})')
     p.add_argument('--compile-backend', default='inductor')
+    p.add_argument('--write-workers', type=int, default=4,
+                   help='last row: images saved on this many threads while '
+                   'the next batch is generated (0: no such row; the rows '
+                   'before it write each batch before the next)')
     p.add_argument('--safety-checker', action=argparse.BooleanOptionalAction,
                    default=True, help='sd15: include SD v1.5\'s safety '
                    'checker (the real pipeline runs it on every image)')

@@ -252,8 +252,11 @@ def test_generate_speed_smoke(tmp_path, capsys):
             for r in rows] == [('PNDMScheduler', 50, 1),
                                ('DPMSolverMultistepScheduler', 25, 1),
                                ('DPMSolverMultistepScheduler', 25, 2),
+                               ('DPMSolverMultistepScheduler', 25, 2),
                                ('DPMSolverMultistepScheduler', 25, 2)]
+    assert [r['extra']['write_workers'] for r in rows] == [0, 0, 0, 0, 4]
     assert rows[-1]['extra']['channels_last']
+    assert 'background writing (4 threads)' in rows[-1]['name']
     assert all(r['per_second'] > 0 for r in rows)
     assert result['image_size'] == 32 and result['speedup'] > 0
 

@@ -18,9 +18,9 @@ from PIL import Image
 
 import mmpcm.registry  # noqa: F401  (compat patches first)
 from mmpcm.preprocessing import generation as gen
-from mmpcm.preprocessing.generation import chunks as gen_chunks
 from mmpcm.preprocessing.generation import generate as gen_generate
 from mmpcm.preprocessing.generation import sampling as gen_sampling
+from mmpcm.preprocessing.generation import writing as gen_writing
 from mmpcm.preprocessing.generation import (GenerationConfig, PipelineImage,
                                             generate_images, item_seed,
                                             load_generation_records,
@@ -246,10 +246,10 @@ def test_resume_after_a_crash_mid_write(reference, model_dir, captions_file,
             raise KeyboardInterrupt('simulated crash')
         real_save(path, image, image_format)
 
-    monkeypatch.setattr(gen_chunks, 'save_image', crash_on_sixth)
-    with pytest.raises(KeyboardInterrupt):
-        generate_images(captions_file, out, _config(model_dir),
-                        progress=False)
+    monkeypatch.setattr(gen_writing, 'save_image', crash_on_sixth)
+    with pytest.raises(KeyboardInterrupt):  # written batch by batch
+        generate_images(captions_file, out,
+                        _config(model_dir, write_workers=0), progress=False)
     # Only the first batch (chunk 0: captions 0, 1, 3) is complete; images 4
     # and 6 were saved but their batch was not recorded; image 7 exists only
     # as a temporary file.
@@ -258,7 +258,7 @@ def test_resume_after_a_crash_mid_write(reference, model_dir, captions_file,
     assert sorted(os.listdir(chunk1)) == [
         f'.000000007.png.tmp-{os.getpid()}', '000000004.png', '000000006.png']
 
-    monkeypatch.setattr(gen_chunks, 'save_image', real_save)
+    monkeypatch.setattr(gen_writing, 'save_image', real_save)
     summary = generate_images(captions_file, out, _config(model_dir),
                               progress=False)
     assert (summary.already_done, summary.generated) == (3, 9)
@@ -269,6 +269,109 @@ def test_resume_after_a_crash_mid_write(reference, model_dir, captions_file,
     assert sorted(image_files) == sorted(records[i].file for i in INDICES)
     ref, got = _pixels(reference), _pixels(out)
     assert all(np.array_equal(ref[i], got[i]) for i in INDICES)
+
+
+def _output_bytes(out: str) -> dict:
+    """Every image and record file of a run, by relative path."""
+    files = {}
+    for rel in _all_files(out):
+        if rel.startswith(('images', 'records')):
+            with open(osp.join(out, rel), 'rb') as f:
+                files[rel] = f.read()
+    return files
+
+
+def test_background_writing_writes_what_synchronous_writing_writes(
+        reference, model_dir, captions_file, tmp_path):
+    assert _config(model_dir).write_workers > 0  # the reference's default
+    out = str(tmp_path / 'out')
+    generate_images(captions_file, out, _config(model_dir, write_workers=0),
+                    progress=False)
+    ref = _output_bytes(reference)
+    assert sorted(ref) == sorted(_output_bytes(out))
+    assert ref == _output_bytes(out)
+
+
+def test_images_are_written_while_the_next_batch_is_generated(
+        model_dir, captions_file, tmp_path, monkeypatch):
+    """Batch 1's images are saved only once batch 2's pipeline call has
+    started; writing in the generating thread would wait here in vain."""
+    import threading
+    second_call = threading.Event()
+    real_run, real_save = gen_sampling.run_pipeline, gen_writing.save_image
+    calls, overlapped = [], []
+
+    def run(pipe, prompts, seeds, config):
+        calls.append(len(prompts))
+        if len(calls) == 2:
+            second_call.set()
+        return real_run(pipe, prompts, seeds, config)
+
+    def save(path, image, image_format):
+        if osp.basename(path) == '000000000.png':  # batch 1
+            overlapped.append(second_call.wait(timeout=20))
+        real_save(path, image, image_format)
+
+    monkeypatch.setattr(gen_sampling, 'run_pipeline', run)
+    monkeypatch.setattr(gen_writing, 'save_image', save)
+    summary = generate_images(captions_file, tmp_path / 'out',
+                              _config(model_dir, write_workers=2),
+                              progress=False)
+    assert summary.generated == 12 and overlapped == [True]
+
+
+def test_a_failed_write_stops_the_run_and_records_only_whole_batches(
+        reference, model_dir, captions_file, tmp_path, monkeypatch):
+    out = str(tmp_path / 'out')
+    real_save = gen_writing.save_image
+
+    def disk_full_on_image_6(path, image, image_format):
+        if osp.basename(path) == '000000006.png':
+            raise OSError(28, 'No space left on device')
+        real_save(path, image, image_format)
+
+    monkeypatch.setattr(gen_writing, 'save_image', disk_full_on_image_6)
+    with pytest.raises(OSError, match='No space left'):
+        generate_images(captions_file, out,
+                        _config(model_dir, write_workers=3), progress=False)
+    # Batch 1 (chunk 0) is recorded; batch 2 (captions 4, 6, 7) lost an
+    # image, so neither it nor any later batch is.
+    assert sorted(load_generation_records(out)) == [0, 1, 3]
+    monkeypatch.setattr(gen_writing, 'save_image', real_save)
+    summary = generate_images(captions_file, out, _config(model_dir),
+                              progress=False)
+    assert (summary.already_done, summary.generated) == (3, 9)
+    assert _output_bytes(out) == _output_bytes(reference)
+
+
+def test_an_interrupted_run_keeps_every_batch_it_generated(
+        reference, model_dir, captions_file, tmp_path, monkeypatch):
+    out = str(tmp_path / 'out')
+    real_run = gen_sampling.run_pipeline
+    calls = []
+
+    def interrupt_third_call(pipe, prompts, seeds, config):
+        calls.append(prompts)
+        if len(calls) == 3:
+            raise KeyboardInterrupt('Ctrl-C')
+        return real_run(pipe, prompts, seeds, config)
+
+    monkeypatch.setattr(gen_sampling, 'run_pipeline', interrupt_third_call)
+    with pytest.raises(KeyboardInterrupt):
+        generate_images(captions_file, out,
+                        _config(model_dir, write_workers=4), progress=False)
+    assert sorted(load_generation_records(out)) == [0, 1, 3, 4, 6, 7]
+    ref = _output_bytes(reference)
+    got = _output_bytes(out)
+    for rel in got:
+        if rel.startswith('images'):
+            assert got[rel] == ref[rel]
+
+
+def test_write_workers_must_be_a_count(model_dir):
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match='write_workers'):
+            _config(model_dir, write_workers=bad)
 
 
 def test_degenerate_and_nsfw_images_are_regenerated(model_dir, captions_file,
@@ -588,7 +691,8 @@ def test_command_line_speed_flags(monkeypatch):
 
     monkeypatch.setattr(tool, 'generate_images', fake_generate)
     for extra in ([], ['--channels-last', '--compile-unet', '--compile-mode',
-                       'default', '--compile-backend', 'eager']):
+                       'default', '--compile-backend', 'eager',
+                       '--write-workers', '0']):
         monkeypatch.setattr(sys, 'argv', ['generate_images.py', 'c.txt',
                                           'out'] + extra)
         tool.main()
@@ -598,6 +702,7 @@ def test_command_line_speed_flags(monkeypatch):
                                        gen.DEFAULT_COMPILE_MODE, 'inductor')
     assert (fast.channels_last, fast.compile_unet, fast.compile_mode,
             fast.compile_backend) == (True, True, 'default', 'eager')
+    assert (plain.write_workers, fast.write_workers) == (4, 0)
 
 
 # --------------------------------------------------------------------------

@@ -91,6 +91,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     speed.add_argument('--compile-backend', default='inductor',
                        help='torch.compile backend for --compile-unet '
                        "(default: inductor; 'eager' only traces, for tests)")
+    speed.add_argument('--write-workers', type=int, default=4,
+                       help='threads that encode and save images while the '
+                       'next batch is generated; 0 writes each batch before '
+                       'the next (default: 4)')
     add_debug_flag(parser)
     return parser.parse_args(argv)
 
@@ -107,7 +111,8 @@ def generate(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size, batch_size=args.batch_size,
         device=args.device, channels_last=args.channels_last,
         compile_unet=args.compile_unet, compile_mode=args.compile_mode,
-        compile_backend=args.compile_backend)
+        compile_backend=args.compile_backend,
+        write_workers=args.write_workers)
     info = get_rank_info()
     summary = generate_images(args.captions, args.out, config, info,
                               progress=not args.no_progress)

@@ -69,9 +69,14 @@ class GenerationConfig:
             :data:`DEFAULT_COMPILE_MODE` ('max-autotune-no-cudagraphs').
         compile_backend (str | Callable): ``torch.compile`` backend of
             ``compile_unet``. Defaults to 'inductor'.
+        write_workers (int): Threads that encode and save a batch's images
+            while the next batch is generated (its records follow on one
+            more thread); 0 writes each batch before the next is
+            generated. Defaults to 4.
 
-    ``batch_size``, ``device`` and the four speed settings are not recorded
-    in ``generation_meta.json``: a rerun may change them.
+    ``batch_size``, ``device``, the four speed settings and
+    ``write_workers`` are not recorded in ``generation_meta.json``: a
+    rerun may change them.
     """
     model: str = DEFAULT_MODEL
     scheduler: Optional[str] = None
@@ -91,6 +96,7 @@ class GenerationConfig:
     compile_unet: bool = False
     compile_mode: Optional[str] = DEFAULT_COMPILE_MODE
     compile_backend: Union[str, Callable] = 'inductor'
+    write_workers: int = 4
 
     def __post_init__(self) -> None:
         for name in ('num_inference_steps', 'height', 'width', 'max_attempts',
@@ -100,6 +106,10 @@ class GenerationConfig:
                     or value <= 0:
                 raise ValueError(f'{name} must be a positive int, got '
                                  f'{value!r}')
+        if isinstance(self.write_workers, bool) or not isinstance(
+                self.write_workers, int) or self.write_workers < 0:
+            raise ValueError('write_workers must be an int >= 0, got '
+                             f'{self.write_workers!r}')
         if self.dtype not in DTYPES:
             raise ValueError(f'dtype must be one of {DTYPES}, got '
                              f'{self.dtype!r}')
