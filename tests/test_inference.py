@@ -328,3 +328,35 @@ def test_a_work_dir_means_its_best_checkpoint(setup, tmp_path, monkeypatch,
     assert err.endswith('or train with validation (without --no-validate) '
                         'to keep a best one\n')
     assert err.count('\n') == 1
+
+
+def test_inferencer_returns_pcm_concepts(setup):
+    model, ckpt, images, _ = setup
+    plain = PCMCaptionInferencer(ckpt, device='cpu')
+    shown = PCMCaptionInferencer(ckpt, device='cpu', return_concepts=True)
+    path = str(images / 'a_rgb.png')
+    [without] = plain(path)
+    [result] = shown(path)
+    assert 'concepts' not in without
+    assert {k: result[k] for k in without} == without  # same caption
+    view = result['concepts']
+    words = ['ball', 'dog', 'man', 'horse', 'cat', 'sofa']
+    assert view['grid'] ** 2 == TINY_NUM_PATCHES
+    neck = shown.model.neck
+    assert neck.concept_words == words  # from the checkpoint's concept file
+    assert len(view['concepts']) == neck.top_k
+    assert all(c['word'] == words[c['id']] for c in view['concepts'])
+    probs = [c['prob'] for c in view['concepts']]
+    assert probs == sorted(probs, reverse=True)
+    # The selected patches are the neck's at inference, each with a kept
+    # concept's word.
+    image = clip_image_tensor(load_image(path), shown.preprocess_cfg)
+    with torch.no_grad():
+        feats = shown.model.backbone(image[None].float())
+        picture = shown.model.explain(feats)
+    selected = torch.nonzero(picture.selected[0]).flatten().tolist()
+    assert sorted(p['index'] for p in view['patches']) == selected
+    kept = {c['word'] for c in view['concepts'] if c['kept']}
+    assert all(p['concept'] in kept for p in view['patches'])
+    assert all(p['row'] * view['grid'] + p['col'] == p['index']
+               for p in view['patches'])

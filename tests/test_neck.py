@@ -239,3 +239,31 @@ def test_concepts_travel_in_checkpoint():
     other = make_neck(concepts=ConceptVocabulary(['a', 'b'], torch.eye(2), 'toy'))
     with pytest.raises(ValueError, match='different concept vocabularies'):
         other.load_state_dict(neck.state_dict())
+
+
+def test_explain_by_hand():
+    """The concept picture of the hand-worked case (threshold 0.0: both
+    concepts kept; M = 2 entries)."""
+    neck = make_neck(num_selected=2, concept_threshold=0.0).eval()
+    picture = neck.explain(PATCHES, GLOBAL)
+    assert neck.concept_words == ['x', 'y', '-x']
+    assert picture.concept_ids.tolist() == [[0, 1]]
+    assert picture.concept_kept.tolist() == [[True, True]]
+    # Entries (patch, concept) by similarity: (0, c0) 1, (1, c1) 1, then
+    # (2, c1) .8: patches 0 and 1 are selected.
+    assert picture.selected.tolist() == [[True, True, False]]
+    # Each patch takes its most similar kept concept: x, y, y (.8 > .6).
+    assert picture.patch_concept.tolist() == [[0, 1, 1]]
+    assert picture.patch_similarity[0].tolist() == pytest.approx([1, 1, .8])
+    # The selection is the one forward() appends at inference.
+    out = neck(torch.randn(1, 3, 4), PATCHES, GLOBAL)
+    assert out.selected.tolist() == picture.selected.tolist()
+
+
+def test_explain_ignores_masked_concepts():
+    neck = make_neck(num_selected=1).eval()  # c1 masked (p <= 0.01)
+    picture = neck.explain(PATCHES, GLOBAL)
+    assert picture.concept_kept.tolist() == [[True, False]]
+    assert picture.patch_concept.tolist() == [[0, 0, 0]]
+    assert picture.patch_similarity[0].tolist() == pytest.approx([1, 0, .6])
+    assert picture.selected.tolist() == [[True, False, False]]

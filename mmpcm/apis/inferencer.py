@@ -31,6 +31,7 @@ from mmpcm.datasets.clip_transforms import CLIPImageTransform
 from mmpcm.datasets.image_lists import read_path_list, scan_folder
 from mmpcm.datasets.transforms import ImageLoadError, as_pil_image, load_image
 from mmpcm.utils.cli import InputError
+from mmpcm.visualization.concepts import ConceptView, concept_view
 from .best_checkpoint import resolve_checkpoint
 from .release import ConfigLike, build_captioner
 
@@ -47,13 +48,19 @@ class CaptionResult(NamedTuple):
             inputs).
         caption (str): The caption.
         score (float): Its log-probability under the model.
+        concepts (ConceptView, optional): PCM's concepts and selected
+            patches (with ``return_concepts``); None otherwise.
     """
     image: str
     caption: str
     score: float
+    concepts: Optional[ConceptView] = None
 
     def to_dict(self) -> dict:
-        return dict(image=self.image, caption=self.caption, score=self.score)
+        out = dict(image=self.image, caption=self.caption, score=self.score)
+        if self.concepts is not None:
+            out['concepts'] = self.concepts.to_dict()
+        return out
 
 
 class ImageFailure(NamedTuple):
@@ -182,6 +189,9 @@ class PCMCaptionInferencer:
         device (str, optional): Defaults to None (CUDA when available).
         beam_size (int, optional): Overrides the model's beam size.
             Defaults to None.
+        return_concepts (bool): Also return PCM's retrieved concepts and
+            selected patches per image (``concepts`` of each result, a
+            :class:`~mmpcm.visualization.ConceptView`). Defaults to False.
 
     Attributes:
         model_file (str, optional): The file the model was loaded from.
@@ -195,7 +205,8 @@ class PCMCaptionInferencer:
                  model: Union[str, nn.Module],
                  config: Optional[ConfigLike] = None,
                  device: Optional[str] = None,
-                 beam_size: Optional[int] = None) -> None:
+                 beam_size: Optional[int] = None,
+                 return_concepts: bool = False) -> None:
         self.model_file: Optional[str] = None
         if isinstance(model, nn.Module):
             device = device or next(model.parameters()).device
@@ -204,6 +215,7 @@ class PCMCaptionInferencer:
             self.model_file = resolve_checkpoint(model).path
             self.model = build_captioner(self.model_file, config, device)
         self.beam_size = beam_size
+        self.return_concepts = return_concepts
 
     @property
     def image_size(self) -> int:
@@ -226,13 +238,19 @@ class PCMCaptionInferencer:
             images (torch.Tensor): ``(B, 3, S, S)`` uint8 RGB.
 
         Returns:
-            list[tuple]: ``(caption, score)`` per image.
+            list[tuple]: ``(caption, score, concepts)`` per image;
+            ``concepts`` is a :class:`~mmpcm.visualization.ConceptView`
+            with ``return_concepts``, else None.
         """
         data = self.model.data_preprocessor(
             dict(inputs=dict(images=images), data_samples=None), False)
         samples = self.model.predict(data['inputs'], None,
-                                     beam_size=self.beam_size)
-        return [(s.pred_caption, float(s.pred_score)) for s in samples]
+                                     beam_size=self.beam_size,
+                                     return_concepts=self.return_concepts)
+        words = self.model.neck.concept_words
+        return [(s.pred_caption, float(s.pred_score),
+                 concept_view(s.pcm_concepts, words)
+                 if self.return_concepts else None) for s in samples]
 
     def iter_results(self,
                      inputs: InputsType,
@@ -293,7 +311,9 @@ class PCMCaptionInferencer:
 
         Returns:
             list[dict]: Per image, in order: ``{'image', 'caption',
-            'score'}``, or ``{'image', 'error'}`` for an unreadable file.
+            'score'}`` (and ``'concepts'``, :meth:`ConceptView.to_dict`,
+            with ``return_concepts``), or ``{'image', 'error'}`` for an
+            unreadable file.
 
         Raises:
             InputError: If the inputs hold no file (:func:`expand_inputs`).

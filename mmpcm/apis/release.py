@@ -36,12 +36,16 @@ class ModelSource(NamedTuple):
         kind (str): ``'release'`` or ``'checkpoint'``.
         path (str): The file.
         release_info (ReleaseInfo, optional): For releases.
+        concept_words (list[str], optional): The concept table's words,
+            when known: a release's recorded words, or a checkpoint's
+            training concept file when it still holds the table.
     """
     model_cfg: dict
     state_dict: Dict[str, torch.Tensor]
     kind: str
     path: str
     release_info: Optional[ReleaseInfo] = None
+    concept_words: Optional[List[str]] = None
 
 
 # --------------------------------------------------------------------------
@@ -202,8 +206,12 @@ def checkpoint_model_cfg(ckpt: Dict[str, Any], model_cfg: dict) -> dict:
 def _checkpoint_source(path: str, ckpt: Dict[str, Any],
                        train_model_cfg: dict) -> ModelSource:
     """A buildable source from a loaded checkpoint and its model config."""
+    table = ckpt['state_dict'].get(_CONCEPTS_KEY)
+    words = (known_concept_words(train_model_cfg.get('neck', {}).get(
+        'concepts'), table) if table is not None else None)
     return ModelSource(checkpoint_model_cfg(ckpt, train_model_cfg),
-                       ckpt['state_dict'], 'checkpoint', path)
+                       ckpt['state_dict'], 'checkpoint', path,
+                       concept_words=words)
 
 
 def load_model_source(path: str,
@@ -235,7 +243,8 @@ def load_model_source(path: str,
             or is_release_file(path)):
         release = load_release(path)
         return ModelSource(release.info.model_cfg(), release.state_dict,
-                           'release', path, release.info)
+                           'release', path, release.info,
+                           release.info.concepts)
     ckpt = checkpoint_state(path)
     return _checkpoint_source(path, ckpt,
                               _checkpoint_model_cfg(path, ckpt, config))
@@ -301,7 +310,8 @@ def build_captioner(model: str,
             available, else CPU).
 
     Returns:
-        nn.Module: The ``PCMCaptioner``.
+        nn.Module: The ``PCMCaptioner``; its ``neck.concept_words`` are
+        ``ModelSource.concept_words`` when known.
 
     Raises:
         ConfigMismatchError: If the weights do not fit the model the config
@@ -311,6 +321,8 @@ def build_captioner(model: str,
     captioner = build_model(source.model_cfg)
     check_source_fits(captioner, source, config)
     captioner.load_state_dict(source.state_dict, strict=True)
+    if captioner.neck.concept_words is None and source.concept_words:
+        captioner.neck.concept_words = list(source.concept_words)
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
     return captioner.to(device).eval()
 

@@ -7,7 +7,8 @@ from mmengine.model import BaseModel
 from mmpretrain.structures import DataSample
 
 from mmpcm.models.backbones.open_clip_vit import CLIPVisualFeatures
-from mmpcm.models.necks.pcm_neck import PCMTokens, fp32_region
+from mmpcm.models.necks.pcm_neck import (ConceptPicture, PCMTokens,
+                                         fp32_region)
 from mmpcm.registry import MODELS
 
 
@@ -185,12 +186,44 @@ class PCMCaptioner(BaseModel):
         return self.head.loss(enc.memory, enc.padding_mask,
                               inputs['caption_ids'], inputs.get('clip_score'))
 
+    def explain(self, feats: CLIPVisualFeatures) -> ConceptPicture:
+        """PCM's concepts and selected patches for a batch of features.
+
+        Args:
+            feats (CLIPVisualFeatures): From :meth:`extract_feat`.
+
+        Returns:
+            ConceptPicture: ``(B, K)`` concepts and ``(B, N)`` patches; empty
+            concepts (``K = 0``) and no selected patch when the neck runs
+            without mix-up (the visual baseline).
+        """
+        b, n = feats.patch_tokens.shape[:2]
+        device = feats.patch_tokens.device
+        if not self.neck.mixup:
+            none = torch.zeros(b, 0, device=device)
+            no_patch = torch.zeros(b, n, device=device)
+            return ConceptPicture(none.long(), none, none.bool(),
+                                  no_patch.bool(), no_patch.long(), no_patch)
+        with torch.no_grad(), fp32_region(device):
+            joint = self.backbone.to_joint_space(feats.patch_tokens)  # (B, N, D)
+        return self.neck.explain(joint.float(), feats.global_embed)
+
     def predict(self,
                 inputs: Dict[str, torch.Tensor],
                 data_samples: Optional[List[DataSample]] = None,
-                beam_size: Optional[int] = None) -> List[DataSample]:
-        """Caption a batch; sets ``pred_caption`` on each data sample."""
-        enc = self.encode(self.extract_feat(inputs))
+                beam_size: Optional[int] = None,
+                return_concepts: bool = False) -> List[DataSample]:
+        """Caption a batch.
+
+        Sets ``pred_caption`` (str) and ``pred_score`` (the caption's
+        log-probability) on each data sample, and with ``return_concepts``
+        also ``pcm_concepts``: a dict of the image's ``concept_ids``,
+        ``concept_probs``, ``concept_kept`` (``(K,)``), ``selected``,
+        ``patch_concept`` and ``patch_similarity`` (``(N,)``), see
+        :class:`~mmpcm.models.necks.pcm_neck.ConceptPicture`.
+        """
+        feats = self.extract_feat(inputs)
+        enc = self.encode(feats)
         decoded = self.head.predict(enc.memory, enc.padding_mask, beam_size)
         captions = self.head.decode_text(decoded)
         if data_samples is None:
@@ -199,4 +232,10 @@ class PCMCaptioner(BaseModel):
                                           decoded.scores.tolist()):
             sample.pred_caption = caption
             sample.pred_score = score
+        if return_concepts:
+            picture = self.explain(feats)
+            for i, sample in enumerate(data_samples):
+                sample.pcm_concepts = {
+                    name: value[i].cpu()
+                    for name, value in picture._asdict().items()}
         return data_samples

@@ -1,6 +1,6 @@
 """PCM neck: salient concept retrieval and patch-wise cross-modal mix-up."""
 import math
-from typing import NamedTuple, Optional, Union
+from typing import List, NamedTuple, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -54,6 +54,32 @@ class PCMTokens(NamedTuple):
     tokens: torch.Tensor
     padding_mask: torch.Tensor
     selected: torch.Tensor
+
+
+class ConceptPicture(NamedTuple):
+    """What PCM sees in a batch of images: the retrieved concepts and the
+    patches it selects, each with the concept it takes (inference view).
+
+    Attributes:
+        concept_ids (torch.Tensor): ``(B, K)`` concept table rows, best
+            first.
+        concept_probs (torch.Tensor): ``(B, K)`` retrieval probabilities.
+        concept_kept (torch.Tensor): ``(B, K)`` bool, above the threshold
+            (a masked concept adds nothing to the textual patches).
+        selected (torch.Tensor): ``(B, N)`` bool, the selected patches
+            (row-major over the patch grid, like the ViT's tokens).
+        patch_concept (torch.Tensor): ``(B, N)`` int64, for every patch the
+            position in ``concept_ids`` of the kept concept it is most
+            similar to (its largest weight in the textual patch).
+        patch_similarity (torch.Tensor): ``(B, N)`` cosine similarity of
+            each patch to that concept in CLIP's joint space.
+    """
+    concept_ids: torch.Tensor
+    concept_probs: torch.Tensor
+    concept_kept: torch.Tensor
+    selected: torch.Tensor
+    patch_concept: torch.Tensor
+    patch_similarity: torch.Tensor
 
 
 @MODELS.register_module()
@@ -120,6 +146,10 @@ class PCMNeck(BaseModule):
             raise ValueError(f'top_k={top_k} exceeds the {len(concepts.words)}'
                              ' concepts of the vocabulary.')
         self.register_buffer('concept_embeds', table.float())  # (C, D)
+        #: The concept words, when built from a concept file (a checkpoint
+        #: carries only the table; loaders that know the words set them).
+        self.concept_words: Optional[List[str]] = (
+            list(concepts.words) if concepts is not None else None)
         self.num_patches = num_patches
         self.patch_dim = patch_dim
         self.embed_dim = embed_dim
@@ -226,6 +256,32 @@ class PCMNeck(BaseModule):
         patch_ids = torch.div(entries, k, rounding_mode='floor')  # (B, M)
         selected = torch.zeros(b, n, dtype=torch.bool, device=sim.device)
         return selected.scatter_(1, patch_ids, True)  # (B, N)
+
+    @torch.no_grad()
+    def explain(self, patch_joint: torch.Tensor,
+                global_embed: torch.Tensor) -> ConceptPicture:
+        """The concepts PCM retrieves and the patches it selects.
+
+        The same steps as :meth:`forward` at inference (METHOD.md steps 3
+        and 4), without the embedding.
+
+        Args:
+            patch_joint (torch.Tensor): ``(B, N, D)`` patches in CLIP's
+                joint space.
+            global_embed (torch.Tensor): ``(B, D)`` image embedding.
+
+        Returns:
+            ConceptPicture: Concepts and selected patches per image.
+        """
+        concepts = self.retrieve_concepts(global_embed)
+        joint = F.normalize(patch_joint.float(), dim=-1)  # (B, N, D)
+        sim, _ = self.textual_patches(joint, concepts)  # (B, N, K)
+        selected = self.select_patches(sim, concepts.mask)  # (B, N)
+        masked = sim.masked_fill(~concepts.mask[:, None, :], float('-inf'))
+        best, which = masked.max(dim=-1)  # (B, N)
+        best = torch.where(torch.isfinite(best), best, torch.zeros_like(best))
+        return ConceptPicture(concepts.indices, concepts.probs, concepts.mask,
+                              selected, which, best)
 
     # ------------------------------------------------------------ embedding
     def _embed(self, x: torch.Tensor, positions: torch.Tensor,
