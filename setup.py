@@ -50,7 +50,12 @@ setup(
         'numpy',
         'packaging',
         'tqdm',
+        # training curves and validation captions in TensorBoard (the
+        # default runtime's visualizer backend)
+        'tensorboard',
     ],
-    extras_require={'tests': ['pytest>=7']},
+    # the demo page (tools/demo/caption_demo.py); tested, so in 'tests' too
+    extras_require={'demo': ['gradio>=4'],
+                    'tests': ['pytest>=7', 'gradio>=4']},
     license='Apache License 2.0',
 )
