@@ -178,3 +178,46 @@ def test_head_never_decodes_unk(beam_size, kv_cache):
     assert not (decoded.tokens == vocab.unk_id).any()
     assert all('<unk>' not in text and text.startswith('dog')
                for text in head.decode_text(decoded))
+
+
+def test_nbest_returns_every_final_beam_best_first():
+    """The table's two sentences, best first, with their probabilities;
+    beam 0 is beam_search's answer."""
+    from mmpcm.models.utils.beam_search import beam_search_nbest
+    kw = dict(max_len=5, bos_id=BOS, eos_id=EOS, device=torch.device('cpu'))
+    nbest = beam_search_nbest(table_step, 2, 2, **kw)
+    best = beam_search(table_step, 2, 2, **kw)
+    assert nbest.tokens.shape[:2] == (2, 2)
+    assert nbest.tokens[0, 0, :2].tolist() == [B, EOS]
+    assert nbest.tokens[0, 1, :3].tolist() == [A, C, EOS]
+    assert [math.exp(s) for s in nbest.scores[0].tolist()] == pytest.approx(
+        [0.4, 0.198], rel=1e-5)
+    assert torch.equal(nbest.tokens[:, 0], best.tokens)
+    assert torch.equal(nbest.scores[:, 0], best.scores)
+
+
+@pytest.mark.parametrize('kv_cache', [True, False])
+@pytest.mark.parametrize('beam_size', [1, 4])
+def test_head_beams_start_with_the_predicted_caption(beam_size, kv_cache):
+    """predict_beams' first beam is predict's caption and score, for every
+    image of a batch; the others follow in falling score, as text."""
+    from mmpcm.models import PCMCaptionHead
+    torch.manual_seed(0)
+    words = ['<pad>', '<bos>', '<eos>', '<unk>'] + [f'w{i}' for i in range(40)]
+    head = PCMCaptionHead(words, model_dim=32, num_layers=2, num_heads=4,
+                          ffn_dim=64, max_len=12, kv_cache=kv_cache).eval()
+    memory = torch.randn(5, 7, 32)
+    padding = torch.zeros(5, 7, dtype=torch.bool)
+    padding[1, 4:] = True
+    best = head.predict(memory, padding, beam_size)
+    beams = head.predict_beams(memory, padding, beam_size)
+    assert beams.scores.shape == (5, beam_size)
+    assert torch.equal(beams.tokens[:, 0, :best.tokens.shape[1]], best.tokens)
+    assert torch.equal(beams.scores[:, 0], best.scores)
+    assert (beams.scores[:, :-1] >= beams.scores[:, 1:]).all()
+    texts = head.decode_beams_text(beams)
+    assert [t[0] for t in texts] == list(zip(head.decode_text(best),
+                                             best.scores.tolist()))
+    assert all(len(t) == beam_size for t in texts)
+    if beam_size > 1:  # distinct sentences, not one sentence K times
+        assert all(len({c for c, _ in t}) > 1 for t in texts)

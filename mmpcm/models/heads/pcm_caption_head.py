@@ -8,7 +8,8 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 
 from mmpcm.models.utils.errors import CheckpointMismatchError
-from mmpcm.models.utils.beam_search import Decoded, beam_search, greedy_search
+from mmpcm.models.utils.beam_search import (Decoded, beam_search,
+                                           beam_search_nbest, greedy_search)
 from mmpcm.models.utils.kv_cache import CachedDecoder
 from mmpcm.models.utils.transformer import (init_attention_as_linear,
                                              set_attention_dropout)
@@ -298,13 +299,47 @@ class PCMCaptionHead(BaseModule):
         b = memory.shape[0]
         args = (self.max_len, self.vocab.bos_id, self.vocab.eos_id,
                 memory.device)
-        if self.kv_cache and not self.training:
-            step, reorder = self._cached_step(memory, memory_padding, k)
-        else:
-            step, reorder = self._full_step(memory, memory_padding, k), None
+        step, reorder = self._step_fns(memory, memory_padding, k)
         if k == 1:
             return greedy_search(step, b, *args)
         return beam_search(step, b, k, *args, reorder_fn=reorder)
+
+    @torch.no_grad()
+    def predict_beams(self, memory: torch.Tensor,
+                      memory_padding: torch.Tensor,
+                      beam_size: Optional[int] = None) -> Decoded:
+        """Decode every final beam with its score, not only the best.
+
+        The first beam of each image is the caption and score
+        :meth:`predict` gives (same search, same settings).
+
+        Args:
+            memory (torch.Tensor): ``(B, T, d)`` encoder output.
+            memory_padding (torch.Tensor): ``(B, T)`` padding mask.
+            beam_size (int, optional): Overrides ``self.beam_size``.
+
+        Returns:
+            Decoded: ``tokens`` ``(B, K, L)`` and sentence log-probabilities
+            ``scores`` ``(B, K)``, best first (``K = 1`` for greedy
+            decoding; a beam that never became live scores ``-inf``). Turn
+            them into text with :meth:`decode_beams_text`.
+        """
+        k = beam_size or self.beam_size
+        if k == 1:
+            decoded = self.predict(memory, memory_padding, 1)
+            return Decoded(decoded.tokens[:, None], decoded.scores[:, None])
+        b = memory.shape[0]
+        args = (self.max_len, self.vocab.bos_id, self.vocab.eos_id,
+                memory.device)
+        step, reorder = self._step_fns(memory, memory_padding, k)
+        return beam_search_nbest(step, b, k, *args, reorder_fn=reorder)
+
+    def _step_fns(self, memory: torch.Tensor, memory_padding: torch.Tensor,
+                  beams: int) -> tuple:
+        """The step function and beam reorder hook (None without a cache)."""
+        if self.kv_cache and not self.training:
+            return self._cached_step(memory, memory_padding, beams)
+        return self._full_step(memory, memory_padding, beams), None
 
     def _log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
         """``(B', d)`` last-position states -> ``(B', V)`` decoding
@@ -346,3 +381,11 @@ class PCMCaptionHead(BaseModule):
     def decode_text(self, decoded: Decoded) -> List[str]:
         """Turn decoded ids into caption strings."""
         return [self.vocab.decode(row) for row in decoded.tokens.tolist()]
+
+    def decode_beams_text(self, decoded: Decoded) -> List[List[tuple]]:
+        """Turn :meth:`predict_beams` output into ``(caption, score)`` pairs
+        per image, best first (beams that never became live left out)."""
+        return [[(self.vocab.decode(row), score)
+                 for row, score in zip(rows, scores) if score > -math.inf]
+                for rows, scores in zip(decoded.tokens.tolist(),
+                                        decoded.scores.tolist())]

@@ -45,15 +45,11 @@ def greedy_search(step_fn: StepFn, batch_size: int, max_len: int, bos_id: int,
     return Decoded(prefix[:, 1:], scores)
 
 
-def beam_search(step_fn: StepFn, batch_size: int, beam_size: int, max_len: int,
-                bos_id: int, eos_id: int, device: torch.device,
-                reorder_fn: Optional[ReorderFn] = None) -> Decoded:
-    """Batched beam search keeping ``beam_size`` prefixes per image.
-
-    A finished beam keeps its score and can only be extended by ``<eos>`` at
-    zero cost. The best-scoring beam of each image is returned. ``reorder_fn``
-    (optional) is called with the surviving rows' sources after every step.
-    """
+def _beam_search(step_fn: StepFn, batch_size: int, beam_size: int,
+                 max_len: int, bos_id: int, eos_id: int, device: torch.device,
+                 reorder_fn: Optional[ReorderFn]) -> tuple:
+    """Run the search; returns the final ``(B*K, 1+T)`` prefixes (``<bos>``
+    first) and their ``(B, K)`` scores, each image's best first."""
     b, k = batch_size, beam_size
     prefix = torch.full((b * k, 1), bos_id, dtype=torch.long, device=device)
     scores = torch.full((b, k), float('-inf'), device=device)
@@ -67,7 +63,7 @@ def beam_search(step_fn: StepFn, batch_size: int, beam_size: int, max_len: int,
         ended[..., eos_id] = 0.0
         logp = torch.where(finished[..., None], ended, logp)
         cand = (scores[..., None] + logp).view(b, k * v)  # (B, K*V)
-        scores, flat = cand.topk(k, dim=-1)  # (B, K)
+        scores, flat = cand.topk(k, dim=-1)  # (B, K), sorted best first
         beam = torch.div(flat, v, rounding_mode='floor')  # (B, K)
         token = flat % v  # (B, K)
         src = (beam + torch.arange(b, device=device)[:, None] * k).view(-1)
@@ -77,6 +73,41 @@ def beam_search(step_fn: StepFn, batch_size: int, beam_size: int, max_len: int,
         finished = finished.gather(1, beam) | (token == eos_id)
         if bool(finished.all()):
             break
+    return prefix, scores
+
+
+def beam_search(step_fn: StepFn, batch_size: int, beam_size: int, max_len: int,
+                bos_id: int, eos_id: int, device: torch.device,
+                reorder_fn: Optional[ReorderFn] = None) -> Decoded:
+    """Batched beam search keeping ``beam_size`` prefixes per image.
+
+    A finished beam keeps its score and can only be extended by ``<eos>`` at
+    zero cost. The best-scoring beam of each image is returned. ``reorder_fn``
+    (optional) is called with the surviving rows' sources after every step.
+    """
+    b, k = batch_size, beam_size
+    prefix, scores = _beam_search(step_fn, b, k, max_len, bos_id, eos_id,
+                                  device, reorder_fn)
     best = scores.argmax(dim=-1)  # (B,)
     best_rows = best + torch.arange(b, device=device) * k
     return Decoded(prefix[best_rows, 1:], scores.gather(1, best[:, None])[:, 0])
+
+
+def beam_search_nbest(step_fn: StepFn, batch_size: int, beam_size: int,
+                      max_len: int, bos_id: int, eos_id: int,
+                      device: torch.device,
+                      reorder_fn: Optional[ReorderFn] = None) -> Decoded:
+    """:func:`beam_search`, returning every final beam, not only the best.
+
+    Returns:
+        Decoded: ``tokens`` of shape ``(B, K, T)`` and ``scores`` of shape
+        ``(B, K)``, each image's beams best first; beam 0 is what
+        :func:`beam_search` returns. A beam that never became live (fewer
+        than K distinct candidates) scores ``-inf``.
+    """
+    b, k = batch_size, beam_size
+    prefix, scores = _beam_search(step_fn, b, k, max_len, bos_id, eos_id,
+                                  device, reorder_fn)
+    # topk sorts the scores, so beam 0 is the argmax beam_search picks
+    # (argmax takes the first of equal scores).
+    return Decoded(prefix[:, 1:].reshape(b, k, -1), scores)
