@@ -119,6 +119,8 @@ def _typed(obj: Any, path: Tuple[str, ...] = ()
 
 def _registry(path: Tuple[str, ...]) -> Registry:
     section = path[0]
+    if section == 'visualizer' and 'vis_backends' in path:
+        return mmpretrain_registry.VISBACKENDS
     if section.endswith('_evaluator'):
         return mmpretrain_registry.METRICS
     if section in SECTION_REGISTRIES:

@@ -16,6 +16,23 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
 )
 
+# Visualization (docs/visualization.md): the LoggerHook sends the train and
+# val scalars to every backend, and PCMCaptionVisualizerHook draws the first
+# 4 validation images (CLIP's view, PCM's selected patches and concepts, the
+# predicted and reference captions) at each validation. LocalVisBackend
+# writes <work_dir>/<timestamp>/vis_data/ (scalars.json, vis_image/*.png),
+# TensorBoard event files go next to it: tensorboard --logdir work_dirs/<name>.
+# W&B instead of or besides TensorBoard: add dict(type='WandbVisBackend')
+# to vis_backends (pip install wandb). In feature mode the hook finds the
+# image files through the store's extraction record, or needs
+# image_root=<the folder of the val images>; without images it logs one
+# warning and draws nothing.
+visualizer = dict(
+    type='Visualizer',
+    vis_backends=[dict(type='LocalVisBackend'),
+                  dict(type='TensorboardVisBackend')])
+custom_hooks = [dict(type='PCMCaptionVisualizerHook', num_images=4)]
+
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
