@@ -176,3 +176,178 @@ def test_paper_row():
                           '19.7')
     assert paper_row({'CIDEr': 50.0}) == 'B4 / M / R / C / S: - / - / - / ' \
                                          '50.0 / -'
+
+
+# --------------------------------------------------------------------------
+# --show-dir: the results gallery
+# --------------------------------------------------------------------------
+def _write_pngs(folder, ids, size=40):
+    """One random PNG per image id (file stem = id)."""
+    import numpy as np
+    from PIL import Image
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for image_id in ids:
+        Image.fromarray(rng.integers(0, 256, (size, size + 8, 3),
+                                     dtype=np.uint8)).save(
+                                         folder / f'{image_id}.png')
+    return folder
+
+
+class _GalleryPage:
+    """The gallery's entries, read with html.parser (no script runs)."""
+
+    def __init__(self, path):
+        from html.parser import HTMLParser
+        entries = self.entries = []
+
+        class Parser(HTMLParser):
+            field = None
+
+            def handle_starttag(self, tag, attrs):
+                attrs = dict(attrs)
+                cls = attrs.get('class', '')
+                if cls == 'entry':
+                    entries.append(dict(attrs=attrs, caption='', scores=[],
+                                        chips=[], refs=[], img=None,
+                                        patches=0))
+                elif not entries:
+                    return
+                elif tag == 'img':
+                    entries[-1]['img'] = attrs['src']
+                elif cls == 'patch':
+                    entries[-1]['patches'] += 1
+                elif cls in ('caption', 'score', 'chip', 'chip masked'):
+                    self.field = cls
+                elif tag == 'li':
+                    self.field = 'li'
+
+            def handle_endtag(self, tag):
+                if tag in ('div', 'span', 'li'):
+                    self.field = None
+
+            def handle_data(self, data):
+                if not self.field or not entries:
+                    return
+                entry = entries[-1]
+                if self.field == 'caption':
+                    entry['caption'] += data
+                elif self.field == 'score':
+                    entry['scores'].append(data)
+                elif self.field == 'li':
+                    entry['refs'].append(data)
+                else:
+                    entry['chips'].append(data)
+
+        with open(path, encoding='utf-8') as f:
+            Parser().feed(f.read())
+
+
+def _check_gallery(show, predictions, references, words):
+    page = _GalleryPage(show / 'index.html')
+    by_id = {e['attrs']['data-id']: e for e in page.entries}
+    assert list(by_id) == [p['image_id'] for p in predictions]
+    for p in predictions:
+        entry = by_id[p['image_id']]
+        assert ' '.join(entry['caption'].split()) == p['caption']
+        assert entry['refs'] == references[p['image_id']]
+        assert entry['img'] and (show / entry['img']).is_file()
+        assert [s.split()[0] for s in entry['scores']] == ['CIDEr']
+        # top-3 concepts of the smoke concept table, with probabilities
+        assert len(entry['chips']) == 3
+        assert all(c.split()[0] in words for c in entry['chips'])
+        assert 1 <= entry['patches'] <= 3  # num_selected=3
+    return by_id
+
+
+def _smoke_references(workspace):
+    gt = json.loads((workspace / 'data' / 'smoke' /
+                     'test_gt.json').read_text())
+    refs = {}
+    for a in gt['annotations']:
+        refs.setdefault(a['image_id'], []).append(a['caption'])
+    return refs
+
+
+def test_show_dir_writes_a_gallery_in_feature_mode(workspace, monkeypatch,
+                                                   capsys):
+    from mmpcm.models.utils.concepts import ConceptVocabulary
+    monkeypatch.chdir(workspace)
+    ids = [f'smoke_{i}' for i in range(len(SMOKE_CAPTIONS))]
+    images = _write_pngs(workspace / 'smoke_images', ids)
+    show = workspace / 'gallery_features'
+    run = run_tool_here(capsys, 'test', CONFIG,
+                        str(workspace / 'train' / 'epoch_100.pth'),
+                        '--work-dir', str(workspace / 'out_gallery'),
+                        '--show-dir', str(show),
+                        '--show-image-root', str(images))
+    assert run.status == 0, run.err[-3000:]
+    assert f'gallery: {show / "index.html"}' in run.out
+    run_dir, = [p for p in (workspace / 'out_gallery').iterdir()
+                if p.is_dir()]
+    predictions = json.loads((run_dir / 'predictions.json').read_text())
+    words = ConceptVocabulary.load(
+        'data/smoke/concepts.safetensors').words
+    by_id = _check_gallery(show, predictions, _smoke_references(workspace),
+                           words)
+    # The memorised captions: every image has the CIDEr-D of a perfect
+    # caption, which the run's mean reports too.
+    metrics = json.loads((run_dir / 'metrics.json').read_text())['metrics']
+    per_image = [float(e['scores'][0].split()[1]) for e in by_id.values()]
+    assert sum(per_image) / len(per_image) == pytest.approx(
+        metrics['coco-caption/CIDEr'], abs=0.1 * len(per_image))
+    html_text = (show / 'index.html').read_text()
+    assert 'coco-caption/CIDEr' in html_text and 'epoch_100.pth' in html_text
+
+
+def test_show_dir_writes_a_gallery_in_image_mode(workspace, monkeypatch):
+    from mmpcm.models.utils.concepts import ConceptVocabulary
+    monkeypatch.chdir(workspace)
+    ids = [f'smoke_{i}' for i in range(len(SMOKE_CAPTIONS))]
+    images = _write_pngs(workspace / 'smoke_images_b', ids)
+    show = workspace / 'gallery_images'
+    cfg = Config.fromfile(CONFIG)
+    cfg.work_dir = str(workspace / 'out_gallery_img')
+    cfg.test_dataloader.dataset = dict(
+        type='ImageFolderCaptionDataset',
+        data_prefix=dict(img_path=str(images)), image_size=32)
+    outputs = run_test(cfg, str(workspace / 'train' / 'epoch_100.pth'),
+                       show_dir=str(show))
+    assert outputs.gallery_file == str(show / 'index.html')
+    with open(outputs.predictions_file) as f:
+        predictions = json.load(f)
+    words = ConceptVocabulary.load(
+        'data/smoke/concepts.safetensors').words
+    _check_gallery(show, predictions, _smoke_references(workspace), words)
+
+
+def test_gallery_marks_hallucinated_objects_and_missing_images(tmp_path):
+    from mmpcm.visualization import concept_view
+    from mmpcm.visualization.gallery import (GalleryEntry, GalleryHeader,
+                                             write_gallery)
+    picture = dict(concept_ids=torch.tensor([2, 0]),
+                   concept_probs=torch.tensor([0.8, 0.2]),
+                   concept_kept=torch.tensor([True, True]),
+                   selected=torch.tensor([True, False, False, False]),
+                   patch_concept=torch.tensor([0, 1, 0, 0]),
+                   patch_similarity=torch.tensor([.4, .1, .2, .3]))
+    view = concept_view(picture, ['cat', 'dog', 'sofa'])
+    entry = GalleryEntry('img_1', 'a dog on a sofa',
+                         image_path=str(tmp_path / 'missing.png'),
+                         references=['a cat on a sofa'],
+                         scores={'CIDEr': 50.0},
+                         words=['a', 'dog', 'on', 'a', 'sofa'],
+                         hallucinated={1}, hallucinated_objects=['dog'],
+                         concepts=view)
+    path = write_gallery(str(tmp_path / 'g'), [entry],
+                         GalleryHeader('t', metrics={'CIDEr': 50.0}), 32)
+    text = open(path, encoding='utf-8').read()
+    assert '<mark title="not in the image">dog</mark>' in text
+    assert 'not in the image: dog' in text
+    assert '1 image(s) without a thumbnail' in text
+    page = _GalleryPage(path)
+    assert [c.split() for c in page.entries[0]['chips']] == [
+        ['sofa', '0.80'], ['cat', '0.20']]
+    assert page.entries[0]['img'] is None
+    with pytest.raises(ValueError, match='no captioned image'):
+        write_gallery(str(tmp_path / 'h'), [], GalleryHeader('t'), 32)

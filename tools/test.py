@@ -29,6 +29,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         'by validation CIDEr); default: the work dir\'s '
                         'best checkpoint')
     parser.add_argument('--work-dir', help='the dir to save logs and results')
+    parser.add_argument('--show-dir', help='also write a results gallery '
+                        '(index.html and thumbnails) into this dir: per image '
+                        'the caption, references, scores, hallucinated '
+                        'objects and PCM\'s concepts and patches')
+    parser.add_argument('--show-image-root', help='folder of the test images '
+                        '(named by image id), for the gallery when the test '
+                        'features do not record where their images are')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     parser.add_argument('--launcher', default='none',
@@ -60,11 +67,15 @@ def test(args: argparse.Namespace) -> int:
                                     cfg.work_dir)
     if checkpoint.work_dir is not None and os.environ.get('RANK', '0') == '0':
         print(checkpoint.describe(), flush=True)
-    outputs = run_test(cfg, checkpoint.path)
+    outputs = run_test(cfg, checkpoint.path, show_dir=args.show_dir,
+                       show_image_root=args.show_image_root,
+                       config_file=args.config)
     if outputs.metrics_file is not None:
         print(outputs.row)
         print(f'predictions: {outputs.predictions_file}')
         print(f'metrics: {outputs.metrics_file}')
+        if outputs.gallery_file is not None:
+            print(f'gallery: {outputs.gallery_file}')
     return 0
 
 

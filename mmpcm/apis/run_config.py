@@ -201,11 +201,14 @@ class CaptionTestResult(NamedTuple):
         row (str): ``'B4 / M / R / C / S: ...'`` (see :func:`paper_row`).
         predictions_file (str, optional): ``predictions.json`` (main rank).
         metrics_file (str, optional): ``metrics.json`` (main rank).
+        gallery_file (str, optional): The gallery's ``index.html`` (main
+            rank, with ``show_dir``).
     """
     metrics: Dict[str, Any]
     row: str
     predictions_file: Optional[str]
     metrics_file: Optional[str]
+    gallery_file: Optional[str] = None
 
 
 def _add_custom_hook(cfg: Config, hook: dict) -> None:
@@ -289,13 +292,23 @@ def write_metrics_file(path: str, checkpoint: str, metrics: Dict[str, Any],
             indent=2)
 
 
-def run_test(cfg: Config, checkpoint: str) -> CaptionTestResult:
+def run_test(cfg: Config, checkpoint: str,
+             show_dir: Optional[str] = None,
+             show_image_root: Optional[str] = None,
+             config_file: Optional[str] = None) -> CaptionTestResult:
     """Test a checkpoint or release on the config's test set.
 
     Args:
         cfg (Config): The merged config (work dir, launcher and options
             already set); changed in place.
         checkpoint (str): Training checkpoint or release file.
+        show_dir (str, optional): Also write the results gallery here
+            (:class:`~mmpcm.engine.hooks.PCMGalleryHook`). Defaults to None.
+        show_image_root (str, optional): The test images' folder for the
+            gallery, when the test data does not record it. Defaults to
+            None.
+        config_file (str, optional): The config's file, named in the
+            gallery. Defaults to None.
 
     Returns:
         CaptionTestResult: Metrics, the paper row and the written files (the
@@ -308,6 +321,14 @@ def run_test(cfg: Config, checkpoint: str) -> CaptionTestResult:
     apply_checkpoint_to_cfg(cfg, checkpoint)
     prepare_cfg(cfg)
     _add_custom_hook(cfg, dict(type='PCMPredictionDumpHook'))
+    if show_dir is not None:
+        from .release import load_model_source
+        _add_custom_hook(cfg, dict(
+            type='PCMGalleryHook', out_dir=show_dir,
+            metrics=_metric_cfgs(cfg.get('test_evaluator')),
+            image_root=show_image_root, config=config_file,
+            checkpoint=checkpoint,
+            concept_words=load_model_source(checkpoint).concept_words))
     runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
               RUNNERS.build(cfg))
     with naming_checkpoint(runner):
@@ -321,4 +342,7 @@ def run_test(cfg: Config, checkpoint: str) -> CaptionTestResult:
     write_metrics_file(metrics_file, checkpoint, metrics, row)
     print_log(f'{row} (predictions: {predictions_file}, metrics: '
               f'{metrics_file})', logger='current')
-    return CaptionTestResult(metrics, row, predictions_file, metrics_file)
+    gallery = next((h.path for h in runner.hooks
+                    if type(h).__name__ == 'PCMGalleryHook'), None)
+    return CaptionTestResult(metrics, row, predictions_file, metrics_file,
+                             gallery)

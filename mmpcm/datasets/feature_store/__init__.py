@@ -14,6 +14,7 @@ from .meta import (DTYPE, FORMAT_NAME, FORMAT_VERSION, GLOBAL_FILE, META_FILE,
 from .pairing import (PAIRING_JSON, PAIRING_NPZ, Pairing, load_pairing,
                       save_pairing, store_meta_sha256)
 from .reader import FeatureItem, FeatureStore, ShortReadError
+from .sources import SOURCE_FILE, source_images
 from .writer import FeatureStoreWriter
 
 __all__ = [
@@ -22,5 +23,6 @@ __all__ = [
     'write_meta', 'Pairing', 'save_pairing', 'load_pairing',
     'store_meta_sha256', 'PAIRING_NPZ', 'PAIRING_JSON', 'FORMAT_NAME',
     'FORMAT_VERSION', 'DTYPE', 'META_FILE', 'PATCH_FILE', 'GLOBAL_FILE',
-    'TEXT_FILE', 'RECORDS_FILE', 'SHARD_PREFIX'
+    'TEXT_FILE', 'RECORDS_FILE', 'SHARD_PREFIX', 'SOURCE_FILE',
+    'source_images'
 ]

@@ -6,8 +6,8 @@ the scorers, SPICE and the references live in the sibling modules; their
 names are importable from here too.
 """
 import warnings
-from typing import (Any, Dict, Hashable, List, NamedTuple, Optional,
-                    Sequence, Union)
+from typing import (Any, Dict, Hashable, List, Mapping, NamedTuple,
+                    Optional, Sequence, Union)
 
 from mmengine.dist import is_main_process
 from mmengine.evaluator import BaseMetric
@@ -15,7 +15,8 @@ from mmengine.evaluator import BaseMetric
 from mmpcm.registry import METRICS
 from . import spice as _spice
 from .coco_scorers import (SCORERS, FewImagesCIDErWarning, bleu_scores,
-                           cider_score, meteor_score, rouge_score)
+                           cider_per_image, cider_score, meteor_score,
+                           rouge_score)
 from .ptb_tokenizer import (Captions, IsolatedPTBTokenizer, find_java,
                             run_ptb_tokenizer)
 from .predictions import read_prediction, unique_image_ids
@@ -240,6 +241,38 @@ class PCMCaptionMetric(BaseMetric):
                 'images are complete', PartialTestSetWarning)
         return predictions
 
+    def per_image_cider(self, predictions: Mapping[Hashable, str]
+                        ) -> Dict[Hashable, float]:
+        """CIDEr-D (x100) of each predicted caption, tokenized as
+        :meth:`compute_metrics` tokenizes (document frequencies from the
+        references of the given images). No state is changed.
+
+        Args:
+            predictions (Mapping): ``{image_id: caption}``; every id must
+                have references in ``ann_file``.
+
+        Returns:
+            dict: ``{image_id: CIDEr-D x100}``.
+
+        Raises:
+            ValueError: As :meth:`compute_metrics` for unknown ids.
+        """
+        checked = self._predictions(
+            [dict(image_id=i, caption=c) for i, c in predictions.items()])
+        gts, res = self._tokenized(checked)
+        return {i: 100.0 * v for i, v in cider_per_image(gts, res).items()}
+
+    def _tokenized(self, predictions: Dict[Hashable, str]) -> tuple:
+        """PTB-tokenized references and predictions of the given ids."""
+        tokenizer = IsolatedPTBTokenizer(self.java)
+        gts = tokenizer.tokenize({
+            i: [{'caption': c} for c in self.references[i]]
+            for i in predictions
+        })
+        res = tokenizer.tokenize(
+            {i: [{'caption': c}] for i, c in predictions.items()})
+        return gts, res
+
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
         """Tokenize and score the predictions against their references.
 
@@ -254,13 +287,7 @@ class PCMCaptionMetric(BaseMetric):
             ``SPICE`` (those requested or available), each x100.
         """
         predictions = self._predictions(results)
-        tokenizer = IsolatedPTBTokenizer(self.java)
-        gts = tokenizer.tokenize({
-            i: [{'caption': c} for c in self.references[i]]
-            for i in predictions
-        })
-        res = tokenizer.tokenize(
-            {i: [{'caption': c}] for i, c in predictions.items()})
+        gts, res = self._tokenized(predictions)
         scores: Dict[str, float] = {}
         for name in self.metrics:
             if name == 'SPICE':

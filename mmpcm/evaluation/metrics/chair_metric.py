@@ -1,7 +1,7 @@
 """PCMCHAIRMetric: object hallucination of captions (CHAIR-i, CHAIR-s) and
 the recall of the images' objects."""
 import warnings
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from mmengine.evaluator import BaseMetric
 
@@ -11,7 +11,22 @@ from .object_truth import load_objects_file
 from .object_vocabulary import COCO_SYNONYMS_FILE, ObjectVocabulary
 from .predictions import read_prediction, unique_image_ids
 
-__all__ = ['PCMCHAIRMetric']
+__all__ = ['CaptionObjects', 'PCMCHAIRMetric']
+
+
+class CaptionObjects(NamedTuple):
+    """The objects one caption mentions, judged against its image.
+
+    Attributes:
+        mentioned (set[str]): Object names the caption mentions.
+        hallucinated (set[str]): Of those, the ones not in the image.
+        spans (dict): ``{(first word, end word): name}``, the mentions'
+            positions among the words of
+            :func:`mmpcm.text.tokenize_caption` of the caption.
+    """
+    mentioned: Set[str]
+    hallucinated: Set[str]
+    spans: Dict[Tuple[int, int], str]
 
 
 @METRICS.register_module()
@@ -83,6 +98,28 @@ class PCMCHAIRMetric(BaseMetric):
             self.results.append({k: prediction[k]
                                  for k in ('image_id', 'caption')})
 
+    def caption_objects(self, image_id: Any, caption: str) -> CaptionObjects:
+        """What one caption mentions and which of it is hallucinated.
+
+        Args:
+            image_id: The image's id (looked up as ``str(image_id)``).
+            caption (str): The caption.
+
+        Returns:
+            CaptionObjects: Mentioned and hallucinated objects, and where.
+
+        Raises:
+            InputError: If the image id is not in ``objects_file``.
+        """
+        if str(image_id) not in self.objects:
+            raise InputError(self.objects_file, f'no entry for image id '
+                             f'{image_id!r}', 'write the objects of the test '
+                             'images with tools/data/coco_objects.py')
+        truth = set(self.objects[str(image_id)])
+        mentioned = self.vocabulary.mentions(caption)
+        return CaptionObjects(mentioned, mentioned - truth,
+                              self.vocabulary.mention_spans(caption))
+
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
         """CHAIR-i, CHAIR-s, object recall (x100) and their counts.
 
@@ -111,8 +148,8 @@ class PCMCHAIRMetric(BaseMetric):
                       num_recalled=0)
         for item in results:
             truth = set(self.objects[str(item['image_id'])])
-            mentioned = self.vocabulary.mentions(item['caption'])
-            hallucinated = mentioned - truth
+            found = self.caption_objects(item['image_id'], item['caption'])
+            mentioned, hallucinated = found.mentioned, found.hallucinated
             counts['num_captions'] += 1
             counts['num_hallucinating_captions'] += bool(hallucinated)
             counts['num_mentioned'] += len(mentioned)

@@ -3,13 +3,15 @@
 Each scorer's pycocoevalcap module is imported when it is first used.
 """
 import warnings
-from typing import Callable, Dict
+from typing import Callable, Dict, Hashable
+
+import numpy as np
 
 from .ptb_tokenizer import Captions
 
 __all__ = [
     'bleu_scores', 'meteor_score', 'rouge_score', 'cider_score',
-    'FewImagesCIDErWarning', 'SCORERS'
+    'cider_per_image', 'FewImagesCIDErWarning', 'SCORERS'
 ]
 
 
@@ -90,9 +92,27 @@ def cider_score(gts: Captions, res: Captions) -> Dict[str, float]:
             'document frequencies come from the references of the scored '
             'images; score at least two images (a whole split) for a '
             'meaningful CIDEr.', FewImagesCIDErWarning, stacklevel=2)
+    per_image = cider_per_image(gts, res)
+    return {'CIDEr': float(np.mean(list(per_image.values())))}
+
+
+def cider_per_image(gts: Captions, res: Captions) -> Dict[Hashable, float]:
+    """CIDEr-D of each image (the values :func:`cider_score` averages).
+
+    Document frequencies come from the references of all images in ``gts``,
+    so an image's score depends on which images are scored with it.
+
+    Args:
+        gts (dict): Tokenized references per image id.
+        res (dict): One tokenized candidate per image id.
+
+    Returns:
+        dict: ``{image_id: CIDEr-D}`` (about 0..10), for the ids of ``res``.
+    """
     from pycocoevalcap.cider.cider import Cider
-    score, _ = Cider().compute_score(gts, res)
-    return {'CIDEr': float(score)}
+    _, scores = Cider().compute_score(gts, res)
+    # pycocoevalcap scores the images in the order of gts' keys
+    return {i: float(s) for i, s in zip(gts.keys(), scores)}
 
 
 SCORERS: Dict[str, Callable[[Captions, Captions], Dict[str, float]]] = {

@@ -66,6 +66,9 @@ class PCMCaptioner(BaseModel):
         self.encoder = _build(encoder)
         self.head = _build(head)
         self._check_widths()
+        #: ``predict``'s ``return_concepts`` when not given (a test-time
+        #: hook sets it to collect PCM's picture through ``test_step``).
+        self.explain_predictions = False
 
     # What the neck takes from CLIP: read from the backbone unless stated.
     _CLIP_DIMS = ('num_patches', 'patch_dim', 'embed_dim')
@@ -212,7 +215,7 @@ class PCMCaptioner(BaseModel):
                 inputs: Dict[str, torch.Tensor],
                 data_samples: Optional[List[DataSample]] = None,
                 beam_size: Optional[int] = None,
-                return_concepts: bool = False) -> List[DataSample]:
+                return_concepts: Optional[bool] = None) -> List[DataSample]:
         """Caption a batch.
 
         Sets ``pred_caption`` (str) and ``pred_score`` (the caption's
@@ -220,8 +223,11 @@ class PCMCaptioner(BaseModel):
         also ``pcm_concepts``: a dict of the image's ``concept_ids``,
         ``concept_probs``, ``concept_kept`` (``(K,)``), ``selected``,
         ``patch_concept`` and ``patch_similarity`` (``(N,)``), see
-        :class:`~mmpcm.models.necks.pcm_neck.ConceptPicture`.
+        :class:`~mmpcm.models.necks.pcm_neck.ConceptPicture`. ``None`` takes
+        ``self.explain_predictions``.
         """
+        if return_concepts is None:
+            return_concepts = self.explain_predictions
         feats = self.extract_feat(inputs)
         enc = self.encode(feats)
         decoded = self.head.predict(enc.memory, enc.padding_mask, beam_size)

@@ -12,7 +12,8 @@ from typing import Any, Dict, Iterable, Sequence, Tuple
 import open_clip
 import torch
 
-from mmpcm.datasets.feature_store import (META_FILE, CLIPFeatureInfo,
+from mmpcm.datasets.feature_store import (META_FILE, SOURCE_FILE,
+                                          CLIPFeatureInfo,
                                           FeatureStore)
 from mmpcm.preprocessing.sharding import RankInfo
 from mmpcm.utils.fileio import PathLike, atomic_write_json, atomic_write_text
@@ -22,7 +23,6 @@ from .items import ExtractionItem
 
 logger = logging.getLogger(__name__)
 
-SOURCE_FILE = 'extraction_source.json'
 INFO_FILE = 'extraction_info.json'
 FAILED_FILE = 'failed.txt'
 DONE_FILE = 'done.json'
