@@ -14,7 +14,7 @@ from .meta import (DTYPE, FORMAT_NAME, FORMAT_VERSION, GLOBAL_FILE, META_FILE,
 from .pairing import (PAIRING_JSON, PAIRING_NPZ, Pairing, load_pairing,
                       save_pairing, store_meta_sha256)
 from .reader import FeatureItem, FeatureStore, ShortReadError
-from .sources import SOURCE_FILE, source_images
+from .sources import SOURCE_FILE, source_images, source_root
 from .writer import FeatureStoreWriter
 
 __all__ = [
@@ -24,5 +24,5 @@ __all__ = [
     'store_meta_sha256', 'PAIRING_NPZ', 'PAIRING_JSON', 'FORMAT_NAME',
     'FORMAT_VERSION', 'DTYPE', 'META_FILE', 'PATCH_FILE', 'GLOBAL_FILE',
     'TEXT_FILE', 'RECORDS_FILE', 'SHARD_PREFIX', 'SOURCE_FILE',
-    'source_images'
+    'source_images', 'source_root'
 ]

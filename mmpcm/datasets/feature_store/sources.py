@@ -5,15 +5,40 @@ Extraction records its input folder in ``extraction_source.json``
 see ``docs/feature_format.md``.
 """
 import os.path as osp
-from typing import Dict
+from typing import Dict, Optional
 
+from mmpcm.utils.cli import InputError
 from mmpcm.utils.fileio import PathLike
 from mmpcm.utils.text_io import read_json
 from .reader import FeatureStore
 
-__all__ = ['SOURCE_FILE', 'source_images']
+__all__ = ['SOURCE_FILE', 'source_root', 'source_images']
 
 SOURCE_FILE = 'extraction_source.json'
+
+
+def source_root(store_root: PathLike) -> Optional[str]:
+    """The folder the records' ``image`` paths are relative to.
+
+    Args:
+        store_root (str | PathLike): The feature store folder.
+
+    Returns:
+        str | None: ``root`` of ``extraction_source.json``, or its folder
+        when the extraction read a list file; None when the store has no
+        readable source record (made by another tool).
+    """
+    path = osp.join(store_root, SOURCE_FILE)
+    if not osp.isfile(path):
+        return None
+    try:
+        source = read_json(path, 'extract the features again')
+    except InputError:
+        return None
+    root = source.get('root') if isinstance(source, dict) else None
+    if not isinstance(root, str) or not root:
+        return None
+    return osp.dirname(root) if osp.isfile(root) else root
 
 
 def source_images(store_root: PathLike) -> Dict[str, str]:
@@ -23,22 +48,16 @@ def source_images(store_root: PathLike) -> Dict[str, str]:
         store_root (str | PathLike): The feature store folder.
 
     Returns:
-        dict[str, str]: ``{str(image_id): path}`` (``root`` of
-        ``extraction_source.json`` joined with the record's ``image``;
-        whether the file still exists is not checked). Empty when the store
-        has no source record (made by another tool) or its items name no
-        file.
+        dict[str, str]: ``{str(image_id): path}`` (:func:`source_root`
+        joined with the record's ``image``; whether the file still exists is
+        not checked). Empty when the store has no source record (made by
+        another tool) or its items name no file.
 
     Raises:
-        InputError: If ``extraction_source.json`` is not valid JSON, or a
-            records file is damaged.
+        InputError: If a records file is damaged.
     """
-    path = osp.join(store_root, SOURCE_FILE)
-    if not osp.isfile(path):
-        return {}
-    source = read_json(path, 'extract the features again')
-    root = source.get('root') if isinstance(source, dict) else None
-    if not isinstance(root, str):
+    root = source_root(store_root)
+    if root is None:
         return {}
     files = {}
     for _, _, record in FeatureStore(store_root).iter_records():

@@ -32,7 +32,6 @@ REFERENCE_COLOUR = '#c8c8c8'
 #: The record of the source an extraction read (tools/data/extract_features.py
 #: writes it into the feature store folder; ``root`` is the image folder or
 #: list file the records' ``image`` paths are relative to).
-EXTRACTION_SOURCE_FILE = 'extraction_source.json'
 _NAME_PREFIX = 'val_caption'
 
 
@@ -401,20 +400,12 @@ class PCMCaptionVisualizerHook(Hook):
 
     @staticmethod
     def _source_root(dataset: Any) -> Optional[str]:
-        """The folder a feature store's ``image`` paths are relative to,
-        from its ``extraction_source.json`` (None when unknown)."""
+        """The folder a feature store's ``image`` paths are relative to
+        (:func:`~mmpcm.datasets.feature_store.source_root`; None when
+        unknown)."""
+        from mmpcm.datasets.feature_store import source_root
         root = getattr(getattr(dataset, 'store', None), 'root', None)
-        if root is None:
-            return None
-        path = osp.join(root, EXTRACTION_SOURCE_FILE)
-        try:
-            with open(path, encoding='utf-8') as file:
-                source = json.load(file).get('root')
-        except (OSError, ValueError, AttributeError):
-            return None
-        if not isinstance(source, str) or not source:
-            return None
-        return osp.dirname(source) if osp.isfile(source) else source
+        return None if root is None else source_root(root)
 
     def _read_ann_file(
             self, runner: Runner
