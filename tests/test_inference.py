@@ -360,3 +360,45 @@ def test_inferencer_returns_pcm_concepts(setup):
     assert all(p['concept'] in kept for p in view['patches'])
     assert all(p['row'] * view['grid'] + p['col'] == p['index']
                for p in view['patches'])
+
+
+def test_a_work_dir_without_a_best_checkpoint_means_its_last(
+        setup, tmp_path, monkeypatch, capsys):
+    _, ckpt, images, _ = setup
+    work = tmp_path / 'work'
+    work.mkdir()
+    last = work / 'epoch_3.pth'
+    last.write_bytes(open(ckpt, 'rb').read())
+    (work / 'epoch_1.pth').write_bytes(open(ckpt, 'rb').read())
+    (work / 'last_checkpoint').write_text(str(last))
+    image = str(images / 'a_rgb.png')
+    assert PCMCaptionInferencer(str(work), device='cpu').model_file == str(
+        last)
+    assert _caption_tool_main(monkeypatch, str(work), image,
+                              '--num-workers', '0', '--no-progress') == 0
+    assert capsys.readouterr().err.splitlines()[0] == (
+        f'checkpoint: {last} (the last one written in {work}, a run that '
+        'kept no best-by-validation checkpoint)')
+    # A best checkpoint of another metric: not silently replaced by the
+    # last one.
+    (work / 'best_accuracy_epoch_1.pth').write_bytes(b'')
+    assert _caption_tool_main(monkeypatch, str(work), image) == 2
+
+
+def test_caption_tool_show_dir_writes_a_gallery(setup, tmp_path, capsys):
+    _, ckpt, images, _ = setup
+    out = tmp_path / 'captions.jsonl'
+    show = tmp_path / 'gallery'
+    status = load_tool('caption').main(
+        [ckpt, str(images), '--out', str(out), '--num-workers', '0',
+         '--no-progress', '--show-dir', str(show)])
+    assert status == 0
+    assert f'gallery: {show / "index.html"}' in capsys.readouterr().err
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 5 and all('concepts' in r for r in lines)
+    page = (show / 'index.html').read_text()
+    assert page.count('<div class="entry"') == 5
+    for r in lines:
+        assert f'data-id="{r["image"]}"' in page
+        assert r['caption'] in page
+    assert len(list((show / 'thumbs').iterdir())) == 5

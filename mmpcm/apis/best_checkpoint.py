@@ -30,7 +30,9 @@ class ResolvedCheckpoint(NamedTuple):
         path (str): The file.
         work_dir (str, optional): The work dir it was found in, or None when
             the file was given.
-        metric (str, optional): The metric it is best by, with ``work_dir``.
+        metric (str, optional): The metric it is best by, with ``work_dir``
+            (None: the work dir's last checkpoint, see
+            :func:`resolve_checkpoint_or_last`).
     """
     path: str
     work_dir: Optional[str] = None
@@ -40,6 +42,10 @@ class ResolvedCheckpoint(NamedTuple):
         """One line naming the file, e.g. for a tool to print."""
         if self.work_dir is None:
             return f'checkpoint: {self.path}'
+        if self.metric is None:
+            return (f'checkpoint: {self.path} (the last one written in '
+                    f'{self.work_dir}, a run that kept no best-by-validation '
+                    'checkpoint)')
         return (f'checkpoint: {self.path} (best {self.metric} on validation '
                 f'in {self.work_dir})')
 
@@ -165,3 +171,43 @@ def resolve_checkpoint(model: Optional[PathLike],
     model = os.fspath(model)
     return ResolvedCheckpoint(find_best_checkpoint(model, metric), model,
                               metric)
+
+
+def resolve_checkpoint_or_last(model: PathLike,
+                               metric: str = BEST_METRIC
+                               ) -> ResolvedCheckpoint:
+    """:func:`resolve_checkpoint`, and for a work dir that kept no best
+    checkpoint at all (a run trained without validation, as the toy world's
+    quick start trains) the checkpoint its ``last_checkpoint`` names.
+
+    For tools that show a model (captioning, the demo); ``tools/test.py``
+    keeps to the best checkpoint.
+
+    Args:
+        model (str | PathLike): A checkpoint or release file, or a work dir.
+        metric (str): The ``save_best`` key. Defaults to :data:`BEST_METRIC`.
+
+    Returns:
+        ResolvedCheckpoint: ``metric`` None when the last checkpoint was
+        taken.
+
+    Raises:
+        CheckpointNotFoundError: As :func:`resolve_checkpoint`, for a work
+            dir with best checkpoints of other metrics, several best ones,
+            or no ``last_checkpoint`` naming an existing file.
+    """
+    try:
+        return resolve_checkpoint(model, metric)
+    except CheckpointNotFoundError:
+        model = os.fspath(model)
+        marker = osp.join(model, 'last_checkpoint')
+        if (not osp.isdir(model) or not osp.isfile(marker) or glob.glob(
+                osp.join(glob.escape(model), 'best_*.pth'))):
+            raise
+        with open(marker, encoding='utf-8') as f:
+            last = f.read().strip()
+        if not osp.isabs(last) and not osp.isfile(last):
+            last = osp.join(model, osp.basename(last))
+        if not osp.isfile(last):
+            raise
+        return ResolvedCheckpoint(last, model, None)

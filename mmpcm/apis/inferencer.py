@@ -32,7 +32,7 @@ from mmpcm.datasets.image_lists import read_path_list, scan_folder
 from mmpcm.datasets.transforms import ImageLoadError, as_pil_image, load_image
 from mmpcm.utils.cli import InputError
 from mmpcm.visualization.concepts import ConceptView, concept_view
-from .best_checkpoint import resolve_checkpoint
+from .best_checkpoint import resolve_checkpoint_or_last
 from .release import ConfigLike, build_captioner
 
 LIST_FILE_SUFFIXES = ('.txt', '.lst', '.list')
@@ -180,9 +180,10 @@ class PCMCaptionInferencer:
         model (str | nn.Module): A release file (``.safetensors``), a
             training checkpoint (``.pth``; loaded with ``weights_only`` and
             the mmengine allowlist, pickled payloads refused), a training
-            work dir (its best checkpoint by validation CIDEr,
-            :func:`~mmpcm.apis.best_checkpoint.resolve_checkpoint`), or a
-            built ``PCMCaptioner``.
+            work dir (its best checkpoint by validation CIDEr, or the last
+            one of a run without validation:
+            :func:`~mmpcm.apis.best_checkpoint.resolve_checkpoint_or_last`),
+            or a built ``PCMCaptioner``.
         config (str | Config | dict, optional): Training config, only for a
             checkpoint; by default the config text the checkpoint carries is
             parsed (as literals, never executed). Defaults to None.
@@ -212,7 +213,7 @@ class PCMCaptionInferencer:
             device = device or next(model.parameters()).device
             self.model = model.to(device).eval()
         else:
-            self.model_file = resolve_checkpoint(model).path
+            self.model_file = resolve_checkpoint_or_last(model).path
             self.model = build_captioner(self.model_file, config, device)
         self.beam_size = beam_size
         self.return_concepts = return_concepts
@@ -330,7 +331,9 @@ def caption_to_jsonl(inferencer: PCMCaptionInferencer,
                      errors: IO[str],
                      batch_size: int = 16,
                      num_workers: int = 0,
-                     progress: bool = True) -> CaptionSummary:
+                     progress: bool = True,
+                     keep: Optional[List[CaptionResult]] = None
+                     ) -> CaptionSummary:
     """Write one JSON line per captioned image, one error line per failure.
 
     Args:
@@ -341,6 +344,8 @@ def caption_to_jsonl(inferencer: PCMCaptionInferencer,
         batch_size (int): Images per forward pass. Defaults to 16.
         num_workers (int): Image decoding workers. Defaults to 0.
         progress (bool): Progress bar on stderr. Defaults to True.
+        keep (list, optional): Each :class:`CaptionResult` is also appended
+            here (e.g. for a gallery). Defaults to None.
 
     Returns:
         CaptionSummary: How many were captioned and how many failed (a
@@ -362,6 +367,8 @@ def caption_to_jsonl(inferencer: PCMCaptionInferencer,
         else:
             done += 1
             out.write(json.dumps(result.to_dict(), ensure_ascii=False) + '\n')
+            if keep is not None:
+                keep.append(result)
     out.flush()
     return CaptionSummary(done, failed)
 

@@ -293,40 +293,15 @@ def find_examples(entries: Sequence[str], limit: int) -> List[str]:
 
 
 def resolve_model(model: str):
-    """MODEL as a file: :func:`~mmpcm.apis.best_checkpoint.resolve_checkpoint`,
-    and, for a work dir that kept no best checkpoint at all (a run trained
-    without validation, as the toy world's quick start trains), the
-    checkpoint its ``last_checkpoint`` names.
+    """MODEL as a file
+    (:func:`~mmpcm.apis.best_checkpoint.resolve_checkpoint_or_last`).
 
     Returns:
         tuple[str, str | None]: The file, and a line naming it for stderr
         (None for a file given as such).
-
-    Raises:
-        CheckpointNotFoundError: As ``resolve_checkpoint``, for a work dir
-            with best checkpoints of other metrics, several best ones, or
-            no ``last_checkpoint`` naming an existing file.
     """
-    import glob
-
-    from mmpcm.apis.best_checkpoint import (CheckpointNotFoundError,
-                                            resolve_checkpoint)
-    try:
-        found = resolve_checkpoint(model)
-    except CheckpointNotFoundError:
-        marker = osp.join(model, 'last_checkpoint')
-        if not osp.isdir(model) or glob.glob(
-                osp.join(glob.escape(model), 'best_*.pth')) or not osp.isfile(
-                    marker):
-            raise
-        with open(marker, encoding='utf-8') as f:
-            last = f.read().strip()
-        if not osp.isabs(last) and not osp.isfile(last):
-            last = osp.join(model, osp.basename(last))
-        if not osp.isfile(last):
-            raise
-        return last, (f'checkpoint: {last} (the last one written in {model}, '
-                      'a run that kept no best-by-validation checkpoint)')
+    from mmpcm.apis.best_checkpoint import resolve_checkpoint_or_last
+    found = resolve_checkpoint_or_last(model)
     return found.path, (found.describe() if found.work_dir is not None
                         else None)
 
