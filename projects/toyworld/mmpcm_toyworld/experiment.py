@@ -1,14 +1,21 @@
 """Train and test PCM-Net variants on the toy world, and report them."""
+import contextlib
 import json
 import logging
+import os
 import os.path as osp
 import statistics
+import sys
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 from mmengine.config import Config
+from mmengine.hooks import Hook
 from mmengine.runner import Runner
+
+from mmpcm.registry import HOOKS
 from .paths import WorldPaths
 
 logger = logging.getLogger(__name__)
@@ -43,6 +50,69 @@ def set_world_root(cfg: Config, root: str) -> None:
                 cfg[key], 'to_dict') else cfg[key])
 
 
+_CONSOLE_SINK = None
+
+
+@contextlib.contextmanager
+def mmengine_console_off(enabled: bool = True) -> Iterator[None]:
+    """Keep mmengine's console output of Runners built in the block away
+    from the terminal.
+
+    A Runner logs the environment, the whole config and the hook table
+    while it is built; its console handler writes to the ``sys.stdout`` of
+    that moment, so within the block it writes to a null device, while the
+    log file in the work dir keeps everything. Plain ``print`` after the
+    block reaches the terminal again.
+
+    Args:
+        enabled (bool): False leaves the console as it is. Defaults to True.
+    """
+    global _CONSOLE_SINK
+    if not enabled:
+        yield
+        return
+    if _CONSOLE_SINK is None:  # kept open: handlers write to it later
+        _CONSOLE_SINK = open(os.devnull, 'w')
+    with contextlib.redirect_stdout(_CONSOLE_SINK):
+        yield
+
+
+#: mmengine's own deprecation notices about its file backends, which say
+#: nothing about the run (they stay in the log file).
+_MMENGINE_NOTICES = ('"FileClient" will be deprecated',
+                     '"HardDiskBackend" is the alias')
+
+
+def _not_a_notice(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not any(notice in message for notice in _MMENGINE_NOTICES)
+
+
+def console_warnings_only(runner: Runner) -> None:
+    """Point the runner's console handler back at the terminal for warnings
+    and errors only (after :func:`mmengine_console_off`), without mmengine's
+    file-backend deprecation notices."""
+    for handler in runner.logger.handlers:
+        if type(handler) is logging.StreamHandler:
+            handler.setStream(sys.stdout)
+            handler.setLevel(logging.WARNING)
+            handler.addFilter(_not_a_notice)
+
+
+@HOOKS.register_module()
+class ToyProgressHook(Hook):
+    """One line per training epoch on the terminal: epoch, loss, time."""
+    priority = 'VERY_LOW'
+
+    def before_train(self, runner: Runner) -> None:
+        self._start = time.time()
+
+    def after_train_epoch(self, runner: Runner) -> None:
+        loss = runner.message_hub.get_scalar('train/loss').current()
+        print(f'  training: epoch {runner.epoch + 1}/{runner.max_epochs}, loss '
+              f'{loss:.3f} ({time.time() - self._start:.0f} s)', flush=True)
+
+
 def load_variant_cfg(config: str, world_root: str, work_dir: str, seed: int,
                      options: Optional[dict] = None) -> Config:
     """A toy-world config, pointed at a world and a work dir, seeded."""
@@ -58,8 +128,12 @@ def load_variant_cfg(config: str, world_root: str, work_dir: str, seed: int,
 
 
 def train_variant(config: str, world_root: str, work_dir: str, seed: int,
-                  options: Optional[dict] = None) -> str:
+                  options: Optional[dict] = None, quiet: bool = False) -> str:
     """Train one variant; returns its final checkpoint.
+
+    With ``quiet``, mmengine's console shows warnings and errors only (its
+    log file in the work dir keeps everything) and one line per epoch says
+    how training goes.
 
     A run whose final checkpoint is already complete is not trained again,
     and an interrupted one resumes from its last epoch checkpoint (the
@@ -82,7 +156,13 @@ def train_variant(config: str, world_root: str, work_dir: str, seed: int,
         logger.info(f'resuming {osp.basename(config)} from {last}')
         cfg.resume = True
         cfg.load_from = last
-    runner = Runner.from_cfg(cfg)
+    if quiet:
+        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
+            dict(type='ToyProgressHook')]
+    with mmengine_console_off(quiet):
+        runner = Runner.from_cfg(cfg)
+    if quiet:
+        console_warnings_only(runner)
     with naming_checkpoint(runner):
         runner.train()
     return final
@@ -98,15 +178,19 @@ def _last_checkpoint(work_dir: str) -> Optional[str]:
 
 
 def test_variant(config: str, world_root: str, work_dir: str,
-                 checkpoint: str, options: Optional[dict] = None):
+                 checkpoint: str, options: Optional[dict] = None,
+                 quiet: bool = False):
     """Test a checkpoint on the world's real renders (tools/test.py's path).
+
+    With ``quiet``, mmengine's console output goes to the log file only.
 
     Returns:
         CaptionTestResult: Metrics, paper row and predictions file.
     """
     from mmpcm.apis import run_test
     cfg = load_variant_cfg(config, world_root, work_dir, 0, options)
-    return run_test(cfg, checkpoint)
+    with mmengine_console_off(quiet):
+        return run_test(cfg, checkpoint)
 
 
 def most_frequent_caption_baseline(world_root: str) -> Dict[str, float]:

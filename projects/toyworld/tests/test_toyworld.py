@@ -86,7 +86,7 @@ def test_clip_folder_loads_like_published_weights(tmp_path):
     assert feats.patch_tokens.shape == (2, 36, 64)
 
 
-def test_shrunken_job_end_to_end(tmp_path):
+def test_shrunken_job_end_to_end(tmp_path, capsys):
     """The main job on a tiny world: real pipeline, real metric."""
     from mmpcm_toyworld.experiment import (metric_value,
                                            most_frequent_caption_baseline,
@@ -100,10 +100,19 @@ def test_shrunken_job_end_to_end(tmp_path):
     options = {'train_cfg.max_epochs': 1, 'param_scheduler.warmup': 5}
     work = str(tmp_path / 'work')
     ckpt = train_variant(CONFIG, root, work, 0, options)
-    # One epoch more resumes from epoch 1 (mmengine's real resume path).
+    # One epoch more resumes from epoch 1 (mmengine's real resume path),
+    # quietly: a progress line on the terminal, mmengine's config dump and
+    # hook table in the log file only.
     more = dict(options, **{'train_cfg.max_epochs': 2})
-    assert train_variant(CONFIG, root, work, 0, more) == osp.join(
+    capsys.readouterr()
+    assert train_variant(CONFIG, root, work, 0, more, quiet=True) == osp.join(
         work, 'epoch_2.pth')
+    out = capsys.readouterr().out
+    assert 'training: epoch 2/2, loss ' in out
+    assert 'Config:' not in out and 'Hooks will be executed' not in out
+    logs = [osp.join(d, f) for d, _, fs in os.walk(work) for f in fs
+            if f.endswith('.log')]
+    assert any('Config:' in open(p).read() for p in logs)
     with open(osp.join(work, 'last_checkpoint')) as f:
         assert f.read().strip().endswith('epoch_2.pth')
     assert not osp.exists(ckpt)  # max_keep_ckpts=1

@@ -30,6 +30,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--small', action='store_true',
                         help='a shrunken world and run (seconds; for CI)')
+    parser.add_argument('--verbose', action='store_true',
+                        help="show mmengine's full log (config, hooks, "
+                        'every logging interval) on the terminal too')
     add_debug_flag(parser)
     return parser.parse_args(argv)
 
@@ -54,10 +57,14 @@ def run_main_job(args: argparse.Namespace) -> int:
     world_cfg = SMALL_WORLD if args.small else WorldConfig()
     summary = build_world(args.world, world_cfg)
     options = SMALL_RUN if args.small else None
+    print(f'Training PCM-Net ({osp.basename(args.config)}, seed '
+          f'{args.seed}); mmengine\'s full log: {args.work_dir}/<timestamp>/',
+          flush=True)
     checkpoint = train_variant(args.config, args.world, args.work_dir,
-                               args.seed, options)
+                               args.seed, options, quiet=not args.verbose)
+    print('Testing on the real test renders', flush=True)
     result = test_variant(args.config, args.world, args.work_dir, checkpoint,
-                          options)
+                          options, quiet=not args.verbose)
     baseline = most_frequent_caption_baseline(args.world)
     table = '\n'.join([
         '| model | ' + ' | '.join(c for c, _ in COLUMNS) + ' |',
