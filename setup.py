@@ -49,6 +49,8 @@ setup(
         'pycocoevalcap>=1.2',
         'numpy',
         'packaging',
+        # ImageFont.load_default(size=...) for the concept pictures' labels
+        'Pillow>=10.1',
         'tqdm',
         # training curves and validation captions in TensorBoard (the
         # default runtime's visualizer backend)

@@ -66,7 +66,8 @@ def draw_concept_picture(image: Image.Image, view: ConceptView,
     draw = ImageDraw.Draw(out)
     cell = out.width / view.grid
     colours = concept_colours(view)
-    font = ImageFont.load_default()
+    # Pillow's bundled font, sized to the patch (no font file needed)
+    font = ImageFont.load_default(size=max(9, min(16, round(cell / 4))))
     width = max(1, round(cell / 16))
     for patch in view.patches:
         x0, y0 = patch['col'] * cell, patch['row'] * cell
