@@ -341,3 +341,14 @@ def test_refine_speed_smoke(tmp_path, capsys):
     assert (result['chunks'], result['chunks_run']) == (5, 2)
     assert result['queries_run'] == 128 and result['extrapolated']
     assert result['total_extrapolated'] >= result['total_measured'] > 0
+
+
+def test_gallery_speed_smoke(tmp_path, capsys):
+    bench = _load('gallery_speed')
+    out_json = tmp_path / 'gallery.json'
+    assert bench.main(['--num-images', '6', '--small-num-images', '2',
+                       '--image-size', '16', '--workdir', str(tmp_path),
+                       '--json', str(out_json)]) == 0
+    assert '| 6 ' in capsys.readouterr().out
+    result = json.loads(out_json.read_text())
+    assert result['write_s_6'] > 0 and result['open_s_6'] is None

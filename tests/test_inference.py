@@ -396,9 +396,11 @@ def test_caption_tool_show_dir_writes_a_gallery(setup, tmp_path, capsys):
     assert f'gallery: {show / "index.html"}' in capsys.readouterr().err
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == 5 and all('concepts' in r for r in lines)
+    import re
     page = (show / 'index.html').read_text()
-    assert page.count('<div class="entry"') == 5
-    for r in lines:
-        assert f'data-id="{r["image"]}"' in page
-        assert r['caption'] in page
+    data = json.loads(re.search(r'id="gallery-data">(.*?)</script>', page,
+                                re.S).group(1))
+    assert [(e['id'], e['caption']) for e in data['entries']] == [
+        (r['image'], r['caption']) for r in lines]
+    assert all(e['concepts'] for e in data['entries'])
     assert len(list((show / 'thumbs').iterdir())) == 5

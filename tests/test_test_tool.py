@@ -195,52 +195,24 @@ def _write_pngs(folder, ids, size=40):
 
 
 class _GalleryPage:
-    """The gallery's entries, read with html.parser (no script runs)."""
+    """The gallery's entries: the JSON its script draws from."""
 
     def __init__(self, path):
-        from html.parser import HTMLParser
-        entries = self.entries = []
-
-        class Parser(HTMLParser):
-            field = None
-
-            def handle_starttag(self, tag, attrs):
-                attrs = dict(attrs)
-                cls = attrs.get('class', '')
-                if cls == 'entry':
-                    entries.append(dict(attrs=attrs, caption='', scores=[],
-                                        chips=[], refs=[], img=None,
-                                        patches=0))
-                elif not entries:
-                    return
-                elif tag == 'img':
-                    entries[-1]['img'] = attrs['src']
-                elif cls == 'patch':
-                    entries[-1]['patches'] += 1
-                elif cls in ('caption', 'score', 'chip', 'chip masked'):
-                    self.field = cls
-                elif tag == 'li':
-                    self.field = 'li'
-
-            def handle_endtag(self, tag):
-                if tag in ('div', 'span', 'li'):
-                    self.field = None
-
-            def handle_data(self, data):
-                if not self.field or not entries:
-                    return
-                entry = entries[-1]
-                if self.field == 'caption':
-                    entry['caption'] += data
-                elif self.field == 'score':
-                    entry['scores'].append(data)
-                elif self.field == 'li':
-                    entry['refs'].append(data)
-                else:
-                    entry['chips'].append(data)
-
+        import re
         with open(path, encoding='utf-8') as f:
-            Parser().feed(f.read())
+            text = f.read()
+        match = re.search(r'<script type="application/json" '
+                          r'id="gallery-data">(.*?)</script>', text, re.S)
+        data = json.loads(match.group(1))
+        self.text = text
+        self.entries = [dict(
+            attrs={'data-id': e['id']}, caption=e['caption'],
+            scores=[f'{k} {v}' for k, v in e['scores'].items()],
+            chips=[f'{c["word"]} {c["prob"]:.2f}'
+                   for c in e.get('concepts', [])],
+            refs=e['refs'], img=e.get('thumb'),
+            patches=len(e.get('patches', [])), raw=e)
+            for e in data['entries']]
 
 
 def _check_gallery(show, predictions, references, words):
@@ -341,11 +313,11 @@ def test_gallery_marks_hallucinated_objects_and_missing_images(tmp_path):
                          concepts=view)
     path = write_gallery(str(tmp_path / 'g'), [entry],
                          GalleryHeader('t', metrics={'CIDEr': 50.0}), 32)
-    text = open(path, encoding='utf-8').read()
-    assert '<mark title="not in the image">dog</mark>' in text
-    assert 'not in the image: dog' in text
-    assert '1 image(s) without a thumbnail' in text
     page = _GalleryPage(path)
+    raw = page.entries[0]['raw']
+    assert raw['words'][raw['marked'][0]] == 'dog' and raw['marked'] == [1]
+    assert raw['halluc'] == ['dog']
+    assert '1 image(s) without a thumbnail' in page.text
     assert [c.split() for c in page.entries[0]['chips']] == [
         ['sofa', '0.80'], ['cat', '0.20']]
     assert page.entries[0]['img'] is None

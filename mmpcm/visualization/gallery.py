@@ -6,9 +6,12 @@ view time) beside a ``thumbs/`` folder of small JPEGs, one per image: CLIP's
 view of the image, with PCM's selected patches outlined in the page
 (toggle). Per image: the prediction (hallucinated object words marked), the
 references, per-image scores, and the retrieved concepts with their
-probabilities. Entries are written in the page (it parses without
-scripts); the script pages, sorts and filters them, and thumbnails load
-lazily, so 5,000 images open at once.
+probabilities. The entries are JSON in the page (the script element
+``gallery-data``: ``{"thumb_size", "entries": [{"id", "caption", "refs",
+"scores", "halluc", "words", "marked", "thumb" or "problem", "grid",
+"concepts", "patches"}]}``); the page's script draws one page of 50 at a
+time, sorts and filters them, and thumbnails load lazily, so 5,000 images
+open as fast as 50.
 """
 import html
 import json
@@ -93,78 +96,34 @@ def _thumbnail(entry: GalleryEntry, index: int, out_dir: str,
     return rel, None
 
 
-def _caption_html(entry: GalleryEntry) -> str:
-    if entry.words is None or not entry.hallucinated:
-        return html.escape(entry.caption)
-    return ' '.join(
-        f'<mark title="not in the image">{html.escape(w)}</mark>'
-        if i in entry.hallucinated else html.escape(w)
-        for i, w in enumerate(entry.words))
-
-
-def _patches_html(view: ConceptView) -> str:
-    colours = concept_colours(view)
-    cell = 100.0 / view.grid
-    boxes = []
-    for p in view.patches:
-        colour = colours.get(p['concept'], '#ffffff')
-        boxes.append(
-            f'<div class="patch" style="left:{p["col"] * cell:.4f}%;'
-            f'top:{p["row"] * cell:.4f}%;width:{cell:.4f}%;'
-            f'height:{cell:.4f}%;border-color:{colour}" '
-            f'title="{html.escape(p["concept"])} '
-            f'({p["similarity"]:.2f})"><span style="color:{colour}">'
-            f'{html.escape(p["concept"])}</span></div>')
-    return ''.join(boxes)
-
-
-def _concepts_html(view: ConceptView) -> str:
-    colours = concept_colours(view)
-    chips = []
-    for c in view.concepts:
-        cls = 'chip' if c['kept'] else 'chip masked'
-        chips.append(
-            f'<span class="{cls}" style="border-color:'
-            f'{colours[c["word"]]}" data-word="{html.escape(c["word"])}">'
-            f'{html.escape(c["word"])} {c["prob"]:.2f}</span>')
-    return ''.join(chips)
-
-
-def _entry_html(entry: GalleryEntry, thumb: Optional[str],
-                problem: Optional[str], size: int) -> str:
-    data = ' '.join(
-        f'data-score-{_slug(k)}="{v:.4f}"' for k, v in entry.scores.items())
-    picture = (f'<img src="{thumb}" loading="lazy" width="{size}" '
-               f'height="{size}" alt="{html.escape(entry.image_id)}">'
-               if thumb else
-               f'<div class="noimg">{html.escape(problem or "")}</div>')
-    if thumb and entry.concepts is not None:
-        picture += f'<div class="patches">{_patches_html(entry.concepts)}</div>'
-    scores = ''.join(
-        f'<span class="score">{html.escape(k)} {v:.1f}</span>'
-        for k, v in entry.scores.items())
-    halluc = ''
-    if entry.hallucinated_objects:
-        halluc = ('<div class="halluc">not in the image: ' +
-                  html.escape(', '.join(entry.hallucinated_objects)) +
-                  '</div>')
-    refs = ''.join(f'<li>{html.escape(r)}</li>' for r in entry.references)
-    concepts = ('' if entry.concepts is None else
-                f'<div class="concepts">{_concepts_html(entry.concepts)}'
-                '</div>')
-    return (
-        f'<div class="entry" data-id="{html.escape(entry.image_id)}" '
-        f'data-halluc="{len(entry.hallucinated_objects)}" {data}>'
-        f'<div class="pic" style="width:{size}px;height:{size}px">'
-        f'{picture}</div><div class="text">'
-        f'<div class="id">{html.escape(entry.image_id)}</div>'
-        f'<div class="caption">{_caption_html(entry)}</div>{halluc}'
-        f'<div class="scores">{scores}</div>{concepts}'
-        f'<ul class="refs">{refs}</ul></div></div>')
-
-
-def _slug(name: str) -> str:
-    return ''.join(ch if ch.isalnum() else '-' for ch in name.lower())
+def _entry_data(entry: GalleryEntry, thumb: Optional[str],
+                problem: Optional[str]) -> Dict:
+    """One entry as the page's data (rendered by its script)."""
+    data: Dict = dict(id=entry.image_id, caption=entry.caption,
+                      refs=list(entry.references),
+                      scores={k: round(float(v), 2)
+                              for k, v in entry.scores.items()},
+                      halluc=list(entry.hallucinated_objects))
+    if entry.words is not None and entry.hallucinated:
+        data['words'] = list(entry.words)
+        data['marked'] = sorted(entry.hallucinated)
+    if thumb:
+        data['thumb'] = thumb
+    else:
+        data['problem'] = problem or ''
+    view = entry.concepts
+    if view is not None:
+        colours = concept_colours(view)
+        data['grid'] = view.grid
+        data['concepts'] = [
+            dict(word=c['word'], prob=c['prob'], kept=c['kept'],
+                 colour=colours[c['word']]) for c in view.concepts]
+        data['patches'] = [
+            dict(row=p['row'], col=p['col'], word=p['concept'],
+                 sim=p['similarity'],
+                 colour=colours.get(p['concept'], '#ffffff'))
+            for p in view.patches]
+    return data
 
 
 _STYLE = """
@@ -197,37 +156,76 @@ mark{background:#ffc9c9}
 .refs{font-size:.85em;color:#444;margin:.3em 0;padding-left:1.2em}
 """
 
+# Renders one page of entries from the embedded data with DOM calls (text
+# is never parsed as HTML); sorts, filters and pages.
 _SCRIPT = """
 (function(){
- var list=document.getElementById('entries');
- var all=Array.prototype.slice.call(list.children);
- var state={page:0,size:50,shown:all};
+ var data=JSON.parse(document.getElementById('gallery-data').textContent);
+ var list=document.getElementById('entries'),size=data.thumb_size;
+ var items=data.entries.map(function(e,i){
+  e.order=i;e.text=[e.id,e.caption].concat(e.refs,(e.concepts||[]).map(
+   function(c){return c.word;})).join(' ').toLowerCase();return e;});
+ var state={page:0,per:50,shown:items};
+ function el(tag,cls,text){var n=document.createElement(tag);
+  if(cls)n.className=cls;if(text!==undefined)n.textContent=text;return n;}
+ function render(e){
+  var box=el('div','entry');box.setAttribute('data-id',e.id);
+  var pic=el('div','pic');pic.style.width=pic.style.height=size+'px';
+  if(e.thumb){var img=el('img');img.src=e.thumb;img.loading='lazy';
+   img.width=img.height=size;img.alt=e.id;pic.appendChild(img);
+   if(e.patches){var ps=el('div','patches'),cell=100/e.grid;
+    e.patches.forEach(function(p){var b=el('div','patch');
+     b.style.left=(p.col*cell)+'%';b.style.top=(p.row*cell)+'%';
+     b.style.width=b.style.height=cell+'%';b.style.borderColor=p.colour;
+     b.title=p.word+' ('+p.sim.toFixed(2)+')';
+     var t=el('span',null,p.word);t.style.color=p.colour;b.appendChild(t);
+     ps.appendChild(b);});pic.appendChild(ps);}}
+  else pic.appendChild(el('div','noimg',e.problem));
+  box.appendChild(pic);
+  var text=el('div','text');text.appendChild(el('div','id',e.id));
+  var cap=el('div','caption');
+  if(e.words){e.words.forEach(function(w,i){
+    if(i)cap.appendChild(document.createTextNode(' '));
+    if(e.marked.indexOf(i)>=0){var m=el('mark',null,w);
+     m.title='not in the image';cap.appendChild(m);}
+    else cap.appendChild(document.createTextNode(w));});}
+  else cap.textContent=e.caption;
+  text.appendChild(cap);
+  if(e.halluc.length)text.appendChild(el('div','halluc',
+   'not in the image: '+e.halluc.join(', ')));
+  var sc=el('div','scores');Object.keys(e.scores).forEach(function(k){
+   sc.appendChild(el('span','score',k+' '+e.scores[k].toFixed(1)));});
+  text.appendChild(sc);
+  if(e.concepts){var cs=el('div','concepts');e.concepts.forEach(function(c){
+    var chip=el('span',c.kept?'chip':'chip masked',
+     c.word+' '+c.prob.toFixed(2));chip.style.borderColor=c.colour;
+    cs.appendChild(chip);});text.appendChild(cs);}
+  var refs=el('ul','refs');e.refs.forEach(function(r){
+   refs.appendChild(el('li',null,r));});text.appendChild(refs);
+  box.appendChild(text);return box;}
  function apply(){
-  var n=state.shown.length,pages=Math.max(1,Math.ceil(n/state.size));
-  state.page=Math.min(state.page,pages-1);
-  var lo=state.page*state.size,hi=lo+state.size;
-  all.forEach(function(e){e.style.display='none';});
-  state.shown.forEach(function(e,i){
-   if(i>=lo&&i<hi){e.style.display='';list.appendChild(e);}});
+  var n=state.shown.length,pages=Math.max(1,Math.ceil(n/state.per));
+  state.page=Math.max(0,Math.min(state.page,pages-1));
+  var lo=state.page*state.per,frag=document.createDocumentFragment();
+  state.shown.slice(lo,lo+state.per).forEach(function(e){
+   frag.appendChild(render(e));});
+  list.textContent='';list.appendChild(frag);
   document.getElementById('pageinfo').textContent=
-   'page '+(state.page+1)+' of '+pages+' ('+n+' images)';
- }
+   'page '+(state.page+1)+' of '+pages+' ('+n+' images)';}
  function refresh(){
   var q=document.getElementById('filter').value.toLowerCase();
   var key=document.getElementById('sort').value;
-  var shown=all.filter(function(e){
-   return !q||e.textContent.toLowerCase().indexOf(q)>=0;});
-  if(key){var desc=key.charAt(0)==='-',k=desc?key.slice(1):key;
-   shown.sort(function(a,b){
-    var x=parseFloat(a.getAttribute(k)),y=parseFloat(b.getAttribute(k));
-    if(isNaN(x))x=-Infinity;if(isNaN(y))y=-Infinity;
-    return desc?y-x:x-y;});}
-  state.shown=shown;state.page=0;apply();
- }
+  var shown=items.filter(function(e){return !q||e.text.indexOf(q)>=0;});
+  function val(e){if(key.slice(1)==='halluc')return e.halluc.length;
+   var v=e.scores[key.slice(1)];return v===undefined?-Infinity:v;}
+  if(key)shown.sort(function(a,b){var d=val(a)-val(b);
+   return key.charAt(0)==='-'?-d:d;});
+  else shown.sort(function(a,b){return a.order-b.order;});
+  state.shown=shown;state.page=0;apply();}
  document.getElementById('filter').addEventListener('input',refresh);
  document.getElementById('sort').addEventListener('change',refresh);
  document.getElementById('prev').addEventListener('click',function(){
-  if(state.page>0){state.page--;apply();}});
+  state.page--;apply();});
  document.getElementById('next').addEventListener('click',function(){
   state.page++;apply();});
  document.getElementById('patches').addEventListener('change',function(e){
@@ -252,12 +250,12 @@ def _header_html(header: GalleryHeader, entries: Sequence[GalleryEntry],
     names = sorted({k for e in entries for k in e.scores})
     options = ['<option value="">image order</option>']
     for name in names:
-        attr = f'data-score-{_slug(name)}'
-        options.append(f'<option value="-{attr}">{html.escape(name)} high '
+        value = html.escape(name, quote=True)
+        options.append(f'<option value="-{value}">{html.escape(name)} high '
                        'first</option>')
-        options.append(f'<option value="{attr}">{html.escape(name)} low '
+        options.append(f'<option value="+{value}">{html.escape(name)} low '
                        'first</option>')
-    options.append('<option value="-data-halluc">most hallucinated objects '
+    options.append('<option value="-halluc">most hallucinated objects '
                    'first</option>')
     return (f'<h1>{html.escape(header.title)}</h1>{meta}{note}'
             + (f'<table class="metrics">{rows}</table>' if rows else '')
@@ -301,15 +299,19 @@ def write_gallery(out_dir: str, entries: Sequence[GalleryEntry],
             lambda ie: _thumbnail(ie[1], ie[0], out_dir, preprocess_cfg,
                                   thumb_size), enumerate(entries)))
     missing = sum(1 for rel, _ in thumbs if rel is None)
-    body = ''.join(_entry_html(e, rel, problem, thumb_size)
-                   for e, (rel, problem) in zip(entries, thumbs))
-    index = json.dumps([e.image_id for e in entries])
+    data = dict(thumb_size=thumb_size, entries=[
+        _entry_data(e, rel, problem)
+        for e, (rel, problem) in zip(entries, thumbs)])
+    # '</' inside a script element would end it: JSON allows '<\/'
+    payload = json.dumps(data, ensure_ascii=False).replace('</', '<\\/')
     page = ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<title>{html.escape(header.title)}</title>'
             f'<style>{_STYLE}</style></head><body>'
             f'{_header_html(header, entries, missing)}'
-            f'<div id="entries">{body}</div>'
-            f'<script type="application/json" id="image-ids">{index}'
+            '<noscript>The entries are drawn by the page\'s script; their '
+            'data is in the script element "gallery-data".</noscript>'
+            '<div id="entries"></div>'
+            f'<script type="application/json" id="gallery-data">{payload}'
             f'</script><script>{_SCRIPT}</script></body></html>')
     path = osp.join(out_dir, GALLERY_FILE)
     atomic_write_text(path, page)
