@@ -179,10 +179,12 @@ def _last_checkpoint(work_dir: str) -> Optional[str]:
 
 def test_variant(config: str, world_root: str, work_dir: str,
                  checkpoint: str, options: Optional[dict] = None,
-                 quiet: bool = False):
+                 quiet: bool = False, show_dir: Optional[str] = None):
     """Test a checkpoint on the world's real renders (tools/test.py's path).
 
-    With ``quiet``, mmengine's console output goes to the log file only.
+    With ``quiet``, mmengine's console output goes to the log file only;
+    with ``show_dir``, the results gallery is written there
+    (``tools/test.py --show-dir``).
 
     Returns:
         CaptionTestResult: Metrics, paper row and predictions file.
@@ -190,7 +192,8 @@ def test_variant(config: str, world_root: str, work_dir: str,
     from mmpcm.apis import run_test
     cfg = load_variant_cfg(config, world_root, work_dir, 0, options)
     with mmengine_console_off(quiet):
-        return run_test(cfg, checkpoint)
+        return run_test(cfg, checkpoint, show_dir=show_dir,
+                        config_file=config)
 
 
 def most_frequent_caption_baseline(world_root: str) -> Dict[str, float]:

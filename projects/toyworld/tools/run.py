@@ -64,7 +64,8 @@ def run_main_job(args: argparse.Namespace) -> int:
                                args.seed, options, quiet=not args.verbose)
     print('Testing on the real test renders', flush=True)
     result = test_variant(args.config, args.world, args.work_dir, checkpoint,
-                          options, quiet=not args.verbose)
+                          options, quiet=not args.verbose,
+                          show_dir=osp.join(args.work_dir, 'gallery'))
     baseline = most_frequent_caption_baseline(args.world)
     table = '\n'.join([
         '| model | ' + ' | '.join(c for c, _ in COLUMNS) + ' |',
@@ -98,6 +99,9 @@ def run_main_job(args: argparse.Namespace) -> int:
         json.dump(dict(world=summary, metrics=result.metrics,
                        baseline=baseline), f, indent=1)
     print(f'\nAll scores: {result_file}')
+    print(f'Gallery (captions, hallucinated shapes, PCM\'s concepts and '
+          f'patches per test image; open in a browser): '
+          f'{result.gallery_file}')
     return 0
 
 
