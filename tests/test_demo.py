@@ -7,13 +7,10 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config
 from PIL import Image
 
 from mmpcm.apis import PCMCaptionInferencer
-from mmpcm.registry import MODELS
-from mmpcm.testing import random_concepts, tiny_captioner_cfg
-from mmpcm.text import WordVocabulary
+from mmpcm.testing import build_tiny_captioner
 
 from tool_loader import load_tool
 
@@ -36,16 +33,9 @@ def one_thread():
 def setup(tmp_path_factory):
     """A tiny random captioner's checkpoint, two images and a text file."""
     root = tmp_path_factory.mktemp('demo')
-    concepts = str(root / 'concepts.safetensors')
-    random_concepts(['ball', 'dog', 'man', 'horse', 'cat', 'sofa']).save(
-        concepts)
-    vocab = WordVocabulary.from_captions(CAPTIONS, min_count=1).words
-    cfg = tiny_captioner_cfg(vocab, concepts)
-    torch.manual_seed(0)
-    model = MODELS.build(cfg).eval()
-    ckpt = str(root / 'epoch_1.pth')
-    torch.save(dict(meta=dict(cfg=Config(dict(model=cfg)).pretty_text),
-                    state_dict=model.state_dict()), ckpt)
+    ckpt = build_tiny_captioner(
+        str(root), CAPTIONS,
+        ['ball', 'dog', 'man', 'horse', 'cat', 'sofa']).checkpoint
     images = root / 'images'
     images.mkdir()
     rng = np.random.default_rng(0)

@@ -9,7 +9,6 @@ import numpy as np
 import open_clip
 import pytest
 import torch
-from mmengine.config import Config
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -19,16 +18,15 @@ from mmpcm.datasets import (CLIPFeatureInfo, FeatureStoreWriter,
                             pcm_collate)
 from mmpcm.datasets.clip_transforms import clip_image_tensor
 from mmpcm.datasets.transforms import load_image
-from mmpcm.text import WordVocabulary
-from mmpcm.registry import MODELS
 from mmpcm.testing import (TINY_EMBED_DIM, TINY_NUM_PATCHES, TINY_PATCH_DIM,
-                           random_concepts, tiny_captioner_cfg)
+                           build_tiny_captioner)
 from mmpcm.utils.checkpoint import UntrustedCheckpointError
 
 from tool_loader import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 IMAGE_SIZE = 32  # the tiny CLIP's input size
+CONCEPT_WORDS = ['ball', 'dog', 'man', 'horse', 'cat', 'sofa']
 CAPTIONS = ['a red ball on the green grass', 'two dogs play in the snow',
             'a man rides a horse on the beach', 'a cat sleeps on a sofa']
 
@@ -73,18 +71,9 @@ def add_bad_files(folder):
 def setup(tmp_path_factory):
     """A tiny random captioner, its training-style checkpoint, images."""
     root = tmp_path_factory.mktemp('inference')
-    concepts = str(root / 'concepts.safetensors')
-    random_concepts(['ball', 'dog', 'man', 'horse', 'cat', 'sofa']).save(
-        concepts)
-    vocab = WordVocabulary.from_captions(CAPTIONS, min_count=1).words
-    cfg = tiny_captioner_cfg(vocab, concepts)
-    torch.manual_seed(0)
-    model = MODELS.build(cfg).eval()
-    ckpt = str(root / 'epoch_1.pth')
-    torch.save(dict(meta=dict(cfg=Config(dict(model=cfg)).pretty_text),
-                    state_dict=model.state_dict()), ckpt)
+    tiny = build_tiny_captioner(str(root), CAPTIONS, CONCEPT_WORDS)
     images = write_images(root / 'images')
-    return model, ckpt, images, root
+    return tiny.model, tiny.checkpoint, images, root
 
 
 def predict(model, dataset, batch_size=2):
@@ -340,7 +329,7 @@ def test_inferencer_returns_pcm_concepts(setup):
     assert 'concepts' not in without
     assert {k: result[k] for k in without} == without  # same caption
     view = result['concepts']
-    words = ['ball', 'dog', 'man', 'horse', 'cat', 'sofa']
+    words = CONCEPT_WORDS
     assert view['grid'] ** 2 == TINY_NUM_PATCHES
     neck = shown.model.neck
     assert neck.concept_words == words  # from the checkpoint's concept file

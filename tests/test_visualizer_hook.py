@@ -23,10 +23,9 @@ from mmpcm.datasets import (CLIPFeatureInfo, FeatureStoreWriter,
 from mmpcm.datasets.transforms import load_image
 from mmpcm.engine.hooks import PCMCaptionVisualizerHook
 from mmpcm.engine.hooks.caption_visualizer_hook import caption_picture
-from mmpcm.registry import METRICS, MODELS
+from mmpcm.registry import METRICS
 from mmpcm.testing import (TINY_EMBED_DIM, TINY_NUM_PATCHES, TINY_PATCH_DIM,
-                           random_concepts, tiny_captioner_cfg)
-from mmpcm.text import WordVocabulary
+                           build_tiny_captioner)
 from mmpcm.visualization import clip_view, concept_view
 
 from tool_loader import one_run
@@ -59,12 +58,9 @@ def own_instances():
 def setup(tmp_path_factory):
     """A tiny random captioner, four small PNGs and their references."""
     root = tmp_path_factory.mktemp('vis_hook')
-    concepts = str(root / 'concepts.safetensors')
-    random_concepts(['ball', 'dog', 'man', 'horse', 'cat', 'sofa']).save(
-        concepts)
-    vocab = WordVocabulary.from_captions(CAPTIONS, min_count=1).words
-    torch.manual_seed(0)
-    model = MODELS.build(tiny_captioner_cfg(vocab, concepts)).eval()
+    model = build_tiny_captioner(
+        str(root), CAPTIONS,
+        ['ball', 'dog', 'man', 'horse', 'cat', 'sofa']).model
     (root / 'images').mkdir()
     rng = np.random.default_rng(0)
     for i, image_id in enumerate(IDS):

@@ -16,8 +16,9 @@ import importlib
 from typing import Any
 
 from .models import (TINY_CLIP_CFG, TINY_EMBED_DIM, TINY_NUM_PATCHES,
-                     TINY_PATCH_DIM, TinyRegressionDataset,
-                     TinyRegressionModel, random_concepts, tiny_captioner_cfg)
+                     TINY_PATCH_DIM, TinyCaptioner, TinyRegressionDataset,
+                     TinyRegressionModel, build_tiny_captioner,
+                     random_concepts, tiny_captioner_cfg)
 from .smoke import SMOKE_CAPTIONS, SMOKE_CONCEPTS, write_smoke_data
 from .stores import make_random_feature_store
 
@@ -28,7 +29,8 @@ _PIPELINE_NAMES = ('TINY_SD_SIZE', 'TinyCLIPFiles', 'build_tiny_open_clip',
 __all__ = [
     'TINY_CLIP_CFG', 'TINY_EMBED_DIM', 'TINY_NUM_PATCHES', 'TINY_PATCH_DIM',
     'TinyRegressionDataset', 'TinyRegressionModel', 'random_concepts',
-    'tiny_captioner_cfg', 'SMOKE_CAPTIONS', 'SMOKE_CONCEPTS',
+    'tiny_captioner_cfg', 'TinyCaptioner', 'build_tiny_captioner',
+    'SMOKE_CAPTIONS', 'SMOKE_CONCEPTS',
     'write_smoke_data', 'make_random_feature_store', *_PIPELINE_NAMES
 ]
 

@@ -4,7 +4,8 @@ Nothing here is downloaded: the CLIP model is an open_clip ``CLIP`` built
 from a small config with random weights, exactly as real weights would be
 built, only smaller.
 """
-from typing import List, Optional
+import os.path as osp
+from typing import List, NamedTuple, Optional, Sequence
 
 import torch
 from mmengine.model import BaseModel
@@ -14,8 +15,8 @@ from mmpcm.models.utils.concepts import ConceptVocabulary
 
 __all__ = [
     'TINY_CLIP_CFG', 'TINY_NUM_PATCHES', 'TINY_PATCH_DIM', 'TINY_EMBED_DIM',
-    'random_concepts', 'tiny_captioner_cfg', 'TinyRegressionModel',
-    'TinyRegressionDataset'
+    'random_concepts', 'tiny_captioner_cfg', 'TinyCaptioner',
+    'build_tiny_captioner', 'TinyRegressionModel', 'TinyRegressionDataset'
 ]
 
 TINY_CLIP_CFG = dict(
@@ -82,6 +83,53 @@ def tiny_captioner_cfg(vocab, concepts: Optional[str], model_dim: int = 32,
         head=dict(type='PCMCaptionHead', vocab=vocab, model_dim=model_dim,
                   num_layers=1, num_heads=2, ffn_dim=64, dropout=0.1,
                   max_len=12, beam_size=3))
+
+
+class TinyCaptioner(NamedTuple):
+    """A tiny random captioner and its files (:func:`build_tiny_captioner`).
+
+    Attributes:
+        model (nn.Module): The ``PCMCaptioner``, in eval mode.
+        checkpoint (str): A training-style checkpoint of it (its config
+            text in ``meta.cfg``).
+        concepts (str): Its concept file.
+        cfg (dict): Its model config.
+    """
+    model: torch.nn.Module
+    checkpoint: str
+    concepts: str
+    cfg: dict
+
+
+def build_tiny_captioner(root: str, captions: Sequence[str],
+                         concept_words: Sequence[str], seed: int = 0
+                         ) -> TinyCaptioner:
+    """Build a tiny random captioner and save its concept file and a
+    training-style checkpoint (``epoch_1.pth``) under ``root``.
+
+    Args:
+        root (str): Output folder (exists).
+        captions (Sequence[str]): Captions whose words form the vocabulary.
+        concept_words (Sequence[str]): The concept vocabulary's words.
+        seed (int): Seed of the weights. Defaults to 0.
+
+    Returns:
+        TinyCaptioner: The model and its files.
+    """
+    from mmengine.config import Config
+
+    from mmpcm.registry import MODELS
+    from mmpcm.text import WordVocabulary
+    concepts = osp.join(root, 'concepts.safetensors')
+    random_concepts(list(concept_words)).save(concepts)
+    vocab = WordVocabulary.from_captions(list(captions), min_count=1).words
+    cfg = tiny_captioner_cfg(vocab, concepts)
+    torch.manual_seed(seed)
+    model = MODELS.build(cfg).eval()
+    checkpoint = osp.join(root, 'epoch_1.pth')
+    torch.save(dict(meta=dict(cfg=Config(dict(model=cfg)).pretty_text),
+                    state_dict=model.state_dict()), checkpoint)
+    return TinyCaptioner(model, checkpoint, concepts, cfg)
 
 
 class TinyRegressionModel(BaseModel):
