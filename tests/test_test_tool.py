@@ -135,23 +135,74 @@ def test_pickle_payload_refused_with_the_trusted_route(
     assert not marker.exists()
 
 
-def test_work_dir_without_a_best_checkpoint_is_one_error_line(
-        workspace, monkeypatch, capsys):
-    """The workspace run trained without validation: epoch checkpoints,
-    no best one."""
+def test_work_dir_without_a_best_checkpoint(workspace, monkeypatch,
+                                             capsys, tmp_path):
+    """The workspace run trained without validation: epoch checkpoints and
+    last_checkpoint, no best one. Its last checkpoint is tested, and a line
+    says so; without last_checkpoint it is one error line."""
+    import shutil
     work = workspace / 'train'
     assert (work / 'epoch_100.pth').is_file()
     monkeypatch.chdir(workspace)
-    for argv in ([CONFIG, str(work)], [CONFIG, '--work-dir', str(work)]):
+    bare = tmp_path / 'bare'
+    bare.mkdir()
+    shutil.copy(work / 'epoch_100.pth', bare / 'epoch_100.pth')
+    for argv in ([CONFIG, str(bare)], [CONFIG, '--work-dir', str(bare)]):
         assert _test_tool_main(monkeypatch, *argv) == 1
         captured = capsys.readouterr()
         assert captured.err.startswith(
-            f'error: {work}: no best-coco-caption/CIDEr checkpoint '
+            f'error: {bare}: no best-coco-caption/CIDEr checkpoint '
             '(best_coco-caption_CIDEr_*.pth) (it has ')
-        assert (f'; pass a checkpoint file (e.g. {work / "epoch_100.pth"}), '
+        assert (f'; pass a checkpoint file (e.g. {bare / "epoch_100.pth"}), '
                 'or train with validation') in captured.err
         assert captured.err.count('\n') == 1
         assert captured.out == ''
+    from mmpcm.apis.best_checkpoint import resolve_checkpoint_or_last
+    found = resolve_checkpoint_or_last(None, work_dir=str(work))
+    assert found.path.endswith('epoch_100.pth')
+    assert found.describe() == (
+        f'checkpoint: {found.path} (the last one written in {work}, a run '
+        'that kept no best-by-validation checkpoint)')
+
+
+def test_checkpoint_of_another_clip_than_the_test_features_is_refused(
+        workspace, tmp_path, monkeypatch):
+    """A checkpoint trained on features of one CLIP, tested with a config
+    whose test features are of another (e.g. another toy world)."""
+    from mmpcm.utils.cli import InputError
+    monkeypatch.chdir(workspace)
+    state = torch.load(workspace / 'train' / 'epoch_100.pth',
+                       weights_only=False)
+    text = state['meta']['cfg']
+    assert "model_name=None" in text
+    state['meta']['cfg'] = text.replace(
+        "model_name=None", "model_name='local-dir:other_world/clip'", 1)
+    other = tmp_path / 'other.pth'
+    torch.save(state, other)
+    cfg = Config.fromfile(CONFIG)
+    cfg.work_dir = str(tmp_path / 'out')
+    cfg.test_dataloader.dataset.clip_model = 'local-dir:data/smoke/clip'
+    with pytest.raises(InputError, match="trained with CLIP 'local-dir:"
+                       "other_world/clip', but the config's test features "
+                       "are of 'local-dir:data/smoke/clip'"):
+        run_test(cfg, str(other))
+    # The same folder named another way is the same CLIP.
+    from mmpcm.apis.run_config import check_test_features_clip
+    cfg.test_dataloader.dataset.clip_model = (
+        'local-dir:' + str(workspace / 'other_world' / 'clip'))
+    check_test_features_clip(cfg, str(other), 'local-dir:other_world/clip')
+
+
+def test_show_dir_that_is_a_file_is_refused_first(workspace, monkeypatch,
+                                                  capsys, tmp_path):
+    monkeypatch.chdir(workspace)
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('x')
+    assert _test_tool_main(monkeypatch, CONFIG, str(workspace / 'nope.pth'),
+                           '--show-dir', str(a_file)) == 1
+    err = capsys.readouterr().err
+    assert err == (f'error: {a_file}: is a file, not a folder; give a '
+                   'folder path (created if missing)\n')
 
 
 def test_java_missing_fails_before_the_model_is_built(
@@ -283,9 +334,13 @@ def test_show_dir_writes_a_gallery_in_image_mode(workspace, monkeypatch):
     cfg.test_dataloader.dataset = dict(
         type='ImageFolderCaptionDataset',
         data_prefix=dict(img_path=str(images)), image_size=32)
+    # a config saved by an earlier run carries that run's gallery hook
+    stale = workspace / 'stale_gallery'
+    cfg.custom_hooks = [dict(type='PCMGalleryHook', out_dir=str(stale))]
     outputs = run_test(cfg, str(workspace / 'train' / 'epoch_100.pth'),
                        show_dir=str(show))
     assert outputs.gallery_file == str(show / 'index.html')
+    assert not stale.exists()
     with open(outputs.predictions_file) as f:
         predictions = json.load(f)
     words = ConceptVocabulary.load(

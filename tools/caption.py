@@ -23,7 +23,7 @@ from typing import List, Optional
 
 from mmpcm.setup_env import register_all_modules
 from mmpcm.utils.cli import (MissingInputError, add_debug_flag,
-                             check_output_file, run_tool)
+                             check_output_dir, check_output_file, run_tool)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -62,6 +62,8 @@ def caption(args: argparse.Namespace) -> int:
 
     if args.out:
         check_output_file(args.out)
+    if args.show_dir:
+        check_output_dir(args.show_dir)
     for path in args.inputs:  # a mistyped input is an error, not a skip
         if not os.path.exists(path):
             raise MissingInputError(path, 'no such file or folder',

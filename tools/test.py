@@ -5,7 +5,8 @@ or a release (``.safetensors``). The word vocabulary, concept table and CLIP
 weights come from it. Without CHECKPOINT, or with a work dir as CHECKPOINT,
 the run's best checkpoint by validation CIDEr is tested
 (``best_coco-caption_CIDEr_epoch_N.pth`` in the config's work dir, or in the
-dir given), and a line names it. Writes ``predictions.json`` (COCO results)
+dir given), or the last checkpoint of a run that kept no best one (trained
+without validation, as the toy world is), and a line names it. Writes ``predictions.json`` (COCO results)
 and ``metrics.json`` into ``<work_dir>/<timestamp>/`` and prints the paper
 row ``B4 / M / R / C / S``.
 """
@@ -17,7 +18,8 @@ from typing import List, Optional
 from mmengine.config import DictAction
 
 from mmpcm.setup_env import register_all_modules
-from mmpcm.utils.cli import add_debug_flag, load_config, run_tool
+from mmpcm.utils.cli import (add_debug_flag, check_output_dir, load_config,
+                             run_tool)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -26,8 +28,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('checkpoint', nargs='?',
                         help='training checkpoint (.pth), release '
                         '(.safetensors), or a work dir (its best checkpoint '
-                        'by validation CIDEr); default: the work dir\'s '
-                        'best checkpoint')
+                        'by validation CIDEr, else its last one); default: '
+                        'the config\'s work dir')
     parser.add_argument('--work-dir', help='the dir to save logs and results')
     parser.add_argument('--show-dir', help='also write a results gallery '
                         '(index.html and thumbnails) into this dir: per image '
@@ -50,12 +52,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def test(args: argparse.Namespace) -> int:
     # The config first: a missing one is refused before the heavy imports.
     cfg = load_config(args.config)
+    if args.show_dir:
+        check_output_dir(args.show_dir)
     # Fixes and registries before mmpcm.apis loads; the Runner sets the
     # config's default scope.
     register_all_modules(init_default_scope=False)
 
     from mmpcm.apis import default_work_dir, run_test
-    from mmpcm.apis.best_checkpoint import (resolve_checkpoint,
+    from mmpcm.apis.best_checkpoint import (resolve_checkpoint_or_last,
                                             save_best_metric)
 
     cfg.launcher = args.launcher
@@ -63,8 +67,8 @@ def test(args: argparse.Namespace) -> int:
                                     args.work_dir or cfg.get('work_dir'))
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
-    checkpoint = resolve_checkpoint(args.checkpoint, save_best_metric(cfg),
-                                    cfg.work_dir)
+    checkpoint = resolve_checkpoint_or_last(
+        args.checkpoint, save_best_metric(cfg), cfg.work_dir)
     if checkpoint.work_dir is not None and os.environ.get('RANK', '0') == '0':
         print(checkpoint.describe(), flush=True)
     outputs = run_test(cfg, checkpoint.path, show_dir=args.show_dir,

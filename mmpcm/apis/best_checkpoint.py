@@ -173,19 +173,20 @@ def resolve_checkpoint(model: Optional[PathLike],
                               metric)
 
 
-def resolve_checkpoint_or_last(model: PathLike,
-                               metric: str = BEST_METRIC
+def resolve_checkpoint_or_last(model: Optional[PathLike],
+                               metric: str = BEST_METRIC,
+                               work_dir: Optional[PathLike] = None
                                ) -> ResolvedCheckpoint:
     """:func:`resolve_checkpoint`, and for a work dir that kept no best
     checkpoint at all (a run trained without validation, as the toy world's
     quick start trains) the checkpoint its ``last_checkpoint`` names.
 
-    For tools that show a model (captioning, the demo); ``tools/test.py``
-    keeps to the best checkpoint.
-
     Args:
-        model (str | PathLike): A checkpoint or release file, or a work dir.
+        model (str | PathLike, optional): A checkpoint or release file, a
+            work dir, or None for ``work_dir``.
         metric (str): The ``save_best`` key. Defaults to :data:`BEST_METRIC`.
+        work_dir (str | PathLike, optional): The work dir when ``model`` is
+            None. Defaults to None.
 
     Returns:
         ResolvedCheckpoint: ``metric`` None when the last checkpoint was
@@ -197,9 +198,9 @@ def resolve_checkpoint_or_last(model: PathLike,
             or no ``last_checkpoint`` naming an existing file.
     """
     try:
-        return resolve_checkpoint(model, metric)
+        return resolve_checkpoint(model, metric, work_dir)
     except CheckpointNotFoundError:
-        model = os.fspath(model)
+        model = os.fspath(model if model is not None else work_dir)
         marker = osp.join(model, 'last_checkpoint')
         if (not osp.isdir(model) or not osp.isfile(marker) or glob.glob(
                 osp.join(glob.escape(model), 'best_*.pth'))):

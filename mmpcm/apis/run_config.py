@@ -142,12 +142,17 @@ def apply_checkpoint_to_cfg(cfg: Config, checkpoint: str) -> Config:
     from mmpcm.utils.checkpoint import SAFETENSORS, check_checkpoint_file
     if (check_checkpoint_file(checkpoint).kind == SAFETENSORS
             or is_release_file(checkpoint)):
-        cfg.model = read_release_info(checkpoint).model_cfg()
+        info = read_release_info(checkpoint)
+        check_test_features_clip(cfg, checkpoint,
+                                 (info.clip or {}).get('model_name'))
+        cfg.model = info.model_cfg()
         cfg.load_from = None
         _add_custom_hook(cfg, dict(type='PCMLoadReleaseHook',
                                    release=checkpoint))
         return cfg
     ckpt = checkpoint_state(checkpoint)
+    check_test_features_clip(cfg, checkpoint, _trained_clip_name(
+        checkpoint, ckpt))
     model = checkpoint_model_cfg(ckpt, cfg.model.to_dict())
     model['backbone'] = _checkpoint_backbone(checkpoint, ckpt,
                                              model['backbone'])
@@ -155,6 +160,64 @@ def apply_checkpoint_to_cfg(cfg: Config, checkpoint: str) -> Config:
     cfg.model = model
     cfg.load_from = checkpoint
     return cfg
+
+
+def _trained_clip_name(checkpoint: str, ckpt: dict) -> Optional[str]:
+    """The open_clip model name in the checkpoint's own config, if any."""
+    from mmpcm.apis.release import model_cfg_from_text
+    text = ckpt.get('meta', {}).get('cfg')
+    if not isinstance(text, str):
+        return None
+    try:
+        backbone = model_cfg_from_text(text, checkpoint).get('backbone')
+    except ValueError:
+        return None
+    return backbone.get('model_name') if isinstance(backbone, dict) else None
+
+
+def _same_clip(a: str, b: str) -> bool:
+    """Whether two open_clip model names load the same model
+    (``local-dir:`` folders compared as absolute paths)."""
+    def canonical(name: str) -> str:
+        if name.startswith('local-dir:'):
+            return 'local-dir:' + osp.abspath(name[len('local-dir:'):])
+        return name
+    return canonical(a) == canonical(b)
+
+
+def check_test_features_clip(cfg: Config, checkpoint: str,
+                             trained_clip: Optional[str]) -> None:
+    """Refuse test features of another CLIP than the checkpoint's.
+
+    A feature-mode test set states the CLIP its store was extracted with
+    (``test_dataloader.dataset.clip_model``, checked against the store's
+    meta.json); the checkpoint was trained on features of its own CLIP. When
+    both are named and differ (e.g. a toy-world checkpoint tested with a
+    config of another world), the scores would be of a model reading
+    features it was never trained on.
+
+    Args:
+        cfg (Config): The run's config.
+        checkpoint (str): The checkpoint or release, named in the error.
+        trained_clip (str, optional): Its CLIP's open_clip model name.
+
+    Raises:
+        InputError: When the two CLIPs differ.
+    """
+    from mmpcm.utils.cli import InputError
+    dataset = (cfg.get('test_dataloader') or {}).get('dataset') or {}
+    features_clip = dataset.get('clip_model')
+    if not trained_clip or not features_clip or 'custom' in (
+            trained_clip, features_clip):
+        return
+    if not _same_clip(trained_clip, features_clip):
+        raise InputError(
+            checkpoint, f'trained with CLIP {trained_clip!r}, but the '
+            f'config\'s test features are of {features_clip!r} '
+            '(test_dataloader.dataset.clip_model)', 'test with the config '
+            'of the data the checkpoint was trained on (a toy-world run: '
+            'its work dir\'s config), or extract test features with its '
+            'CLIP')
 
 
 def _checkpoint_backbone(checkpoint: str, ckpt: dict, backbone: dict) -> dict:
@@ -321,6 +384,11 @@ def run_test(cfg: Config, checkpoint: str,
     apply_checkpoint_to_cfg(cfg, checkpoint)
     prepare_cfg(cfg)
     _add_custom_hook(cfg, dict(type='PCMPredictionDumpHook'))
+    # A run's saved config carries the gallery hook of its own run: this
+    # run's --show-dir decides.
+    cfg.custom_hooks = [h for h in cfg.get('custom_hooks') or []
+                        if not (isinstance(h, dict)
+                                and h.get('type') == 'PCMGalleryHook')]
     if show_dir is not None:
         from .release import load_model_source
         _add_custom_hook(cfg, dict(

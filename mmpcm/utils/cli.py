@@ -195,6 +195,30 @@ def check_output_file(path: str) -> str:
     return path
 
 
+def check_output_dir(path: str) -> str:
+    """Check before any work that a folder can be written at ``path``.
+
+    Args:
+        path (str): The output folder (created if missing).
+
+    Returns:
+        str: ``path``.
+
+    Raises:
+        InputError: If ``path`` is a file, or it is not writable.
+        OSError: If the folder cannot be created (worded by
+            :func:`error_line`).
+    """
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise InputError(path, 'is a file, not a folder',
+                         'give a folder path (created if missing)')
+    os.makedirs(path, exist_ok=True)
+    if not os.access(path, os.W_OK):
+        raise InputError(path, 'folder is not writable',
+                         'choose a writable folder')
+    return path
+
+
 def load_config(path: str):
     """Read an mmengine config file; a missing or broken file is an error.
 
