@@ -7,7 +7,7 @@ _base_ = [
     '../../../configs/_base_/schedules/noam_12e.py',
     '../../../configs/_base_/default_runtime.py',
 ]
-world_root = 'data/toyworld'
+world_root = '{{$MMPCM_TOYWORLD:data/toyworld}}'  # as in _base_/datasets
 model = dict(
     backbone=dict(model_name='local-dir:' + world_root + '/clip',
                   pretrained=None),

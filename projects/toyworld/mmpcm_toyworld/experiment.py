@@ -29,25 +29,31 @@ COLUMNS = (('B4', 'Bleu_4'), ('M', 'METEOR'), ('R', 'ROUGE_L'),
 coloured shape (``chair_colour/``), all x100; CHAIR lower is better."""
 
 
-def set_world_root(cfg: Config, root: str) -> None:
-    """Point every ``data/toyworld`` path of a toy-world config at ``root``."""
+#: The environment variable the toy-world configs take their world from.
+WORLD_ENV = 'MMPCM_TOYWORLD'
 
-    def rewrite(node):
-        if isinstance(node, dict):
-            return {k: rewrite(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [rewrite(v) for v in node]
-        if isinstance(node, str) and DEFAULT_WORLD_ROOT in node:
-            return node.replace(DEFAULT_WORLD_ROOT, root.rstrip('/'))
-        return node
 
-    if root.rstrip('/') == DEFAULT_WORLD_ROOT:
-        return
-    for key in ('model', 'train_dataloader', 'val_dataloader',
-                'test_dataloader', 'val_evaluator', 'test_evaluator'):
-        if cfg.get(key) is not None:
-            cfg[key] = rewrite(cfg[key].to_dict() if hasattr(
-                cfg[key], 'to_dict') else cfg[key])
+def load_world_cfg(config: str, world_root: str) -> Config:
+    """A toy-world config read for the world at ``world_root``.
+
+    The configs name their world as ``{{$MMPCM_TOYWORLD:data/toyworld}}``
+    (mmengine's environment-variable substitution), so every path of the
+    config, its top-level variables included, follows the world given here
+    (whatever ``MMPCM_TOYWORLD`` the caller's environment holds).
+    """
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    level, previous = logger.level, os.environ.get(WORLD_ENV)
+    os.environ[WORLD_ENV] = world_root.rstrip('/')
+    logger.setLevel(logging.WARNING)  # not a line per substituted path
+    try:
+        return Config.fromfile(config)
+    finally:
+        logger.setLevel(level)
+        if previous is None:
+            del os.environ[WORLD_ENV]
+        else:
+            os.environ[WORLD_ENV] = previous
 
 
 _CONSOLE_SINK = None
@@ -116,8 +122,7 @@ class ToyProgressHook(Hook):
 def load_variant_cfg(config: str, world_root: str, work_dir: str, seed: int,
                      options: Optional[dict] = None) -> Config:
     """A toy-world config, pointed at a world and a work dir, seeded."""
-    cfg = Config.fromfile(config)
-    set_world_root(cfg, world_root)
+    cfg = load_world_cfg(config, world_root)
     cfg.work_dir = work_dir
     cfg.randomness = dict(seed=seed, deterministic=False)
     cfg.launcher = 'none'

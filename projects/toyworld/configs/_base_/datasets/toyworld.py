@@ -4,7 +4,9 @@
 # testing. The world has no validation split, so no val loader: a toy-world
 # config trains without validation and is tested at its last epoch.
 dataset_type = 'SynthImgCapDataset'
-world_root = 'data/toyworld'
+# Another world (run.py --world DIR) for tools/test.py and tools/train.py:
+# MMPCM_TOYWORLD=DIR in the environment.
+world_root = '{{$MMPCM_TOYWORLD:data/toyworld}}'
 train_data_root = world_root + '/features/train'
 # The word vocabulary the world's corpus preparation wrote (min count 2):
 # the training pipeline tokenizes with it, and the experiment config gives it
@@ -34,7 +36,9 @@ test_dataloader = dict(
 # against each test scene's true objects: by shape ("a star" where there is
 # none) and by coloured shape ("a red star" where the star is blue).
 test_evaluator = [
-    dict(type='PCMCaptionMetric', ann_file=world_root + '/test_gt.json'),
+    # SPICE needs Stanford CoreNLP, which an offline machine does not have
+    dict(type='PCMCaptionMetric', ann_file=world_root + '/test_gt.json',
+         metrics=['BLEU', 'METEOR', 'ROUGE_L', 'CIDEr']),
     dict(type='PCMCHAIRMetric', objects_file=world_root + '/test_objects.json',
          synonyms=world_root + '/object_synonyms.json'),
     dict(type='PCMCHAIRMetric', prefix='chair_colour',
