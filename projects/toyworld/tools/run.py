@@ -58,7 +58,8 @@ def run_main_job(args: argparse.Namespace) -> int:
     summary = build_world(args.world, world_cfg)
     options = SMALL_RUN if args.small else None
     print(f'Training PCM-Net ({osp.basename(args.config)}, seed '
-          f'{args.seed}); mmengine\'s full log: {args.work_dir}/<timestamp>/',
+          f'{args.seed}); mmengine\'s full log goes to a timestamped '
+          f'folder in {args.work_dir}',
           flush=True)
     checkpoint = train_variant(args.config, args.world, args.work_dir,
                                args.seed, options, quiet=not args.verbose)
