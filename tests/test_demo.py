@@ -187,3 +187,18 @@ def test_model_from_a_work_dir(setup, tmp_path):
     with pytest.raises(CheckpointNotFoundError):  # another metric's best
         demo_tool.resolve_model(str(run))
     assert demo_tool.resolve_model(ckpt) == (ckpt, None)
+
+
+def test_a_port_in_use_is_one_line(setup, capsys):
+    import socket
+    ckpt = setup[0]
+    with socket.socket() as busy:
+        busy.bind(('127.0.0.1', 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        assert demo_tool.main([ckpt, '--port', str(port),
+                               '--device', 'cpu']) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == (
+        f'error: 127.0.0.1:{port}: the port is in use (or cannot be bound); '
+        'pass another --port')

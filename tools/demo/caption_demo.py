@@ -354,10 +354,16 @@ def serve(args: argparse.Namespace) -> int:
     inferencer = PCMCaptionInferencer(model_file, args.config, args.device,
                                       args.beam_size)
     demo = build_demo(inferencer, examples)
-    demo.launch(server_name=args.host, server_port=args.port, share=False,
-                inbrowser=False, ssr_mode=False, mcp_server=False,
-                max_file_size=MAX_UPLOAD,
-                allowed_paths=sorted({osp.dirname(f) for f in examples}))
+    try:
+        demo.launch(server_name=args.host, server_port=args.port,
+                    share=False, inbrowser=False, ssr_mode=False,
+                    mcp_server=False, max_file_size=MAX_UPLOAD,
+                    allowed_paths=sorted({osp.dirname(f) for f in examples}))
+    except OSError as err:
+        if 'port' not in str(err).lower():
+            raise
+        raise InputError(f'{args.host}:{args.port}', 'the port is in use '
+                         '(or cannot be bound)', 'pass another --port') from None
     return 0
 
 
