@@ -6,7 +6,6 @@ import os.path as osp
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from mmpcm.apis import PCMCaptionInferencer
@@ -18,15 +17,6 @@ CAPTIONS = ['a red ball on the green grass', 'two dogs play in the snow',
             'a man rides a horse on the beach', 'a cat sleeps on a sofa']
 
 demo_tool = load_tool('demo/caption_demo')
-
-
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """One intra-op thread: tiny models gain nothing from more."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope='module')

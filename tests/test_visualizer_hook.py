@@ -38,14 +38,6 @@ IDS = ['ball', 'dogs', 'horse', 'cat']
 _unique = itertools.count()
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(autouse=True)
 def own_instances():
     """Drop the visualizers, loggers and message hubs a test made (and

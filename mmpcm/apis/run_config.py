@@ -162,8 +162,8 @@ def apply_checkpoint_to_cfg(cfg: Config, checkpoint: str) -> Config:
     return cfg
 
 
-def _trained_clip_name(checkpoint: str, ckpt: dict) -> Optional[str]:
-    """The open_clip model name in the checkpoint's own config, if any."""
+def _stored_backbone(checkpoint: str, ckpt: dict) -> Optional[dict]:
+    """The backbone of the config text a checkpoint carries, if readable."""
     from mmpcm.apis.release import model_cfg_from_text
     text = ckpt.get('meta', {}).get('cfg')
     if not isinstance(text, str):
@@ -172,7 +172,13 @@ def _trained_clip_name(checkpoint: str, ckpt: dict) -> Optional[str]:
         backbone = model_cfg_from_text(text, checkpoint).get('backbone')
     except ValueError:
         return None
-    return backbone.get('model_name') if isinstance(backbone, dict) else None
+    return backbone if isinstance(backbone, dict) else None
+
+
+def _trained_clip_name(checkpoint: str, ckpt: dict) -> Optional[str]:
+    """The open_clip model name in the checkpoint's own config, if any."""
+    backbone = _stored_backbone(checkpoint, ckpt)
+    return backbone.get('model_name') if backbone else None
 
 
 def _same_clip(a: str, b: str) -> bool:
@@ -227,15 +233,8 @@ def _checkpoint_backbone(checkpoint: str, ckpt: dict, backbone: dict) -> dict:
     CLIP's ``ln_post`` and ``proj`` (:class:`CLIPJointProjection`); its
     stored config says so, and that backbone replaces the config's.
     """
-    from mmpcm.apis.release import model_cfg_from_text
-    text = ckpt.get('meta', {}).get('cfg')
-    if not isinstance(text, str):
-        return backbone
-    try:
-        stored = model_cfg_from_text(text, checkpoint).get('backbone')
-    except ValueError:
-        return backbone
-    if isinstance(stored, dict) and stored.get('type') != backbone.get('type'):
+    stored = _stored_backbone(checkpoint, ckpt)
+    if stored is not None and stored.get('type') != backbone.get('type'):
         return Config(dict(backbone=stored)).backbone
     return backbone
 
