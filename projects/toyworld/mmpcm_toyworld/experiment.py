@@ -20,6 +20,9 @@ from .paths import WorldPaths
 
 logger = logging.getLogger(__name__)
 DEFAULT_WORLD_ROOT = 'data/toyworld'
+#: The main job's config.
+DEFAULT_CONFIG = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                          'configs', 'pcm_toyworld.py')
 #: Paper-table columns and the metric keys they read.
 COLUMNS = (('B4', 'Bleu_4'), ('M', 'METEOR'), ('R', 'ROUGE_L'),
            ('C', 'CIDEr'), ('CHAIR-i', 'chair/CHAIR-i'),
@@ -201,28 +204,29 @@ def test_variant(config: str, world_root: str, work_dir: str,
                         config_file=config)
 
 
-def most_frequent_caption_baseline(world_root: str) -> Dict[str, float]:
-    """Scores of always emitting the corpus' most frequent caption."""
-    from mmpcm.evaluation.metrics.caption_metric import PCMCaptionMetric
-    from mmpcm.evaluation.metrics.chair_metric import PCMCHAIRMetric
+def most_frequent_caption_baseline(world_root: str,
+                                   config: str = DEFAULT_CONFIG
+                                   ) -> Dict[str, float]:
+    """Scores of always emitting the corpus' most frequent caption, by the
+    test metrics of ``config`` (its ``test_evaluator``), keyed
+    ``<prefix>/<name>`` as a test run reports them."""
+    from mmengine.registry import DefaultScope
+
+    from mmpcm.registry import METRICS
     with open(WorldPaths(world_root).corpus, encoding='utf-8') as f:
         caption = Counter(line.strip() for line in f if line.strip()).most_common(1)[0][0]
-    gt_file = osp.join(world_root, 'test_gt.json')
-    with open(gt_file, encoding='utf-8') as f:
+    cfg = load_world_cfg(config, world_root)
+    with open(cfg.test_evaluator[0].ann_file, encoding='utf-8') as f:
         ids = [im['id'] for im in json.load(f)['images']]
     samples = [dict(image_id=i, pred_caption=caption) for i in ids]
-    metric = PCMCaptionMetric(ann_file=gt_file)
-    metric.process(None, samples)
-    scores = metric.compute_metrics(metric.results)
-    paths = WorldPaths(world_root)
-    for prefix, objects, synonyms in (
-            ('chair', paths.test_objects, paths.object_synonyms),
-            ('chair_colour', paths.test_coloured_objects,
-             paths.coloured_object_synonyms)):
-        chair = PCMCHAIRMetric(objects, synonyms, prefix=prefix)
-        chair.process(None, samples)
-        scores.update({f'{prefix}/{k}': v for k, v in
-                       chair.compute_metrics(chair.results).items()})
+    scores: Dict[str, float] = {}
+    with DefaultScope.overwrite_default_scope(
+            cfg.get('default_scope', 'mmpretrain')):
+        for metric_cfg in cfg.test_evaluator:
+            metric = METRICS.build(metric_cfg)
+            metric.process(None, samples)
+            scores.update({f'{metric.prefix}/{k}': v for k, v in
+                           metric.compute_metrics(metric.results).items()})
     return dict(scores, caption=caption)
 
 

@@ -67,7 +67,7 @@ def run_main_job(args: argparse.Namespace) -> int:
     result = test_variant(args.config, args.world, args.work_dir, checkpoint,
                           options, quiet=not args.verbose,
                           show_dir=osp.join(args.work_dir, 'gallery'))
-    baseline = most_frequent_caption_baseline(args.world)
+    baseline = most_frequent_caption_baseline(args.world, args.config)
     table = '\n'.join([
         '| model | ' + ' | '.join(c for c, _ in COLUMNS) + ' |',
         '|---|' + '---|' * len(COLUMNS),
