@@ -393,3 +393,15 @@ def test_caption_tool_show_dir_writes_a_gallery(setup, tmp_path, capsys):
         (r['image'], r['caption']) for r in lines]
     assert all(e['concepts'] for e in data['entries'])
     assert len(list((show / 'thumbs').iterdir())) == 5
+
+
+def test_a_list_file_entry_that_fails_names_its_line(setup, tmp_path):
+    """A text file given as input is read as a list of image paths; an
+    entry that is no file says which line of which list named it."""
+    _, ckpt, images, _ = setup
+    notes = tmp_path / 'notes.txt'
+    notes.write_text(f'{images / "a_rgb.png"}\nthese are meeting notes\n')
+    results = PCMCaptionInferencer(ckpt, device='cpu')(str(notes))
+    assert 'caption' in results[0]
+    assert results[1]['error'] == (
+        f'no such file (line 2 of {notes}, read as a list of image paths)')

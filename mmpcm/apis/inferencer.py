@@ -78,9 +78,12 @@ class ImageFailure(NamedTuple):
 
 
 class InputItem(NamedTuple):
-    """One image to caption: its name and where its pixels come from."""
+    """One image to caption: its name, where its pixels come from, and
+    where it was named (``'line 3 of photos.txt'`` for a list file's
+    entry; None for an input given directly or found in a folder)."""
     name: str
     source: Union[str, np.ndarray, Image.Image]
+    origin: Optional[str] = None
 
 
 class CaptionSummary(NamedTuple):
@@ -136,7 +139,9 @@ def expand_inputs(inputs: InputsType) -> List[InputItem]:
                           for rel in files]
             elif path.lower().endswith(LIST_FILE_SUFFIXES) and osp.isfile(
                     path):
-                items += [InputItem(image.path, image.path)
+                items += [InputItem(image.path, image.path,
+                                    f'line {image.lineno} of {path}, read '
+                                    'as a list of image paths')
                           for image in read_path_list(path)]
             else:
                 items.append(InputItem(path, path))
@@ -161,12 +166,14 @@ class _ImageInputs(Dataset):
         return len(self.items)
 
     def __getitem__(self, index: int) -> tuple:
-        source = self.items[index].source
+        item = self.items[index]
         try:
-            image = load_image(source) if isinstance(source, str) else source
+            image = (load_image(item.source) if isinstance(item.source, str)
+                     else item.source)
             return index, self.transform(as_pil_image(image)), None
         except ImageLoadError as error:
-            return index, None, error.reason
+            where = f' ({item.origin})' if item.origin else ''
+            return index, None, error.reason + where
 
 
 def _keep_list(batch: list) -> list:

@@ -210,6 +210,7 @@ _SCRIPT = """
   state.shown.slice(lo,lo+state.per).forEach(function(e){
    frag.appendChild(render(e));});
   list.textContent='';list.appendChild(frag);
+  if(!n)list.appendChild(el('p','noimg','No image matches the filter.'));
   document.getElementById('pageinfo').textContent=
    'page '+(state.page+1)+' of '+pages+' ('+n+' images)';}
  function refresh(){
@@ -255,12 +256,16 @@ def _header_html(header: GalleryHeader, entries: Sequence[GalleryEntry],
                        'first</option>')
         options.append(f'<option value="+{value}">{html.escape(name)} low '
                        'first</option>')
-    options.append('<option value="-halluc">most hallucinated objects '
-                   'first</option>')
+    if any(e.words is not None for e in entries):  # CHAIR was run
+        options.append('<option value="-halluc">most hallucinated objects '
+                       'first</option>')
+    searched = ['captions'] + (['references'] if any(
+        e.references for e in entries) else []) + (['concepts'] if any(
+            e.concepts is not None for e in entries) else []) + ['ids']
     return (f'<h1>{html.escape(header.title)}</h1>{meta}{note}'
             + (f'<table class="metrics">{rows}</table>' if rows else '')
             + '<div class="controls"><input id="filter" placeholder='
-            '"filter: words in captions, references, concepts, ids" '
+            f'"filter: words in {", ".join(searched)}" '
             'size="50"> <select id="sort">' + ''.join(options) +
             '</select> <button id="prev">&lt;</button> <span id="pageinfo">'
             '</span> <button id="next">&gt;</button> <label><input '
