@@ -36,16 +36,16 @@ class ModelSource(NamedTuple):
         kind (str): ``'release'`` or ``'checkpoint'``.
         path (str): The file.
         release_info (ReleaseInfo, optional): For releases.
-        concept_words (list[str], optional): The concept table's words,
-            when known: a release's recorded words, or a checkpoint's
-            training concept file when it still holds the table.
+
+    The neck config holds the concept words when they are known (a
+    release's recorded words, or a checkpoint's training concept file when
+    it still holds the checkpoint's table; :func:`with_concept_words`).
     """
     model_cfg: dict
     state_dict: Dict[str, torch.Tensor]
     kind: str
     path: str
     release_info: Optional[ReleaseInfo] = None
-    concept_words: Optional[List[str]] = None
 
 
 # --------------------------------------------------------------------------
@@ -206,12 +206,10 @@ def checkpoint_model_cfg(ckpt: Dict[str, Any], model_cfg: dict) -> dict:
 def _checkpoint_source(path: str, ckpt: Dict[str, Any],
                        train_model_cfg: dict) -> ModelSource:
     """A buildable source from a loaded checkpoint and its model config."""
-    table = ckpt['state_dict'].get(_CONCEPTS_KEY)
-    words = (known_concept_words(train_model_cfg.get('neck', {}).get(
-        'concepts'), table) if table is not None else None)
-    return ModelSource(checkpoint_model_cfg(ckpt, train_model_cfg),
-                       ckpt['state_dict'], 'checkpoint', path,
-                       concept_words=words)
+    model_cfg = with_concept_words(
+        checkpoint_model_cfg(ckpt, train_model_cfg),
+        checkpoint_concept_words(ckpt, train_model_cfg))
+    return ModelSource(model_cfg, ckpt['state_dict'], 'checkpoint', path)
 
 
 def load_model_source(path: str,
@@ -242,9 +240,10 @@ def load_model_source(path: str,
     if (check_checkpoint_file(path).kind == SAFETENSORS
             or is_release_file(path)):
         release = load_release(path)
-        return ModelSource(release.info.model_cfg(), release.state_dict,
-                           'release', path, release.info,
-                           release.info.concepts)
+        return ModelSource(
+            with_concept_words(release.info.model_cfg(),
+                               release.info.concepts),
+            release.state_dict, 'release', path, release.info)
     ckpt = checkpoint_state(path)
     return _checkpoint_source(path, ckpt,
                               _checkpoint_model_cfg(path, ckpt, config))
@@ -310,8 +309,8 @@ def build_captioner(model: str,
             available, else CPU).
 
     Returns:
-        nn.Module: The ``PCMCaptioner``; its ``neck.concept_words`` are
-        ``ModelSource.concept_words`` when known.
+        nn.Module: The ``PCMCaptioner`` (``neck.concept_words`` set when
+        the file says what they are).
 
     Raises:
         ConfigMismatchError: If the weights do not fit the model the config
@@ -321,8 +320,6 @@ def build_captioner(model: str,
     captioner = build_model(source.model_cfg)
     check_source_fits(captioner, source, config)
     captioner.load_state_dict(source.state_dict, strict=True)
-    if captioner.neck.concept_words is None and source.concept_words:
-        captioner.neck.concept_words = list(source.concept_words)
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
     return captioner.to(device).eval()
 
@@ -360,6 +357,27 @@ def clip_identity(backbone_cfg: dict, backbone: nn.Module) -> dict:
         num_patches=backbone.num_patches,
         patch_dim=backbone.patch_dim,
         embed_dim=backbone.embed_dim)
+
+
+def checkpoint_concept_words(ckpt: Dict[str, Any],
+                             train_model_cfg: dict) -> Optional[List[str]]:
+    """The words of a training checkpoint's concept table, when its training
+    concept file still holds that table (:func:`known_concept_words`)."""
+    table = ckpt['state_dict'].get(_CONCEPTS_KEY)
+    if table is None:
+        return None
+    return known_concept_words(
+        (train_model_cfg.get('neck') or {}).get('concepts'), table)
+
+
+def with_concept_words(model_cfg: dict,
+                       words: Optional[List[str]]) -> dict:
+    """``model_cfg`` with ``neck.concept_words`` set when the words are
+    known and the neck has no concept file (changed in place)."""
+    neck = model_cfg.get('neck')
+    if words and isinstance(neck, dict) and not neck.get('concepts'):
+        neck['concept_words'] = list(words)
+    return model_cfg
 
 
 def known_concept_words(concepts: Any,

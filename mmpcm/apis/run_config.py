@@ -138,14 +138,16 @@ def apply_checkpoint_to_cfg(cfg: Config, checkpoint: str) -> Config:
         UntrustedCheckpointError: If a ``.pth`` holds other pickled objects.
         ReleaseFormatError: For a safetensors file that is no release.
     """
-    from mmpcm.apis.release import checkpoint_model_cfg, checkpoint_state
+    from mmpcm.apis.release import (checkpoint_concept_words,
+                                    checkpoint_model_cfg, checkpoint_state,
+                                    with_concept_words)
     from mmpcm.utils.checkpoint import SAFETENSORS, check_checkpoint_file
     if (check_checkpoint_file(checkpoint).kind == SAFETENSORS
             or is_release_file(checkpoint)):
         info = read_release_info(checkpoint)
         check_test_features_clip(cfg, checkpoint,
                                  (info.clip or {}).get('model_name'))
-        cfg.model = info.model_cfg()
+        cfg.model = with_concept_words(info.model_cfg(), info.concepts)
         cfg.load_from = None
         _add_custom_hook(cfg, dict(type='PCMLoadReleaseHook',
                                    release=checkpoint))
@@ -153,7 +155,9 @@ def apply_checkpoint_to_cfg(cfg: Config, checkpoint: str) -> Config:
     ckpt = checkpoint_state(checkpoint)
     check_test_features_clip(cfg, checkpoint, _trained_clip_name(
         checkpoint, ckpt))
-    model = checkpoint_model_cfg(ckpt, cfg.model.to_dict())
+    model = with_concept_words(
+        checkpoint_model_cfg(ckpt, cfg.model.to_dict()),
+        checkpoint_concept_words(ckpt, cfg.model.to_dict()))
     model['backbone'] = _checkpoint_backbone(checkpoint, ckpt,
                                              model['backbone'])
     model['backbone']['pretrained'] = None
@@ -389,13 +393,11 @@ def run_test(cfg: Config, checkpoint: str,
                         if not (isinstance(h, dict)
                                 and h.get('type') == 'PCMGalleryHook')]
     if show_dir is not None:
-        from .release import load_model_source
         _add_custom_hook(cfg, dict(
             type='PCMGalleryHook', out_dir=show_dir,
             metrics=_metric_cfgs(cfg.get('test_evaluator')),
             image_root=show_image_root, config=config_file,
-            checkpoint=checkpoint,
-            concept_words=load_model_source(checkpoint).concept_words))
+            checkpoint=checkpoint))
     runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
               RUNNERS.build(cfg))
     with naming_checkpoint(runner):

@@ -9,6 +9,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
 from mmpcm.registry import HOOKS, METRICS
+from .prediction_dump_hook import prediction_of
 
 __all__ = ['PCMGalleryHook']
 
@@ -36,9 +37,6 @@ class PCMGalleryHook(Hook):
         title (str, optional): Page title. Defaults to the work dir's name.
         config (str, optional): The config file, for the header.
         checkpoint (str, optional): The model file, for the header.
-        concept_words (list[str], optional): The concept table's words,
-            when the model was built without them (a test run builds it
-            from the checkpoint's table only). Defaults to None.
         thumb_size (int): Thumbnail side in pixels. Defaults to 160.
     """
     priority = 'LOW'
@@ -50,7 +48,6 @@ class PCMGalleryHook(Hook):
                  title: Optional[str] = None,
                  config: Optional[str] = None,
                  checkpoint: Optional[str] = None,
-                 concept_words: Optional[Sequence[str]] = None,
                  thumb_size: int = 160) -> None:
         self.out_dir = out_dir
         self.metric_cfgs = [copy.deepcopy(dict(m)) for m in metrics]
@@ -58,7 +55,6 @@ class PCMGalleryHook(Hook):
         self.title = title
         self.config = config
         self.checkpoint = checkpoint
-        self.concept_words = list(concept_words) if concept_words else None
         self.thumb_size = thumb_size
         self.path: Optional[str] = None
         self._items: List[dict] = []
@@ -86,12 +82,9 @@ class PCMGalleryHook(Hook):
                         batch_idx: int,
                         data_batch: Any = None,
                         outputs: Optional[Sequence] = None) -> None:
-        from mmpcm.evaluation.metrics.references import plain_image_id
-        for sample in outputs or []:
-            self._items.append(dict(
-                image_id=plain_image_id(sample.metainfo['image_id']),
-                caption=str(sample.pred_caption),
-                concepts=sample.get('pcm_concepts')))
+        self._items += [dict(prediction_of(sample),
+                             concepts=sample.get('pcm_concepts'))
+                        for sample in outputs or []]
         if self._clip_s is not None and outputs:
             self._clip_s.process(data_batch, outputs)
 
@@ -136,7 +129,7 @@ class PCMGalleryHook(Hook):
         clip_by_id = {r['image_id']: clip_scale * r['clip_s']
                       for r in clip_s or []}
         chairs = self._built('PCMCHAIRMetric')
-        words = model.neck.concept_words or self.concept_words
+        words = model.neck.concept_words
         entries = []
         for item in items:
             image_id = item['image_id']

@@ -12,6 +12,14 @@ from mmpcm.registry import HOOKS
 PREDICTIONS_FILE = 'predictions.json'
 
 
+def prediction_of(sample: Any) -> Dict[str, Any]:
+    """``{"image_id", "caption"}`` of one output data sample, the id as the
+    dataset gives it (a str, or an int for numeric COCO ids)."""
+    from mmpcm.evaluation.metrics.references import plain_image_id
+    return dict(image_id=plain_image_id(sample.metainfo['image_id']),
+                caption=str(sample.pred_caption))
+
+
 @HOOKS.register_module()
 class PCMPredictionDumpHook(Hook):
     """Write the test predictions as COCO results JSON into the log dir.
@@ -39,12 +47,7 @@ class PCMPredictionDumpHook(Hook):
                         batch_idx: int,
                         data_batch: Any = None,
                         outputs: Optional[Sequence] = None) -> None:
-        from mmpcm.evaluation.metrics.caption_metric import plain_image_id
-        for sample in outputs or []:
-            self._results.append(
-                dict(
-                    image_id=plain_image_id(sample.metainfo['image_id']),
-                    caption=str(sample.pred_caption)))
+        self._results += [prediction_of(sample) for sample in outputs or []]
 
     def after_test_epoch(self,
                          runner: Runner,

@@ -112,6 +112,10 @@ class PCMNeck(BaseModule):
         top_k (int): Salient concepts kept per image (K). Defaults to 5.
         num_selected (int): Patch-concept entries selected (M). Defaults to 5.
         tau (float): Softmax temperature. Defaults to 0.01.
+        concept_words (list[str], optional): The concept table's words when
+            ``concepts`` is None (a model whose table comes from a
+            checkpoint; loaders that know the words pass them). Not part of
+            the state. Defaults to None.
         concept_threshold (float): Concepts with retrieval probability at or
             below it are masked out. Defaults to 0.0.
         noise_var (float): Variance of the Gaussian noise added to the
@@ -132,6 +136,7 @@ class PCMNeck(BaseModule):
                  top_k: int = 5,
                  num_selected: int = 5,
                  tau: float = 0.01,
+                 concept_words: Optional[List[str]] = None,
                  concept_threshold: float = 0.0,
                  noise_var: float = 0.016,
                  mixup: bool = True,
@@ -146,10 +151,11 @@ class PCMNeck(BaseModule):
             raise ValueError(f'top_k={top_k} exceeds the {len(concepts.words)}'
                              ' concepts of the vocabulary.')
         self.register_buffer('concept_embeds', table.float())  # (C, D)
-        #: The concept words, when built from a concept file (a checkpoint
-        #: carries only the table; loaders that know the words set them).
+        #: The concept words: the concept file's, else ``concept_words``
+        #: (None when unknown: a checkpoint carries only the table).
         self.concept_words: Optional[List[str]] = (
-            list(concepts.words) if concepts is not None else None)
+            list(concepts.words) if concepts is not None else
+            list(concept_words) if concept_words is not None else None)
         self.num_patches = num_patches
         self.patch_dim = patch_dim
         self.embed_dim = embed_dim
