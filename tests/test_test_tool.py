@@ -266,7 +266,8 @@ class _GalleryPage:
             for e in data['entries']]
 
 
-def _check_gallery(show, predictions, references, words):
+def _check_gallery(show, predictions, references, words,
+                   scores=('CIDEr',)):
     page = _GalleryPage(show / 'index.html')
     by_id = {e['attrs']['data-id']: e for e in page.entries}
     assert list(by_id) == [p['image_id'] for p in predictions]
@@ -275,7 +276,7 @@ def _check_gallery(show, predictions, references, words):
         assert ' '.join(entry['caption'].split()) == p['caption']
         assert entry['refs'] == references[p['image_id']]
         assert entry['img'] and (show / entry['img']).is_file()
-        assert [s.split()[0] for s in entry['scores']] == ['CIDEr']
+        assert [s.split()[0] for s in entry['scores']] == list(scores)
         # top-3 concepts of the smoke concept table, with probabilities
         assert len(entry['chips']) == 3
         assert all(c.split()[0] in words for c in entry['chips'])
@@ -334,6 +335,11 @@ def test_show_dir_writes_a_gallery_in_image_mode(workspace, monkeypatch):
     cfg.test_dataloader.dataset = dict(
         type='ImageFolderCaptionDataset',
         data_prefix=dict(img_path=str(images)), image_size=32)
+    # CLIP-S of a tiny random CLIP of the backbone's shape, beside CIDEr
+    cfg.test_evaluator = [
+        dict(cfg.test_evaluator, metrics=['BLEU', 'CIDEr']),
+        dict(type='PCMCLIPScore', model_name=None, pretrained=None,
+             model_cfg=cfg.tiny_clip)]
     # a config saved by an earlier run carries that run's gallery hook
     stale = workspace / 'stale_gallery'
     cfg.custom_hooks = [dict(type='PCMGalleryHook', out_dir=str(stale))]
@@ -345,7 +351,13 @@ def test_show_dir_writes_a_gallery_in_image_mode(workspace, monkeypatch):
         predictions = json.load(f)
     words = ConceptVocabulary.load(
         'data/smoke/concepts.safetensors').words
-    _check_gallery(show, predictions, _smoke_references(workspace), words)
+    _check_gallery(show, predictions, _smoke_references(workspace), words,
+                   scores=['CIDEr', 'CLIP-S'])
+    # the per-image CLIP-S are the run's own: their mean is its CLIP-S
+    page = _GalleryPage(show / 'index.html')
+    clip_s = [e['raw']['scores']['CLIP-S'] for e in page.entries]
+    assert sum(clip_s) / len(clip_s) == pytest.approx(
+        outputs.metrics['clip-score/CLIP-S'], abs=0.01)
 
 
 def test_gallery_marks_hallucinated_objects_and_missing_images(tmp_path):

@@ -394,9 +394,7 @@ def run_test(cfg: Config, checkpoint: str,
                                 and h.get('type') == 'PCMGalleryHook')]
     if show_dir is not None:
         _add_custom_hook(cfg, dict(
-            type='PCMGalleryHook', out_dir=show_dir,
-            metrics=_metric_cfgs(cfg.get('test_evaluator')),
-            image_root=show_image_root, config=config_file,
+            type='PCMGalleryHook', out_dir=show_dir, image_root=show_image_root, config=config_file,
             checkpoint=checkpoint))
     runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
               RUNNERS.build(cfg))

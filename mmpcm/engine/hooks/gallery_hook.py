@@ -1,5 +1,4 @@
 """Write the test run's results gallery (``tools/test.py --show-dir``)."""
-import copy
 import os.path as osp
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -8,7 +7,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
-from mmpcm.registry import HOOKS, METRICS
+from mmpcm.registry import HOOKS
 from .prediction_dump_hook import prediction_of
 
 __all__ = ['PCMGalleryHook']
@@ -20,17 +19,18 @@ class PCMGalleryHook(Hook):
 
     At test time the model is asked for its concept picture
     (``PCMCaptioner.explain_predictions``); each image's prediction,
-    references, per-image scores (CIDEr-D from the config's
+    references, per-image scores (CIDEr-D from the run's
     ``PCMCaptionMetric``, CLIP-S from its ``PCMCLIPScore``, hallucinated
-    objects from its first ``PCMCHAIRMetric``; each only when the metric is
-    listed) and concepts go into ``<out_dir>/index.html``
-    (:func:`~mmpcm.visualization.gallery.write_gallery`). Per-image scores
-    come from fresh metric instances built from the same configs, so the
-    run's own metrics are untouched.
+    objects from its first ``PCMCHAIRMetric``; each only when the test
+    evaluator has the metric) and concepts go into ``<out_dir>/index.html``
+    (:func:`~mmpcm.visualization.gallery.write_gallery`). The per-image
+    values are read from the run's own metric instances through their
+    side-effect-free methods (``per_image_cider``, ``caption_objects``) and
+    the per-image CLIP-S rows each batch adds to ``results``, so nothing is
+    computed twice.
 
     Args:
         out_dir (str): The gallery folder.
-        metrics (Sequence[dict]): The test evaluator's metric configs.
         image_root (str, optional): A folder of the test images named by
             image id; default: what the test dataset knows (image paths, or
             the files a feature store's extraction recorded).
@@ -43,14 +43,12 @@ class PCMGalleryHook(Hook):
 
     def __init__(self,
                  out_dir: str,
-                 metrics: Sequence[dict] = (),
                  image_root: Optional[str] = None,
                  title: Optional[str] = None,
                  config: Optional[str] = None,
                  checkpoint: Optional[str] = None,
                  thumb_size: int = 160) -> None:
         self.out_dir = out_dir
-        self.metric_cfgs = [copy.deepcopy(dict(m)) for m in metrics]
         self.image_root = image_root
         self.title = title
         self.config = config
@@ -58,35 +56,37 @@ class PCMGalleryHook(Hook):
         self.thumb_size = thumb_size
         self.path: Optional[str] = None
         self._items: List[dict] = []
-        self._clip_s: Any = None
+        self._clip_rows: List[dict] = []
 
     @staticmethod
     def _model(runner: Runner) -> Any:
         model = runner.model
         return model.module if is_model_wrapper(model) else model
 
-    def _built(self, type_name: str) -> List[Any]:
-        return [METRICS.build(copy.deepcopy(c)) for c in self.metric_cfgs
-                if c.get('type') == type_name]
+    @staticmethod
+    def _metrics(runner: Runner, type_name: str) -> List[Any]:
+        """The run's test metrics of one class."""
+        return [m for m in runner.test_loop.evaluator.metrics
+                if type(m).__name__ == type_name]
 
     def before_test_epoch(self, runner: Runner) -> None:
-        self._items = []
+        self._items, self._clip_rows = [], []
         self._model(runner).explain_predictions = True
-        clip = self._built('PCMCLIPScore')
-        self._clip_s = clip[0] if clip else None
-        if self._clip_s is not None:
-            self._clip_s.dataset_meta = runner.test_dataloader.dataset.metainfo
 
     def after_test_iter(self,
                         runner: Runner,
                         batch_idx: int,
                         data_batch: Any = None,
                         outputs: Optional[Sequence] = None) -> None:
+        """Keep the batch's predictions and concepts, and the CLIP-S rows
+        the evaluator's ``process`` (run just before) added."""
+        outputs = outputs or []
         self._items += [dict(prediction_of(sample),
                              concepts=sample.get('pcm_concepts'))
-                        for sample in outputs or []]
-        if self._clip_s is not None and outputs:
-            self._clip_s.process(data_batch, outputs)
+                        for sample in outputs]
+        for metric in self._metrics(runner, 'PCMCLIPScore')[:1]:
+            self._clip_rows += metric.results[-len(outputs):] if outputs \
+                else []
 
     def after_test_epoch(self,
                          runner: Runner,
@@ -94,9 +94,8 @@ class PCMGalleryHook(Hook):
         self._model(runner).explain_predictions = False
         size = len(runner.test_dataloader.dataset)
         items = collect_results(self._items, size, 'cpu')
-        clip_s = (collect_results(self._clip_s.results, size, 'cpu')
-                  if self._clip_s is not None else None)
-        self._items = []
+        clip_s = collect_results(self._clip_rows, size, 'cpu')
+        self._items, self._clip_rows = [], []
         if not is_main_process():
             return
         self.path = self._write(runner, items, clip_s, metrics or {})
@@ -120,15 +119,16 @@ class PCMGalleryHook(Hook):
                 'features do not record their files); pass --show-image-root '
                 'FOLDER for thumbnails')
         predictions = {it['image_id']: it['caption'] for it in items}
-        caption_metrics = self._built('PCMCaptionMetric')
+        caption_metrics = self._metrics(runner, 'PCMCaptionMetric')
         references, cider = {}, {}
         if caption_metrics:
             references = caption_metrics[0].references
             cider = caption_metrics[0].per_image_cider(predictions)
-        clip_scale = self._clip_s.scale if self._clip_s is not None else 1
+        clip_metrics = self._metrics(runner, 'PCMCLIPScore')
+        clip_scale = clip_metrics[0].scale if clip_metrics else 1
         clip_by_id = {r['image_id']: clip_scale * r['clip_s']
                       for r in clip_s or []}
-        chairs = self._built('PCMCHAIRMetric')
+        chairs = self._metrics(runner, 'PCMCHAIRMetric')
         words = model.neck.concept_words
         entries = []
         for item in items:
