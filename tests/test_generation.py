@@ -703,6 +703,11 @@ def test_command_line_speed_flags(monkeypatch):
     assert (fast.channels_last, fast.compile_unet, fast.compile_mode,
             fast.compile_backend) == (True, True, 'default', 'eager')
     assert (plain.write_workers, fast.write_workers) == (4, 0)
+    monkeypatch.setattr(sys, 'argv', ['generate_images.py', 'c.txt', 'out',
+                                      '--write-workers', '-1'])
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main()
+    assert exit_info.value.code == 2
 
 
 # --------------------------------------------------------------------------

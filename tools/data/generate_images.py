@@ -30,6 +30,19 @@ from mmpcm.preprocessing.sharding import get_rank_info
 from mmpcm.utils.cli import add_debug_flag, run_tool
 
 
+def _count(text: str) -> int:
+    """argparse type of a thread count: an int >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f'must be a whole number >= 0 (0 writes each batch before the '
+            f'next), got {text!r}')
+    return value
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='One synthetic image per caption (text-to-image).')
@@ -91,7 +104,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     speed.add_argument('--compile-backend', default='inductor',
                        help='torch.compile backend for --compile-unet '
                        "(default: inductor; 'eager' only traces, for tests)")
-    speed.add_argument('--write-workers', type=int, default=4,
+    speed.add_argument('--write-workers', type=_count, default=4,
                        help='threads that encode and save images while the '
                        'next batch is generated; 0 writes each batch before '
                        'the next (default: 4)')
