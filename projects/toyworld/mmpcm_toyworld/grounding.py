@@ -101,6 +101,16 @@ def roc_auc(scores: Sequence[float], positive: Sequence[bool]) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def _patch_shares(masks: np.ndarray, grid: int) -> np.ndarray:
+    """``(n, grid * grid)``: each object's share of each patch's pixels."""
+    n, h, w = masks.shape
+    if h != w or h % grid:
+        raise ValueError(f'{h}x{w} masks do not split into a {grid}x{grid} '
+                         'patch grid.')
+    p = h // grid
+    return masks.reshape(n, grid, p, grid, p).mean((2, 4)).reshape(n, -1)
+
+
 def patch_object_cover(masks: np.ndarray, grid: int,
                        min_cover: float = 0.25) -> np.ndarray:
     """Which patches of a ``grid x grid`` ViT grid cover an object.
@@ -113,14 +123,30 @@ def patch_object_cover(masks: np.ndarray, grid: int,
     Returns:
         np.ndarray: ``(grid * grid, )`` bool, row-major like ViT tokens.
     """
-    n, h, w = masks.shape
-    if h != w or h % grid:
-        raise ValueError(f'{h}x{w} masks do not split into a {grid}x{grid} '
-                         'patch grid.')
-    union = masks.any(axis=0) if n else np.zeros((h, w), dtype=bool)
-    p = h // grid
-    cover = union[:grid * p, :grid * p].reshape(grid, p, grid, p).mean((1, 3))
-    return (cover >= min_cover).reshape(-1)
+    shares = _patch_shares(masks, grid)  # (n, N); objects never overlap
+    return shares.sum(0) >= min_cover if len(shares) else np.zeros(
+        grid * grid, dtype=bool)
+
+
+def patch_objects(masks: np.ndarray, grid: int,
+                  min_cover: float = 0.25) -> np.ndarray:
+    """Which object each patch of a ``grid x grid`` ViT grid shows.
+
+    Args:
+        masks (np.ndarray): ``(n, H, W)`` bool object masks of one image.
+        grid (int): Patch grid side (``H`` must be a multiple).
+        min_cover (float): Share of a patch's pixels the object must cover.
+
+    Returns:
+        np.ndarray: ``(grid * grid, )`` int, the index of the object with the
+        largest share of the patch, or -1 where no object covers
+        ``min_cover`` of it.
+    """
+    shares = _patch_shares(masks, grid)  # (n, N)
+    if not len(shares):
+        return np.full(grid * grid, -1)
+    best = shares.argmax(0)
+    return np.where(shares.max(0) >= min_cover, best, -1)
 
 
 def concept_hits(global_embeds: torch.Tensor, neck: PCMNeck,

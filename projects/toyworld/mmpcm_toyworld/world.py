@@ -51,15 +51,18 @@ class WorldConfig:
             is trained (disjoint from corpus and test).
         defect_rate (float): Probability of a salient defect per synthetic
             image.
-        clip_steps (int): Contrastive training steps of the CLIP.
+        clip_grounding_steps (int): Steps of the CLIP's first, grounding
+            stage (see :func:`~.clip_train.train_toy_clip`).
+        clip_steps (int): Steps of its contrastive stage.
         seed (int): Seed of everything in the world.
     """
     num_corpus_scenes: int = 1200
     captions_per_scene: int = 5
     num_test_scenes: int = 250
-    num_clip_scenes: int = 4000
+    num_clip_scenes: int = 16000
     defect_rate: float = 0.3
-    clip_steps: int = 400
+    clip_grounding_steps: int = 800
+    clip_steps: int = 200
     seed: int = 0
 
     @property
@@ -161,8 +164,10 @@ def train_clip(paths: WorldPaths, scenes: Sequence[Scene],
     """Train and save the world's CLIP; returns held-out retrieval accuracy."""
     marker = osp.join(paths.clip, 'open_clip_model.safetensors')
     if not osp.isfile(marker):
-        model = train_toy_clip(scenes, CLIPTrainConfig(steps=cfg.clip_steps,
-                                                       seed=cfg.seed))
+        model = train_toy_clip(
+            scenes, CLIPTrainConfig(grounding_steps=cfg.clip_grounding_steps,
+                                    steps=cfg.clip_steps, seed=cfg.seed),
+            nouns=TOY_NOUNS)
         tmp = paths.clip + '.tmp'
         save_open_clip_folder(model, tmp)
         os.replace(tmp, paths.clip)

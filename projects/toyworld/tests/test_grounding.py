@@ -12,11 +12,14 @@ import torch.nn.functional as F
 from mmpcm.models.necks.pcm_neck import PCMNeck
 from mmpcm.models.utils.concepts import ConceptVocabulary
 from mmpcm_toyworld.generator import ToyDiffusionPipeline
+from mmpcm_toyworld.clip_train import grounding_targets, hard_negative_caption
 from mmpcm_toyworld.grounding import (concept_hits, measure_grounding,
-                                      patch_object_cover, roc_auc)
+                                      patch_object_cover, patch_objects,
+                                      roc_auc)
 from mmpcm_toyworld.render import (REAL_STYLE, SYNTHETIC_STYLE, render_scene,
                                    render_scene_with_masks)
-from mmpcm_toyworld.scenes import (SHAPES, Scene, SceneObject, sample_scene)
+from mmpcm_toyworld.scenes import (SHAPES, Scene, SceneObject, parse_caption,
+                                   sample_scene)
 
 WORDS = list(SHAPES) + ['grass', 'water', 'wall']
 
@@ -148,3 +151,52 @@ def test_a_foreign_world_record_is_one_clear_error(tmp_path):
     (tmp_path / 'world.json').write_text('{}')
     with pytest.raises(InputError, match='world.json: not a toy-world record'):
         build_world(str(tmp_path))
+
+
+def test_patch_objects_names_the_largest_object_of_each_patch():
+    masks = np.zeros((2, 4, 4), dtype=bool)
+    masks[0, :2, :2] = True  # object 0 fills patch 0
+    masks[1, 2:, 2:] = True  # object 1 fills patch 3
+    masks[1, 0, 3] = True  # a quarter of patch 1
+    masks[0, 3, 0] = True  # a quarter of patch 2 ...
+    masks[1, 2, 0] = True  # ... and a quarter more of another object
+    assert patch_objects(masks, 2).tolist() == [0, 1, 0, 1]
+    assert patch_objects(masks, 2, min_cover=0.3).tolist() == [0, -1, -1, 1]
+    # the union cover agrees with the per-object shares summed
+    assert patch_object_cover(masks, 2, min_cover=0.5).tolist() == [
+        True, False, True, True]
+
+
+def test_grounding_targets_say_what_captions_and_masks_say():
+    scene = Scene((SceneObject('star', 'red', 'big'),
+                   SceneObject('ring', 'blue', 'small')), 'grass', 'left')
+    image, masks = render_scene_with_masks(scene, np.random.default_rng(0),
+                                           48, REAL_STYLE)
+    nouns = list(SHAPES) + ['grass', 'lawn', 'water']
+    t = grounding_targets([scene], [masks], nouns, 6, seed=0,
+                          captions_per_target=20)
+    share = dict(zip(t.words, t.word_share[0].tolist()))
+    # every caption names both objects and their colours
+    assert share['star'] == share['ring'] == share['red'] == share['blue'] == 1
+    assert share['circle'] == share['water'] == share['green'] == 0
+    # the background is named by one of three phrases
+    assert 0 < share['grass'] < 1 and 0 < share['lawn'] < 1
+    assert t.groups[0] == list(range(len(SHAPES)))
+    labels = t.patch_word[0]
+    on = patch_objects(masks, 6)
+    assert (labels[on < 0] == len(t.words)).all()
+    star, ring = t.words.index('star'), t.words.index('ring')
+    assert set(labels[on >= 0].tolist()) == {star, ring}
+
+
+def test_hard_negative_captions_get_a_salient_fact_wrong():
+    rng = random.Random(0)
+    kinds = set()
+    for _ in range(200):
+        scene = sample_scene(rng)
+        negative = parse_caption(hard_negative_caption(scene, rng))
+        truth = {(o.shape, o.colour) for o in scene.objects}
+        said = {(o.shape, o.colour) for o in negative.objects}
+        assert said != truth
+        kinds.add((len(said) > len(truth), len(said) < len(truth)))
+    assert kinds == {(False, False), (True, False), (False, True)}
