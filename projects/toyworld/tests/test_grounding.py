@@ -178,7 +178,7 @@ def test_grounding_targets_say_what_captions_and_masks_say():
     share = dict(zip(t.words, t.word_share[0].tolist()))
     # every caption names both objects and their colours
     assert share['star'] == share['ring'] == share['red'] == share['blue'] == 1
-    assert share['circle'] == share['water'] == share['green'] == 0
+    assert share['circle'] == share['water'] == share['purple'] == 0
     # the background is named by one of three phrases
     assert 0 < share['grass'] < 1 and 0 < share['lawn'] < 1
     assert t.groups[0] == list(range(len(SHAPES)))
