@@ -324,8 +324,9 @@ def train_toy_clip(scenes: Sequence[Scene],
        against free word vectors, how often each word (``nouns`` and the
        grammar's colours, :data:`~.scenes.COLOURS`) is said in the scene's
        captions, and which shape lies under each patch (from the render's
-       object masks; background patches towards a "no object" vector). This is the region-word alignment of
-       grounded pre-training (RegionCLIP, GLIP), as labels.
+       object masks; background patches towards a "no object" vector).
+       This is the region-word alignment of grounded pre-training
+       (RegionCLIP, GLIP), as labels.
     2. *Contrastive* (``cfg.steps``): InfoNCE between the images and a fresh
        caption of each, plus one hard negative caption per image
        (:func:`hard_negative_caption`), while the grounding losses go on
