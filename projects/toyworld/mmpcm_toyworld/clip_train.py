@@ -372,12 +372,10 @@ def train_toy_clip(scenes: Sequence[Scene],
         return torch.randperm(len(scenes), generator=gen)[:cfg.batch_size]
 
     def encode(idx):
-        tokens = visual.output_tokens
-        visual.output_tokens = True
         pooled, patches = visual(images[idx])  # (B, D), (B, N, W)
-        visual.output_tokens = tokens
         return pooled, patches @ visual.proj  # (B, N, D)
 
+    visual.output_tokens = True  # training reads the patch tokens too
     model.train()
     start = time.time()
     opt = torch.optim.AdamW(list(visual.parameters()) + list(heads.parameters()),
@@ -424,6 +422,7 @@ def train_toy_clip(scenes: Sequence[Scene],
         with torch.no_grad():
             model.logit_scale.clamp_(0, np.log(100))
         _log('contrastive', step, cfg.steps, loss, start)
+    visual.output_tokens = False  # open_clip's default, as saved and loaded
     return model.eval()
 
 
