@@ -11,6 +11,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence
 
+import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
@@ -124,10 +125,18 @@ class ToyProgressHook(Hook):
 
 def load_variant_cfg(config: str, world_root: str, work_dir: str, seed: int,
                      options: Optional[dict] = None) -> Config:
-    """A toy-world config, pointed at a world and a work dir, seeded."""
+    """A toy-world config, pointed at a world and a work dir, seeded.
+
+    Without CUDA the run also turns on torch's deterministic algorithms
+    (``randomness.deterministic``): every op the model uses has a
+    deterministic CPU kernel, so the same seed and thread count train the
+    same weights bit for bit. On CUDA it stays off (cuBLAS would need
+    ``CUBLAS_WORKSPACE_CONFIG``); ``options`` can turn it on.
+    """
     cfg = load_world_cfg(config, world_root)
     cfg.work_dir = work_dir
-    cfg.randomness = dict(seed=seed, deterministic=False)
+    cfg.randomness = dict(seed=seed,
+                          deterministic=not torch.cuda.is_available())
     cfg.launcher = 'none'
     cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     if options:

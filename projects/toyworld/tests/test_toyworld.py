@@ -23,6 +23,15 @@ PROJECT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(PROJECT, 'configs', 'pcm_toyworld.py')
 
 
+@pytest.fixture(autouse=True)
+def _restore_deterministic_algorithms():
+    """Toy-world runs turn torch's deterministic algorithms on for the
+    process; keep that from reaching other test modules."""
+    before = torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
 def _facts(scene):
     objs = sorted((o.colour, o.shape) for o in scene.objects)
     rel = None
@@ -101,6 +110,7 @@ def test_shrunken_job_end_to_end(tmp_path, capsys):
     options = {'train_cfg.max_epochs': 1, 'param_scheduler.warmup': 5}
     work = str(tmp_path / 'work')
     ckpt = train_variant(CONFIG, root, work, 0, options)
+    _check_same_seed_same_weights(ckpt, root, str(tmp_path / 'twin'), options)
     # One epoch more resumes from epoch 1 (mmengine's real resume path),
     # quietly: a progress line on the terminal, mmengine's config dump and
     # hook table in the log file only.
@@ -141,6 +151,22 @@ def test_shrunken_job_end_to_end(tmp_path, capsys):
     # A rebuilt world with other settings is refused, not mixed.
     with pytest.raises(ValueError, match='world.json'):
         build_world(root, WorldConfig(num_corpus_scenes=41))
+
+
+def _check_same_seed_same_weights(ckpt, root, work, options):
+    """A second run with the same seed trains bit-identical weights: toy-world
+    runs turn on torch's deterministic algorithms (``load_variant_cfg``)."""
+    from mmpcm_toyworld.experiment import load_variant_cfg, train_variant
+    cfg = load_variant_cfg(CONFIG, root, work, 0, options)
+    assert cfg.randomness == dict(
+        seed=0, deterministic=not torch.cuda.is_available())
+    twin = train_variant(CONFIG, root, work, 0, options)
+    assert torch.are_deterministic_algorithms_enabled() == (
+        not torch.cuda.is_available())
+    first = torch.load(ckpt, weights_only=False)['state_dict']
+    second = torch.load(twin, weights_only=False)['state_dict']
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
 
 
 def _check_objects_and_defects(root, world):
