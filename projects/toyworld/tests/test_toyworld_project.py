@@ -39,6 +39,31 @@ def test_tools_find_their_configs():
         assert osp.isfile(osp.join(ablation.PROJECT, 'configs', config))
 
 
+@pytest.mark.parametrize('argv', [
+    ['--defect-rate', '1.5'], ['--defect-rate', 'x'], ['--threads', '0'],
+    ['--cfg-options', 'no_equals_sign'], ['--variants', 'other.py']])
+def test_ablation_refuses_bad_arguments_before_building(argv, tmp_path,
+                                                        capsys):
+    """Bad arguments stop the ablation at parsing: no world is started."""
+    ablation, _ = _load_tool('ablation')
+    world = tmp_path / 'world'
+    with pytest.raises(SystemExit) as info:
+        ablation.main(argv + ['--world', str(world)])
+    assert info.value.code == 2
+    assert 'error: argument ' + argv[0] in capsys.readouterr().err
+    assert not world.exists()
+
+
+def test_ablation_reads_cfg_option_values_as_json_or_text():
+    ablation, _ = _load_tool('ablation')
+    args = ablation.parse_args(['--cfg-options', 'train_cfg.max_epochs=2',
+                                'a.flag=true', 'a.name=test', 'a.x=[1, 2]',
+                                'a.path=data/x.json'])
+    assert dict(args.cfg_options) == {
+        'train_cfg.max_epochs': 2, 'a.flag': True, 'a.name': 'test',
+        'a.x': [1, 2], 'a.path': 'data/x.json'}
+
+
 def test_mmpcm_never_imports_the_toy_world():
     files = glob.glob(osp.join(MMPCM, '**', '*.py'), recursive=True)
     assert files

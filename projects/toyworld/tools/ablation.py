@@ -2,15 +2,16 @@
 over several seeds, as a mean ± std table (markdown and JSON). Named with
 ``--variants``: the large-batch recipe (``pcm_toyworld_fast.py``) and full
 PCM-Net on the SynC pairing (``pcm_toyworld_sync.py``; the pairing is made
-with ``tools/data/refine_pairs.py``'s defaults when missing, and judged
+with the defaults of ``tools/data/refine_pairs.py`` when missing, and judged
 against what the generator drew).
 
-Each (variant, seed) run keeps its scores in ``<work-dir>/<variant>/seed<k>/
-result.json`` and is skipped when that exists, so a rerun resumes, and
-several processes can share the work (``--variants``) before a last call
-prints the whole table. A kept result of another config, options or world
-is refused; one made by other code is not detected: use a fresh
-``--work-dir`` after changing mmpcm or the project's code."""
+Each (variant, seed) run keeps its scores in
+``<work-dir>/<variant>/seed<k>/result.json`` and is skipped when that
+exists, so a rerun resumes, and several processes can share the work
+(``--variants``) before a last call prints the whole table. A kept result
+of another config, options or world is refused; one made by other code is
+not detected: use a fresh ``--work-dir`` after changing mmpcm or the
+project's code."""
 import argparse
 import hashlib
 import json
@@ -20,7 +21,7 @@ import os.path as osp
 import sys
 import time
 from dataclasses import asdict
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -55,22 +56,72 @@ EXTRA_VARIANTS = (
 SYNC_CONFIG = 'pcm_toyworld_sync.py'
 
 
+def _rate(text: str) -> float:
+    """argparse type of a defect rate: a share of images in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(
+            f'must be a share of synthetic images in [0, 1], got {text!r}')
+    return value
+
+
+def _threads(text: str) -> int:
+    """argparse type of a thread count: an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f'must be a whole number >= 1, got {text!r}')
+    return value
+
+
+def _option(text: str) -> Tuple[str, object]:
+    """argparse type of a ``key=value`` override; the value is read as JSON
+    (numbers, true/false, lists) when it parses as JSON, else as text."""
+    key, sep, value = text.partition('=')
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(
+            f'must be key=value (e.g. train_cfg.max_epochs=2), got {text!r}')
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument('--world', default='data/toyworld')
-    parser.add_argument('--work-dir', default='work_dirs/toyworld_ablation')
-    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
-    parser.add_argument('--defect-rate', type=float, default=None,
-                        help='build (or use) a world with this defect rate')
+    parser = argparse.ArgumentParser(
+        description=__doc__.replace('``', "'"),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--world', default='data/toyworld',
+                        help='the world, built when missing (default: data/toyworld)')
+    parser.add_argument('--work-dir', default='work_dirs/toyworld_ablation',
+                        help='where each run and its result.json go (default: '
+                        'work_dirs/toyworld_ablation)')
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2],
+                        help='the seeds of every variant (default: 0 1 2)')
+    parser.add_argument('--defect-rate', type=_rate, default=None,
+                        help='build (or use) a world with this defect rate '
+                        '(default: the world\'s, 0.3)')
     parser.add_argument('--variants', nargs='+', default=None,
                         choices=[c for _, c in VARIANTS + EXTRA_VARIANTS],
-                        help='run only these configs (default: the four '
-                        'ablation variants; pcm_toyworld_fast.py only when '
-                        'named)')
-    parser.add_argument('--threads', type=int, default=None,
-                        help='torch threads of this process')
-    parser.add_argument('--cfg-options', nargs='*', default=[],
-                        help='key=value overrides for every variant')
+                        metavar='CONFIG',
+                        help='run only these configs: '
+                        + ', '.join(c for _, c in VARIANTS + EXTRA_VARIANTS)
+                        + ' (default: the four ablation variants; '
+                        'pcm_toyworld_fast.py and pcm_toyworld_sync.py only '
+                        'when named)')
+    parser.add_argument('--threads', type=_threads, default=None,
+                        help='torch threads of this process after the world '
+                        'is built (default: torch\'s; the world build uses '
+                        'up to 2)')
+    parser.add_argument('--cfg-options', nargs='*', type=_option, default=[],
+                        metavar='KEY=VALUE',
+                        help='config overrides for every variant')
     add_debug_flag(parser)
     return parser.parse_args(argv)
 
@@ -128,9 +179,7 @@ def run_ablation(args: argparse.Namespace) -> int:
     if args.defect_rate is not None:
         world.defect_rate = args.defect_rate
     summary = build_world(args.world, world)
-    options = dict(kv.split('=', 1) for kv in args.cfg_options)
-    options = {k: json.loads(v) if v[:1] in '0123456789-[{tf' else v
-               for k, v in options.items()} or None
+    options = dict(args.cfg_options) or None
     if args.threads:
         torch.set_num_threads(args.threads)
     refinement = None
