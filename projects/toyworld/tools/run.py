@@ -29,8 +29,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--config', default=CONFIG)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--small', action='store_true',
-                        help='a shrunken world and run: a smoke test whose captions '
-                        'collapse to one sentence (minutes; see the README)')
+                        help='a shrunken world and run: a smoke test whose '
+                        'captions collapse to one sentence (minutes; see the '
+                        'README)')
     parser.add_argument('--verbose', action='store_true',
                         help="show mmengine's full log (config, hooks, "
                         'every logging interval) on the terminal too')
