@@ -98,7 +98,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         description=__doc__.replace('``', "'"),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--world', default='data/toyworld',
-                        help='the world, built when missing (default: data/toyworld)')
+                        help='the world, built when missing (default: '
+                        'data/toyworld)')
     parser.add_argument('--work-dir', default='work_dirs/toyworld_ablation',
                         help='where each run and its result.json go (default: '
                         'work_dirs/toyworld_ablation)')
