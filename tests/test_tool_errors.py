@@ -56,6 +56,19 @@ def test_missing_and_broken_config(tmp_path, capsys):
     assert line.endswith('; fix the config')
 
 
+@pytest.mark.parametrize('name', ['train', 'test'])
+def test_a_malformed_cfg_option_is_an_argument_error(name, capsys):
+    """mmengine's DictAction raised a bare ValueError on an entry without
+    '='; the tools' CfgOptionsAction makes it one argparse error line."""
+    argv = [SMOKE] + (['x.pth'] if name == 'test' else [])
+    with pytest.raises(SystemExit) as info:
+        load_tool(name).main(argv + ['--cfg-options', 'a=1', 'no_equals'])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: argument --cfg-options: must be key=value" in err
+    assert 'Traceback' not in err
+
+
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(InputError):
         load_tool('train').main([str(tmp_path / 'nope.py'), '--debug'])

@@ -15,9 +15,8 @@ import os
 import sys
 from typing import List, Optional
 
-from mmengine.config import DictAction
-
 from mmpcm.setup_env import register_all_modules
+from mmpcm.utils.cfg_options import CfgOptionsAction
 from mmpcm.utils.cli import (add_debug_flag, check_output_dir, load_config,
                              run_tool)
 
@@ -38,7 +37,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--show-image-root', help='folder of the test images '
                         '(named by image id), for the gallery when the test '
                         'features do not record where their images are')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+',
+                        action=CfgOptionsAction,
                         help='override config settings, key=value')
     parser.add_argument('--launcher', default='none',
                         choices=['none', 'pytorch', 'slurm', 'mpi'])

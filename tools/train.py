@@ -4,9 +4,10 @@ import os
 import sys
 from typing import List, Optional
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 
 from mmpcm.setup_env import register_all_modules
+from mmpcm.utils.cfg_options import CfgOptionsAction
 from mmpcm.utils.cli import add_debug_flag, load_config, run_tool
 
 
@@ -33,7 +34,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         'from the checkpoint\'s step (each changed value is logged)')
     for flag, text in _SWITCHES:
         parser.add_argument(flag, action='store_true', help=text)
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+',
+                        action=CfgOptionsAction,
                         help='override config settings, key=value')
     parser.add_argument('--launcher', default='none',
                         choices=['none', 'pytorch', 'slurm', 'mpi'])

@@ -54,12 +54,12 @@ def test_ablation_refuses_bad_arguments_before_building(argv, tmp_path,
     assert not world.exists()
 
 
-def test_ablation_reads_cfg_option_values_as_json_or_text():
+def test_ablation_reads_cfg_option_values_as_mmengine_does():
     ablation, _ = _load_tool('ablation')
     args = ablation.parse_args(['--cfg-options', 'train_cfg.max_epochs=2',
-                                'a.flag=true', 'a.name=test', 'a.x=[1, 2]',
+                                'a.flag=true', 'a.name=test', 'a.x=[1,2]',
                                 'a.path=data/x.json'])
-    assert dict(args.cfg_options) == {
+    assert args.cfg_options == {
         'train_cfg.max_epochs': 2, 'a.flag': True, 'a.name': 'test',
         'a.x': [1, 2], 'a.path': 'data/x.json'}
 

@@ -21,11 +21,12 @@ import os.path as osp
 import sys
 import time
 from dataclasses import asdict
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import torch
 
 from mmpcm.setup_env import register_all_modules
+from mmpcm.utils.cfg_options import CfgOptionsAction
 from mmpcm.utils.cli import InputError, add_debug_flag, run_tool
 from mmpcm.utils.fileio import atomic_write_json
 from mmpcm.utils.text_io import read_json
@@ -80,19 +81,6 @@ def _threads(text: str) -> int:
     return value
 
 
-def _option(text: str) -> Tuple[str, object]:
-    """argparse type of a ``key=value`` override; the value is read as JSON
-    (numbers, true/false, lists) when it parses as JSON, else as text."""
-    key, sep, value = text.partition('=')
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(
-            f'must be key=value (e.g. train_cfg.max_epochs=2), got {text!r}')
-    try:
-        return key, json.loads(value)
-    except ValueError:
-        return key, value
-
-
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.replace('``', "'"),
@@ -120,7 +108,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='torch threads of this process after the world '
                         'is built (default: torch\'s; the world build uses '
                         'up to 2)')
-    parser.add_argument('--cfg-options', nargs='*', type=_option, default=[],
+    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction,
                         metavar='KEY=VALUE',
                         help='config overrides for every variant')
     add_debug_flag(parser)
@@ -180,7 +168,7 @@ def run_ablation(args: argparse.Namespace) -> int:
     if args.defect_rate is not None:
         world.defect_rate = args.defect_rate
     summary = build_world(args.world, world)
-    options = dict(args.cfg_options) or None
+    options = args.cfg_options or None
     if args.threads:
         torch.set_num_threads(args.threads)
     refinement = None
