@@ -64,6 +64,19 @@ def test_ablation_reads_cfg_option_values_as_mmengine_does():
         'a.x': [1, 2], 'a.path': 'data/x.json'}
 
 
+def test_small_run_keeps_its_own_folders():
+    """--small never meets the full job's world (which it would refuse as
+    built with other settings) nor its work dir."""
+    run, _ = _load_tool('run')
+    full, small = run.parse_args([]), run.parse_args(['--small'])
+    assert (full.world, full.work_dir) == ('data/toyworld',
+                                           'work_dirs/pcm_toyworld')
+    assert (small.world, small.work_dir) == ('data/toyworld_small',
+                                             'work_dirs/pcm_toyworld_small')
+    given = run.parse_args(['--small', '--world', 'w', '--work-dir', 'd'])
+    assert (given.world, given.work_dir) == ('w', 'd')
+
+
 def test_mmpcm_never_imports_the_toy_world():
     files = glob.glob(osp.join(MMPCM, '**', '*.py'), recursive=True)
     assert files

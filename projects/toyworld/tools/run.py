@@ -23,9 +23,13 @@ CONFIG = osp.join(PROJECT, 'configs', 'pcm_toyworld.py')
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument('--world', default='data/toyworld',
-                        help='where the world is built (resumable)')
-    parser.add_argument('--work-dir', default='work_dirs/pcm_toyworld')
+    parser.add_argument('--world', default=None,
+                        help='where the world is built (resumable; default: '
+                        'data/toyworld, with --small data/toyworld_small)')
+    parser.add_argument('--work-dir', default=None,
+                        help='where PCM-Net is trained and tested (default: '
+                        'work_dirs/pcm_toyworld, with --small '
+                        'work_dirs/pcm_toyworld_small)')
     parser.add_argument('--config', default=CONFIG)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--small', action='store_true',
@@ -36,7 +40,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="show mmengine's full log (config, hooks, "
                         'every logging interval) on the terminal too')
     add_debug_flag(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # --small keeps its own folders, so it never meets the full world's.
+    suffix = '_small' if args.small else ''
+    args.world = args.world or f'data/toyworld{suffix}'
+    args.work_dir = args.work_dir or f'work_dirs/pcm_toyworld{suffix}'
+    return args
 
 
 SMALL_WORLD = WorldConfig(num_corpus_scenes=120, num_test_scenes=30,
