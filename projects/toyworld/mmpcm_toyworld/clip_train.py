@@ -39,8 +39,27 @@ TOY_CLIP_CFG = dict(
     text_cfg=dict(context_length=32, vocab_size=49408, width=64, heads=4,
                   layers=2, mlp_ratio=2.0),
 )
-"""The open_clip model config: 48 px images, 6x6 = 36 patches of width 64,
-a 64-d joint space."""
+"""The smallest open_clip model config of the toy world: 48 px images,
+6x6 = 36 patches of width 64, a 64-d joint space (:func:`toy_clip_cfg`
+widens the image tower)."""
+
+
+def toy_clip_cfg(width: int = 64, layers: int = 2) -> dict:
+    """:data:`TOY_CLIP_CFG` with an image tower of the given size (four
+    attention heads).
+
+    Args:
+        width (int): The image tower's width (the patch tokens' ``W``), a
+            multiple of 4.
+        layers (int): Its transformer blocks.
+
+    Returns:
+        dict: An open_clip model config (same images, text tower and joint
+        space).
+    """
+    vision = dict(TOY_CLIP_CFG['vision_cfg'], width=width, layers=layers,
+                  head_width=width // 4)
+    return dict(TOY_CLIP_CFG, vision_cfg=vision)
 
 TOY_CLIP_PREPROCESS_CFG = dict(
     size=TOY_CLIP_CFG['vision_cfg']['image_size'],
@@ -84,6 +103,15 @@ class CLIPTrainConfig:
     hard_negatives: bool = True
     captions_per_target: int = 2
     seed: int = 0
+
+
+def frozen_token_table(vocab_size: int, width: int, seed: int) -> torch.Tensor:
+    """The text tower's token table as training keeps it: ``(V, D)`` float32
+    normal with std 0.02 (open_clip's init), from numpy's legacy
+    ``RandomState``, whose stream numpy keeps fixed across versions."""
+    rng = np.random.RandomState(seed)
+    table = rng.standard_normal((vocab_size, width)).astype(np.float32) * 0.02
+    return torch.from_numpy(table)
 
 
 def images_to_tensor(images: Sequence) -> torch.Tensor:
@@ -317,7 +345,7 @@ def train_toy_clip(scenes: Sequence[Scene],
     """Train a CLIP on real renders of ``scenes`` that grounds their objects.
 
     Real CLIP learns to name COCO's objects from 400M captioned images; the
-    toy one has 16,000 scenes and about 90 s of CPU, so it is also
+    toy one has some thousand scenes and minutes of CPU, so it is also
     told what real CLIP must infer (docs: projects/toyworld/README.md):
 
     1. *Grounding* (``cfg.grounding_steps``): the image tower alone learns,
@@ -352,9 +380,14 @@ def train_toy_clip(scenes: Sequence[Scene],
     torch.manual_seed(cfg.seed)
     model = open_clip.model.CLIP(**model_cfg)
     open_clip.model.set_model_preprocess_cfg(model, preprocess_cfg)
-    # The 49,408-token BPE table stays at its random init: the grammar uses
-    # ~100 of its rows, and a dense update of all of them would be most of a
-    # CPU step.
+    # The 49,408-token BPE table stays at a seeded random init: the grammar
+    # uses ~100 of its rows, and a dense update of all of them would be most
+    # of a CPU step. It is drawn from a stream numpy keeps fixed, so a
+    # shipped model need not carry it (pretrained.py).
+    text_cfg = model_cfg['text_cfg']
+    with torch.no_grad():
+        model.token_embedding.weight.copy_(frozen_token_table(
+            text_cfg['vocab_size'], text_cfg['width'], cfg.seed))
     model.token_embedding.weight.requires_grad_(False)
     vision = model_cfg['vision_cfg']
     size, grid = vision['image_size'], vision['image_size'] // vision['patch_size']

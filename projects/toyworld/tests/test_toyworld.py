@@ -280,8 +280,8 @@ def test_shrunken_world_clip_grounds_its_objects(tmp_path):
     full world's contrastive steps and is not checked here."""
     from mmpcm_toyworld.world import WorldConfig, build_world
     world = WorldConfig(num_corpus_scenes=60, num_test_scenes=100,
-                        num_clip_scenes=4000, clip_grounding_steps=500,
-                        clip_steps=50)
+                        num_clip_scenes=4000, clip_width=64, clip_layers=2,
+                        clip_grounding_steps=500, clip_steps=50)
     g = build_world(str(tmp_path / 'world'), world)['grounding']
     assert g['num_images'] == 100 and g['num_pairs'] == 300
     assert g['shape_top1'] >= g['shape_top1_chance'] + 0.05

@@ -49,8 +49,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 SMALL_WORLD = WorldConfig(num_corpus_scenes=120, num_test_scenes=30,
-                          num_clip_scenes=400, clip_grounding_steps=60,
-                          clip_steps=30)
+                          num_clip_scenes=400, clip_width=64, clip_layers=2,
+                          clip_grounding_steps=60, clip_steps=30)
 SMALL_RUN = {'train_cfg.max_epochs': 4, 'param_scheduler.warmup': 20}
 
 

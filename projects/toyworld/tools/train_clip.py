@@ -1,0 +1,73 @@
+"""Train the default toy world's CLIP and write it as the shipped one.
+
+A world build whose CLIP settings are the default world's takes the shipped
+CLIP (``projects/toyworld/weights/toy_clip``) instead of training it; this
+tool is how that CLIP is made, and how anyone can make it again. It trains
+on the same scenes the world build would (``WorldConfig``'s split) and
+records the settings, the render fingerprint, the wall time and the command
+beside the weights.
+"""
+import argparse
+import datetime
+import logging
+import os
+import platform
+import sys
+import time
+from typing import List, Optional
+
+import torch
+
+from mmpcm.utils.cli import add_debug_flag, run_tool
+from mmpcm_toyworld.clip_train import train_toy_clip
+from mmpcm_toyworld.pretrained import SHIPPED_CLIP, save_shipped_clip
+from mmpcm_toyworld.world import TOY_NOUNS, WorldConfig, split_scenes
+
+
+def _threads(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'{text} is not a thread count '
+                                         '(at least 1)')
+    return value
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('--out', default=SHIPPED_CLIP,
+                        help='output folder, replaced when training ends '
+                        '(default: the shipped CLIP\'s folder)')
+    parser.add_argument('--threads', type=_threads,
+                        default=max(1, min(2, os.cpu_count() or 1)),
+                        help='torch CPU threads (default: up to 2)')
+    add_debug_flag(parser)
+    return parser.parse_args(argv)
+
+
+def train(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    torch.set_num_threads(args.threads)
+    cfg = WorldConfig()
+    _, _, scenes = split_scenes(cfg)
+    start = time.time()
+    model = train_toy_clip(scenes, cfg.clip_train_config(), nouns=TOY_NOUNS,
+                           model_cfg=cfg.clip_model_cfg)
+    seconds = time.time() - start
+    save_shipped_clip(
+        model, cfg.clip_model_cfg, cfg.clip_settings(), args.out,
+        training_seconds=round(seconds),
+        threads=args.threads, torch=torch.__version__,
+        machine=f'{platform.machine()}, {os.cpu_count()} CPUs',
+        date=datetime.date.today().isoformat(),
+        command='python projects/toyworld/tools/train_clip.py')
+    print(f'toy CLIP trained in {seconds / 60:.1f} min; written to {args.out}')
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run; an error is one line on stderr (traceback with --debug)."""
+    return run_tool(train, parse_args(argv))
+
+
+if __name__ == '__main__':
+    sys.exit(main())
