@@ -254,6 +254,23 @@ def load_config(path: str):
             'check its _base_ entries') from error
 
 
+def thread_count(text: str) -> int:
+    """argparse type of a CPU thread count: a whole number >= 1.
+
+    Raises:
+        argparse.ArgumentTypeError: Otherwise (argparse makes it one usage
+            error line and exit status 2).
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f'must be a whole number >= 1, got {text!r}')
+    return value
+
+
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:
     """Add ``--debug``: show the traceback of an error instead of one line."""
     parser.add_argument('--debug', action='store_true',

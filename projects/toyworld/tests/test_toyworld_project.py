@@ -8,7 +8,7 @@ import pytest
 
 PROJECT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 MMPCM = osp.join(osp.dirname(osp.dirname(PROJECT)), 'mmpcm')
-TOOLS = ('run', 'ablation')
+TOOLS = ('run', 'ablation', 'train_clip')
 
 
 def _load_tool(name: str):
@@ -52,6 +52,18 @@ def test_ablation_refuses_bad_arguments_before_building(argv, tmp_path,
     assert info.value.code == 2
     assert 'error: argument ' + argv[0] in capsys.readouterr().err
     assert not world.exists()
+
+
+def test_train_clip_refuses_a_bad_thread_count_before_training(tmp_path,
+                                                                capsys):
+    train_clip, _ = _load_tool('train_clip')
+    out = tmp_path / 'clip'
+    with pytest.raises(SystemExit) as info:
+        train_clip.main(['--threads', '0', '--out', str(out)])
+    assert info.value.code == 2
+    assert 'error: argument --threads: must be a whole number >= 1' in \
+        capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_ablation_reads_cfg_option_values_as_mmengine_does():

@@ -27,7 +27,8 @@ import torch
 
 from mmpcm.setup_env import register_all_modules
 from mmpcm.utils.cfg_options import CfgOptionsAction
-from mmpcm.utils.cli import InputError, add_debug_flag, run_tool
+from mmpcm.utils.cli import (InputError, add_debug_flag, run_tool,
+                             thread_count)
 from mmpcm.utils.fileio import atomic_write_json
 from mmpcm.utils.text_io import read_json
 from mmpcm_toyworld.experiment import (COLUMNS, VariantScores,
@@ -69,18 +70,6 @@ def _rate(text: str) -> float:
     return value
 
 
-def _threads(text: str) -> int:
-    """argparse type of a thread count: an int >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(
-            f'must be a whole number >= 1, got {text!r}')
-    return value
-
-
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.replace('``', "'"),
@@ -104,7 +93,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         + ' (default: the four ablation variants; '
                         'pcm_toyworld_fast.py and pcm_toyworld_sync.py only '
                         'when named)')
-    parser.add_argument('--threads', type=_threads, default=None,
+    parser.add_argument('--threads', type=thread_count, default=None,
                         help='torch threads of this process after the world '
                         'is built (default: torch\'s; the world build uses '
                         'up to 2)')

@@ -18,18 +18,10 @@ from typing import List, Optional
 
 import torch
 
-from mmpcm.utils.cli import add_debug_flag, run_tool
+from mmpcm.utils.cli import add_debug_flag, run_tool, thread_count
 from mmpcm_toyworld.clip_train import train_toy_clip
 from mmpcm_toyworld.pretrained import SHIPPED_CLIP, save_shipped_clip
 from mmpcm_toyworld.world import TOY_NOUNS, WorldConfig, split_scenes
-
-
-def _threads(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'{text} is not a thread count '
-                                         '(at least 1)')
-    return value
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -37,7 +29,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--out', default=SHIPPED_CLIP,
                         help='output folder, replaced when training ends '
                         '(default: the shipped CLIP\'s folder)')
-    parser.add_argument('--threads', type=_threads,
+    parser.add_argument('--threads', type=thread_count,
                         default=max(1, min(2, os.cpu_count() or 1)),
                         help='torch CPU threads (default: up to 2)')
     add_debug_flag(parser)
