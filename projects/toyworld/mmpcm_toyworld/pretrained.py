@@ -10,23 +10,27 @@ training one (:func:`restore_shipped_clip`). Other worlds train their own.
 
 The shipped folder holds safetensors weights (no pickle) without the text
 tower's token table: training keeps that ``(49408, D)`` table at a seeded
-random init (:func:`frozen_token_table`), so it is rebuilt on load and
-checked against the SHA-256 recorded beside the weights. The record also
-holds a fingerprint of the real renders (:func:`render_fingerprint`): a
-renderer that draws other pixels than the CLIP was trained on makes the
-shipped weights stale, and the build trains instead of using them.
+random init (:func:`~.clip_train.frozen_token_table`), so it is rebuilt on
+load and checked against the SHA-256 recorded beside the weights, as the
+weights file is. The record also holds a fingerprint of the real renders
+(:func:`render_fingerprint`): a renderer that draws other pixels than the
+CLIP was trained on makes the shipped weights stale, and the build trains
+instead of using them.
 """
 import hashlib
 import json
 import logging
 import os
 import os.path as osp
+import random
 import shutil
+from dataclasses import dataclass
 from typing import Dict, Optional
 
 import numpy as np
 import open_clip
 import torch
+from safetensors import SafetensorError
 
 from mmpcm.utils.compat import save_safetensors
 from mmpcm.utils.fileio import atomic_write_json
@@ -40,9 +44,17 @@ logger = logging.getLogger(__name__)
 #: ``weights.safetensors``, ``record.json``).
 SHIPPED_CLIP = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
                         'weights', 'toy_clip')
+CONFIG = 'open_clip_config.json'
 WEIGHTS = 'weights.safetensors'
 RECORD = 'record.json'
 TOKEN_TABLE = 'token_embedding.weight'
+#: Settings that hold the scenes a world keeps from its CLIP: the first
+#: ``num_test_scenes + num_corpus_scenes`` distinct scenes of the seed.
+HELD_OUT = ('num_test_scenes', 'num_corpus_scenes')
+#: What reading a damaged shipped folder can raise.
+READ_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError,
+               SafetensorError)
+RESTORE = 'git checkout projects/toyworld/weights restores it'
 
 
 def tensor_sha256(tensor: torch.Tensor) -> str:
@@ -51,13 +63,28 @@ def tensor_sha256(tensor: torch.Tensor) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def file_sha256(path: str) -> str:
+    """SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def render_fingerprint(size: int, count: int = 16) -> str:
     """SHA-256 of ``count`` real renders and their masks (seed 0).
 
     Changes whenever the renderer, the real style or the scene sampler
     draws anything differently.
+
+    Args:
+        size (int): Image side in pixels.
+        count (int): Scenes rendered.
+
+    Returns:
+        str: The hex digest.
     """
-    import random
     rng = random.Random(0)
     pixels = np.random.default_rng(0)
     digest = hashlib.sha256()
@@ -69,10 +96,51 @@ def render_fingerprint(size: int, count: int = 16) -> str:
     return digest.hexdigest()
 
 
+@dataclass
+class ShippedFolder:
+    """What a shipped CLIP folder says about itself.
+
+    Attributes:
+        folder (str): The folder.
+        config (dict): ``open_clip_config.json``: ``model_cfg`` and
+            ``preprocess_cfg``.
+        record (dict): ``record.json``: ``settings``, ``render_fingerprint``,
+            ``token_table_sha256``, ``weights_sha256`` and how it was made.
+    """
+    folder: str
+    config: dict
+    record: dict
+
+    @classmethod
+    def read(cls, folder: str) -> 'ShippedFolder':
+        """Read the two JSON files.
+
+        Raises:
+            OSError: If one is missing or unreadable.
+            ValueError: If one is not JSON.
+        """
+        def load(name):
+            with open(osp.join(folder, name), encoding='utf-8') as f:
+                return json.load(f)
+        return cls(folder, load(CONFIG), load(RECORD))
+
+    @property
+    def model_cfg(self) -> dict:
+        return self.config['model_cfg']
+
+    @property
+    def image_size(self) -> int:
+        return self.model_cfg['vision_cfg']['image_size']
+
+
 def save_shipped_clip(model: torch.nn.Module, model_cfg: dict,
                       settings: Dict, folder: str = SHIPPED_CLIP,
                       **facts) -> None:
     """Write a trained toy CLIP as the shipped one.
+
+    The files go to ``<folder>.tmp`` first; the old folder is moved aside
+    only once they are complete, so a crash leaves the old one or the new
+    one, never half of either.
 
     Args:
         model (nn.Module): A CLIP of :func:`~.clip_train.train_toy_clip`.
@@ -82,28 +150,27 @@ def save_shipped_clip(model: torch.nn.Module, model_cfg: dict,
         folder (str): Output folder (replaced).
         **facts: Further entries of the record (time, machine, command).
     """
+    folder = osp.normpath(folder)
     state = {k: v.contiguous() for k, v in model.state_dict().items()
              if k != TOKEN_TABLE}
-    tmp = folder + '.tmp'
+    tmp, old = folder + '.tmp', folder + '.old'
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    config = dict(model_cfg=model_cfg,
-                  preprocess_cfg=dict(model.visual.preprocess_cfg))
-    atomic_write_json(osp.join(tmp, 'open_clip_config.json'), config)
+    atomic_write_json(osp.join(tmp, CONFIG), dict(
+        model_cfg=model_cfg, preprocess_cfg=dict(model.visual.preprocess_cfg)))
     save_safetensors(state, osp.join(tmp, WEIGHTS))
     atomic_write_json(osp.join(tmp, RECORD), dict(
         settings=settings,
         render_fingerprint=render_fingerprint(
             model_cfg['vision_cfg']['image_size']),
         token_table_sha256=tensor_sha256(model.state_dict()[TOKEN_TABLE]),
+        weights_sha256=file_sha256(osp.join(tmp, WEIGHTS)),
         **facts))
-    shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    if osp.exists(folder):
+        os.replace(folder, old)
     os.replace(tmp, folder)
-
-
-#: Settings that hold the scenes a world keeps from its CLIP: the first
-#: ``num_test_scenes + num_corpus_scenes`` distinct scenes of the seed.
-HELD_OUT = ('num_test_scenes', 'num_corpus_scenes')
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def misfit(recorded: Dict, wanted: Dict) -> Optional[str]:
@@ -114,55 +181,74 @@ def misfit(recorded: Dict, wanted: Dict) -> Optional[str]:
     the world's test and corpus scenes are among the scenes the CLIP was
     kept from (:func:`~.world.split_scenes` draws them first, in the same
     order whatever the counts).
+
+    Args:
+        recorded (dict): The CLIP's settings (its record's ``settings``).
+        wanted (dict): The world's (:meth:`~.world.WorldConfig.clip_settings`).
+
+    Returns:
+        str or None: The reason, naming the settings and their values.
     """
     other = sorted(k for k in set(recorded) | set(wanted)
                    if k not in HELD_OUT and recorded.get(k) != wanted.get(k))
     if other:
-        return 'it was trained with other ' + ', '.join(other)
-    if sum(wanted[k] for k in HELD_OUT) > sum(recorded[k] for k in HELD_OUT):
-        return ('this world has more test and corpus scenes than it was '
-                'kept from')
+        return 'it was trained with ' + ', '.join(
+            f'{k} {recorded.get(k)} (this world: {wanted.get(k)})'
+            for k in other)
+    kept = sum(recorded.get(k, 0) for k in HELD_OUT)
+    held = sum(wanted[k] for k in HELD_OUT)
+    if held > kept:
+        return (f'this world has {held} test and corpus scenes; the CLIP '
+                f'was kept from the first {kept} only')
     return None
 
 
-def _stale(folder: str, settings: Dict) -> Optional[str]:
-    """Why the shipped CLIP does not fit ``settings`` (None: it fits)."""
-    path = osp.join(folder, RECORD)
-    if not osp.isfile(path):
-        return f'{path} is missing'
-    with open(path, encoding='utf-8') as f:
-        record = json.load(f)
-    reason = misfit(record.get('settings', {}), settings)
-    if reason is not None:
-        return reason
-    with open(osp.join(folder, 'open_clip_config.json'),
-              encoding='utf-8') as f:
-        size = json.load(f)['model_cfg']['vision_cfg']['image_size']
-    if record.get('render_fingerprint') != render_fingerprint(size):
-        return 'the renderer now draws other pixels than it was trained on'
-    return None
+def why_not_shipped(settings: Dict, folder: str = SHIPPED_CLIP
+                    ) -> Optional[str]:
+    """Why the shipped CLIP cannot serve a world of ``settings`` (None: it
+    can): :func:`misfit`, or a renderer that draws other pixels now.
+
+    Raises:
+        OSError, ValueError, KeyError: If the folder is damaged.
+    """
+    shipped = ShippedFolder.read(folder)
+    reason = misfit(shipped.record['settings'], settings)
+    if reason is None and (shipped.record['render_fingerprint'] !=
+                           render_fingerprint(shipped.image_size)):
+        reason = 'the renderer now draws other pixels than it was trained on'
+    return reason
 
 
 def load_shipped_clip(folder: str = SHIPPED_CLIP) -> torch.nn.Module:
     """The shipped CLIP as an open_clip ``CLIP`` in eval mode.
 
+    Args:
+        folder (str): The shipped CLIP's folder.
+
+    Returns:
+        nn.Module: The model, its token table rebuilt.
+
     Raises:
-        ValueError: If the rebuilt token table is not the recorded one.
+        ValueError: If the weights file or the rebuilt token table is not
+            the recorded one, or a file is not what it should be.
+        OSError: If a file is missing.
+        KeyError, RuntimeError, SafetensorError: If the files do not hold
+            the model they should.
     """
     from safetensors.torch import load_file
-    with open(osp.join(folder, 'open_clip_config.json'),
-              encoding='utf-8') as f:
-        config = json.load(f)
-    with open(osp.join(folder, RECORD), encoding='utf-8') as f:
-        record = json.load(f)
-    model_cfg = config['model_cfg']
-    model = open_clip.model.CLIP(**model_cfg)
-    open_clip.model.set_model_preprocess_cfg(model, config['preprocess_cfg'])
-    state = load_file(osp.join(folder, WEIGHTS))
-    text = model_cfg['text_cfg']
+    shipped = ShippedFolder.read(folder)
+    weights = osp.join(folder, WEIGHTS)
+    if file_sha256(weights) != shipped.record['weights_sha256']:
+        raise ValueError(f'{weights} is not the file it was saved as')
+    model = open_clip.model.CLIP(**shipped.model_cfg)
+    open_clip.model.set_model_preprocess_cfg(model,
+                                             shipped.config['preprocess_cfg'])
+    state = load_file(weights)
+    text = shipped.model_cfg['text_cfg']
     state[TOKEN_TABLE] = frozen_token_table(
-        text['vocab_size'], text['width'], record['settings']['seed'])
-    if tensor_sha256(state[TOKEN_TABLE]) != record['token_table_sha256']:
+        text['vocab_size'], text['width'], shipped.record['settings']['seed'])
+    if tensor_sha256(state[TOKEN_TABLE]) != \
+            shipped.record['token_table_sha256']:
         raise ValueError('the rebuilt token table differs from the one the '
                          'shipped CLIP was trained with')
     model.load_state_dict(state)
@@ -172,7 +258,7 @@ def load_shipped_clip(folder: str = SHIPPED_CLIP) -> torch.nn.Module:
 def restore_shipped_clip(settings: Dict, dest: str,
                          folder: str = SHIPPED_CLIP) -> bool:
     """Write the shipped CLIP to ``dest`` as an open_clip ``local-dir``
-    folder if it can serve a world of ``settings`` (:func:`misfit`).
+    folder if it can serve a world of ``settings`` (:func:`why_not_shipped`).
 
     Args:
         settings (dict): The world's CLIP settings.
@@ -180,21 +266,23 @@ def restore_shipped_clip(settings: Dict, dest: str,
         folder (str): The shipped CLIP's folder.
 
     Returns:
-        bool: Whether it was written; when not, the reason is logged.
+        bool: Whether it was written; when not, the reason is logged (a
+        damaged folder included: the world then trains its own CLIP).
     """
-    reason = _stale(folder, settings)
-    if reason is None:
-        try:
+    model = None
+    try:
+        reason = why_not_shipped(settings, folder)
+        if reason is None:
             model = load_shipped_clip(folder)
-        except ValueError as e:
-            reason = str(e)
-    if reason is not None:
+            model_cfg = ShippedFolder.read(folder).model_cfg
+    except READ_ERRORS as e:
+        reason = (f'it cannot be read ({type(e).__name__}: {e}); '
+                  f'{RESTORE}')
+    if model is None:
         logger.info(f'toy world: the shipped CLIP ({folder}) is not used: '
                     f'{reason}; training one')
         return False
-    with open(osp.join(folder, 'open_clip_config.json'),
-              encoding='utf-8') as f:
-        model_cfg = json.load(f)['model_cfg']
+    dest = osp.normpath(dest)
     tmp = dest + '.tmp'
     shutil.rmtree(tmp, ignore_errors=True)
     save_open_clip_folder(model, tmp, model_cfg)

@@ -189,8 +189,7 @@ def train_clip(paths: WorldPaths, scenes: Sequence[Scene],
     marker = osp.join(paths.clip, 'open_clip_model.safetensors')
     if not osp.isfile(marker):
         if restore_shipped_clip(cfg.clip_settings(), paths.clip):
-            logger.info('toy world: CLIP: the shipped one '
-                        f'({osp.relpath(SHIPPED_CLIP)})')
+            logger.info(f'toy world: CLIP: the shipped one ({SHIPPED_CLIP})')
         else:
             model = train_toy_clip(scenes, cfg.clip_train_config(),
                                    nouns=TOY_NOUNS,
@@ -336,10 +335,11 @@ def build_world(root: str, cfg: WorldConfig = WorldConfig()) -> Dict:
     logger.info('toy world: its CLIP')
     train_clip(paths, clip_scenes, cfg)
     # a sanity check on scenes the CLIP never saw (fresh renders, captions)
+    checked = test[:200]
     accuracy = retrieval_accuracy(
-        open_clip.create_model(paths.clip_model).eval(), test[:200])
+        open_clip.create_model(paths.clip_model).eval(), checked)
     logger.info('toy world: CLIP image -> caption top-1 retrieval '
-                f'{accuracy:.2f} (200 test scenes)')
+                f'{accuracy:.2f} ({len(checked)} test scenes)')
     logger.info('toy world: synthetic images')
     generate_synthetic(paths, cfg)
     record_defects(paths, cfg)
